@@ -1,0 +1,142 @@
+"""Make a TFLite interpreter: pick the backend, the thread count and the delegate.
+
+Backends, in order of preference: ai_edge_litert (LiteRT, numpy 2, XNNPACK int8),
+tflite_runtime (the last release needs numpy < 2; a fallback), tensorflow.lite (the full
+TensorFlow, on a workstation). All hardware knowledge (Edge TPU, NNAPI and other delegate
+libraries) lives here.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import importlib.util
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BackendError, ModelError
+
+BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+_MODULES = {
+    "ai_edge_litert": "ai_edge_litert.interpreter",
+    "tflite_runtime": "tflite_runtime.interpreter",
+    "tensorflow": "tensorflow.lite",
+}
+EDGETPU_LIBRARY = {
+    "Linux": "libedgetpu.so.1",
+    "Darwin": "libedgetpu.1.dylib",
+    "Windows": "edgetpu.dll",
+}.get(platform.system(), "libedgetpu.so.1")
+
+
+@dataclass(frozen=True)
+class DelegateSpec:
+    """``cpu`` (no delegate), ``edgetpu``, or a path to a delegate library with its options."""
+
+    kind: str = "cpu"
+    library: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str | None, options: dict[str, Any] | None = None) -> "DelegateSpec":
+        text = (text or "cpu").strip()
+        if text.lower() in ("cpu", "none", ""):
+            return cls("cpu")
+        if text.lower() == "edgetpu" or text.lower().startswith("edgetpu:"):
+            opts = dict(options or {})
+            if ":" in text:  # edgetpu:usb, edgetpu:pci:0
+                opts.setdefault("device", text.split(":", 1)[1])
+            return cls("edgetpu", EDGETPU_LIBRARY, opts)
+        return cls("library", text, dict(options or {}))
+
+
+def available_backends() -> list[str]:
+    """Backends whose package is installed (importing them is left to load_backend)."""
+    return [n for n in BACKENDS if importlib.util.find_spec(_MODULES[n].split(".")[0]) is not None]
+
+
+def load_backend(name: str = "auto") -> tuple[str, Any]:
+    """(backend name, module with Interpreter and load_delegate)."""
+    names = BACKENDS if name in ("auto", None) else (name,)
+    if name not in ("auto", None) and name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; expected one of auto, {', '.join(BACKENDS)}")
+    errors = []
+    for candidate in names:
+        try:
+            module = importlib.import_module(_MODULES[candidate])
+        except Exception as exc:  # ImportError, or numpy ABI errors from tflite_runtime under numpy 2
+            errors.append(f"{candidate}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        return candidate, module
+    if name in ("auto", None):
+        raise BackendError(
+            "no TFLite interpreter found (" + "; ".join(errors) + "); install one with: pip install ai-edge-litert"
+        )
+    raise BackendError(f"backend {name} cannot be imported ({errors[0]}); install it or choose --backend auto")
+
+
+@contextlib.contextmanager
+def _quiet_unraisable():
+    """Keep the libraries' noisy ``Delegate.__del__`` tracebacks off the user's screen.
+
+    A delegate that fails to load leaves a half-built object whose ``__del__`` raises
+    AttributeError; Python prints that as 'Exception ignored in ...'. We collect it here.
+    """
+    old = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = old
+
+
+def load_delegate(module: Any, spec: DelegateSpec):
+    """Load the delegate library or raise a one-line BackendError saying how to fix it."""
+    if spec.kind == "cpu":
+        return None
+    options = {str(k): str(v) for k, v in spec.options.items()}
+    with _quiet_unraisable():
+        try:
+            return module.load_delegate(spec.library, options)
+        except (OSError, ValueError, RuntimeError) as exc:  # docs say ValueError; a missing library is OSError
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if spec.kind == "edgetpu":
+        raise BackendError(
+            f"the Edge TPU delegate ({spec.library}) could not be loaded ({detail}); "
+            "plug in the Coral device and install its runtime (apt install libedgetpu1-std), or run with --delegate cpu "
+            "and a model not compiled for the Edge TPU"
+        )
+    raise BackendError(f"the delegate library {spec.library} could not be loaded ({detail}); check the path and its options")
+
+
+def make_interpreter(model_content: bytes, *, backend: str = "auto", num_threads: int | None = None,
+                     delegate: DelegateSpec | str | None = None, is_edgetpu_model: bool = False,
+                     name: str = "model") -> tuple[Any, str]:
+    """Create and allocate an interpreter for ``model_content``; return (interpreter, backend name)."""
+    if not isinstance(delegate, DelegateSpec):
+        delegate = DelegateSpec.parse(delegate)
+    if is_edgetpu_model and delegate.kind != "edgetpu":
+        raise ModelError(
+            f"{name} is compiled for the Coral Edge TPU (it holds edgetpu-custom-op) and cannot run on the CPU; "
+            "run it with --delegate edgetpu on a machine with a Coral device, or use the model from before edgetpu_compiler"
+        )
+    backend_name, module = load_backend(backend)
+    delegates = [d for d in [load_delegate(module, delegate)] if d is not None]
+    threads = num_threads if num_threads and num_threads > 0 else (os.cpu_count() or 1)
+    kwargs: dict[str, Any] = {"model_content": model_content, "num_threads": threads}
+    if delegates:
+        kwargs["experimental_delegates"] = delegates
+    with _quiet_unraisable():
+        try:
+            interpreter = module.Interpreter(**kwargs)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            if "edgetpu-custom-op" in detail:
+                raise ModelError(f"{name} needs the Edge TPU delegate ({detail}); run it with --delegate edgetpu") from None
+            raise ModelError(f"{name} could not be loaded by {backend_name} ({detail}); check that it is a valid .tflite") from None
+    return interpreter, backend_name

@@ -1,0 +1,232 @@
+"""Embedder: a .tflite model that turns pictures into L2-normalised vectors.
+
+Shaped like MediaPipe's ImageEmbedder: an options dataclass, ``Embedder.create_from_options``,
+one verb (``embed``), ``close()`` and ``with``. int8/uint8 outputs are dequantized in one place
+(``_read_output``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .backends import DelegateSpec, make_interpreter
+from .errors import InputError, ModelError
+from .preprocess import ImageLike, InputFormat, Preprocessor
+from .spec import ModelSpec, spec_from_metadata
+from .tflite_file import read_tflite
+
+
+@dataclass
+class EmbedderOptions:
+    """How to open and run an embedding model. Preprocessing fields override the model's metadata."""
+
+    model_path: str | os.PathLike
+    backend: str = "auto"
+    num_threads: int | None = None
+    delegate: str | None = "cpu"
+    delegate_options: dict[str, Any] = field(default_factory=dict)
+    output: int | str | None = None  # embedding output tensor (name or index); None = spec, else first
+    l2_normalize: bool = True
+    quantize: bool = False  # also give an int8 copy of each embedding
+    mean: Sequence[float] | float | None = None
+    std: Sequence[float] | float | None = None
+    color_order: str | None = None
+    resize: str | None = None
+    crop_fraction: float | None = None
+
+    def preprocessing_overrides(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "color_order": self.color_order,
+                "resize": self.resize, "crop_fraction": self.crop_fraction}
+
+
+@dataclass
+class Embedding:
+    """One embedding: float32 (L2-normalised unless asked otherwise), and int8 on request."""
+
+    vector: np.ndarray
+    quantized: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.vector.shape[-1])
+
+    def tolist(self) -> list[float]:
+        return self.vector.astype(float).tolist()
+
+
+def cosine_similarity(a: Embedding | np.ndarray, b: Embedding | np.ndarray) -> float:
+    """Cosine similarity of two embeddings (any norm)."""
+    va = a.vector if isinstance(a, Embedding) else np.asarray(a, np.float32)
+    vb = b.vector if isinstance(b, Embedding) else np.asarray(b, np.float32)
+    if va.shape != vb.shape:
+        raise InputError(f"embeddings must have the same shape, got {va.shape} and {vb.shape}")
+    na, nb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(va.ravel(), vb.ravel()) / (na * nb))
+
+
+def quantize_embedding(v: np.ndarray) -> np.ndarray:
+    """An L2-normalised float vector -> int8 (scale 1/127), the compact form MediaPipe offers."""
+    return np.clip(np.rint(v * 127.0), -127, 127).astype(np.int8)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class Embedder:
+    """Runs one .tflite embedding model. Not thread-safe: one per thread."""
+
+    def __init__(self, options: EmbedderOptions, interpreter: Any, backend: str, spec: ModelSpec,
+                 model_bytes: bytes, fingerprint: str):
+        self.options = options
+        self.interpreter = interpreter
+        self.backend = backend
+        self.spec = spec
+        self.fingerprint = fingerprint
+        self.model_path = str(options.model_path)
+        self.model_size = len(model_bytes)
+        inp = interpreter.get_input_details()
+        if len(inp) != 1 or len(inp[0]["shape"]) != 4 or inp[0]["shape"][3] != 3:
+            shapes = [tuple(int(v) for v in d["shape"]) for d in inp]
+            raise ModelError(f"{self.model_path} must take one image input of shape (1, H, W, 3), got {shapes}")
+        self._input = inp[0]
+        scale, zp = inp[0]["quantization"]
+        self.input_format = InputFormat(int(inp[0]["shape"][1]), int(inp[0]["shape"][2]), np.dtype(inp[0]["dtype"]),
+                                        float(scale), int(zp))
+        self.preprocessor = Preprocessor(spec.preprocessing, self.input_format)
+        self._output = self._select_output(options.output if options.output is not None else spec.embedding_output)
+        scale, zp = self._output["quantization"]
+        self._out_scale, self._out_zp = float(scale), int(zp)
+        self.dim = int(np.prod(self._output["shape"][1:]))
+        self._closed = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create_from_options(cls, options: EmbedderOptions) -> "Embedder":
+        path = Path(options.model_path)
+        if not path.exists():
+            raise ModelError(f"model not found: {path} (check the path)")
+        if path.is_dir():
+            raise ModelError(f"{path} is a folder, expected a .tflite model file")
+        data = path.read_bytes()
+        info = read_tflite(data, str(path))
+        interpreter, backend = make_interpreter(
+            data, backend=options.backend, num_threads=options.num_threads,
+            delegate=DelegateSpec.parse(options.delegate, options.delegate_options),
+            is_edgetpu_model=info.is_edgetpu, name=str(path))
+        inp = interpreter.get_input_details()[0]
+        spec = spec_from_metadata(info.metadata, np.dtype(inp["dtype"]).name, inp["quantization"], str(path))
+        spec = spec.with_overrides(**options.preprocessing_overrides())
+        return cls(options, interpreter, backend, spec, data, model_fingerprint(data, spec))
+
+    @classmethod
+    def create_from_model_path(cls, model_path: str | os.PathLike, **kwargs: Any) -> "Embedder":
+        return cls.create_from_options(EmbedderOptions(model_path=model_path, **kwargs))
+
+    def _select_output(self, which: int | str | None) -> dict:
+        outs = self.interpreter.get_output_details()
+        if which is None:
+            return outs[0]
+        if isinstance(which, str) and which.lstrip("-").isdigit():
+            which = int(which)
+        if isinstance(which, int):
+            if not -len(outs) <= which < len(outs):
+                raise ModelError(f"{self.model_path} has {len(outs)} outputs, output index {which} does not exist")
+            return outs[which]
+        for d in outs:
+            if d["name"] == which:
+                return d
+        names = ", ".join(d["name"] for d in outs)
+        raise ModelError(f"{self.model_path} has no output named {which!r}; its outputs are: {names}")
+
+    # ------------------------------------------------------------------ the verb
+    def embed(self, image: ImageLike, color: str = "RGB") -> Embedding:
+        """One picture (path, or array in ``color`` order) -> its Embedding."""
+        return self.embed_tensor(self.preprocessor(image, color))[0]
+
+    def embed_many(self, images: Iterable[ImageLike], color: str = "RGB") -> list[Embedding]:
+        """Several pictures -> their Embeddings, in order."""
+        return [self.embed(im, color) for im in images]
+
+    def embed_tensor(self, batch: np.ndarray) -> list[Embedding]:
+        """Already-preprocessed input (N, H, W, 3) -> Embeddings; the hot path, one invoke each."""
+        self._check_open()
+        out = []
+        for row in batch:
+            self.interpreter.set_tensor(self._input["index"], row[None])
+            self.interpreter.invoke()
+            out.append(self._read_output())
+        return out
+
+    def raw_output(self) -> np.ndarray:
+        return self.interpreter.get_tensor(self._output["index"])
+
+    def _read_output(self) -> Embedding:
+        raw = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
+        if self._out_scale:  # the one place outputs are dequantized
+            vec = (raw.astype(np.float32) - self._out_zp) * self._out_scale
+        else:
+            vec = raw.astype(np.float32, copy=True)
+        if self.options.l2_normalize:
+            n = float(np.sqrt(np.dot(vec, vec)))
+            vec = vec / n if n > 0 else vec
+        q = quantize_embedding(vec if self.options.l2_normalize else l2_normalize(vec)) if self.options.quantize else None
+        return Embedding(vec, q)
+
+    # ------------------------------------------------------------------ lifetime
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InputError("this Embedder is closed; create a new one")
+
+    def close(self) -> None:
+        self._closed = True
+        self.interpreter = None
+
+    def __enter__(self) -> "Embedder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What ``edgeembed inspect`` prints."""
+        from dataclasses import asdict
+
+        it = self.interpreter
+        f = self.input_format
+        return {
+            "model": self.model_path,
+            "fingerprint": self.fingerprint,
+            "size_bytes": self.model_size,
+            "backend": self.backend,
+            "input": {"height": f.height, "width": f.width, "channels": 3, "layout": "NHWC", "dtype": f.dtype.name,
+                      "quantization": {"scale": f.scale, "zero_point": f.zero_point}},
+            "outputs": [{"index": i, "name": d["name"], "shape": [int(v) for v in d["shape"]],
+                         "dtype": np.dtype(d["dtype"]).name,
+                         "quantization": {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}}
+                        for i, d in enumerate(it.get_output_details())],
+            "embedding": {"output": self._output["name"], "dim": self.dim, "l2_normalized": self.options.l2_normalize},
+            "preprocessing": asdict(self.spec.preprocessing),
+            "spec_source": self.spec.source,
+            "task": self.spec.task,
+            "architecture": self.spec.architecture,
+            "weights": self.spec.weights,
+            "license": self.spec.license,
+            "calibration": self.spec.calibration,
+            "fidelity": self.spec.fidelity,
+            "extra": self.spec.extra,
+        }
+
+
+def model_fingerprint(model_bytes: bytes, spec: ModelSpec) -> str:
+    """Names a model as the runtime uses it: the model bytes plus the preprocessing applied."""
+    h = hashlib.sha256(model_bytes)
+    h.update(spec.preprocessing_key().encode())
+    return h.hexdigest()[:20]

@@ -1,0 +1,386 @@
+"""Gallery: labelled embeddings on disk, bound to the model that made them.
+
+Layout of a gallery folder::
+
+    gallery.sqlite   labels, entries (label, row in the vector file, source), meta (model, threshold, ...)
+    vectors.f32      float32 rows, L2-normalised, appended in enrolment order
+
+Atomicity: an enrolment first appends its rows to the vector file past the committed end and
+fsyncs them, then inserts its entries and the new committed row count in one SQLite
+transaction. If the process dies (crash, SIGKILL, Ctrl-C) before that commit, the rows past
+the committed count are ignored and cut off by the next write: the gallery is exactly as it
+was before the enrolment. Compaction writes a new vector file and switches to it in one
+transaction, so it is atomic too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import GalleryError, InputError
+
+DB_NAME = "gallery.sqlite"
+FORMAT_VERSION = 1
+DEFAULT_THRESHOLD = 0.5
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS labels (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY, label_id INTEGER NOT NULL REFERENCES labels(id),
+    row INTEGER NOT NULL UNIQUE, source TEXT, created REAL NOT NULL, info TEXT);
+CREATE INDEX IF NOT EXISTS entries_label ON entries(label_id);
+"""
+
+
+@dataclass(frozen=True)
+class Match:
+    """One gallery label and how similar its closest entry is (cosine)."""
+
+    label: str
+    score: float
+    entry_id: int
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """The answer for one query: ``label`` is None when the best score is below the threshold."""
+
+    label: str | None
+    score: float
+    matches: list[Match] = field(default_factory=list)
+    threshold: float = DEFAULT_THRESHOLD
+
+    @property
+    def known(self) -> bool:
+        return self.label is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": round(self.score, 6),
+                "matches": [{"label": m.label, "score": round(m.score, 6)} for m in self.matches]}
+
+
+@dataclass(frozen=True)
+class ModelBinding:
+    """What a gallery remembers of its model: enough to reopen it and to refuse another."""
+
+    model_path: str
+    fingerprint: str
+    dim: int
+    preprocessing: dict
+    mode: str = "image"
+    output: int | str | None = None
+
+
+class Gallery:
+    """A persistent, model-bound set of labelled embeddings. Use ``Gallery.create`` or ``Gallery.open``."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection):
+        self.path = path
+        self._db = db
+        self._load_meta()
+        self._matrix: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ open / create
+    @classmethod
+    def create(cls, path: str | os.PathLike, binding: ModelBinding, threshold: float | None = None) -> "Gallery":
+        """A new, empty gallery at ``path`` (a folder), bound to ``binding``'s model."""
+        p = Path(path)
+        if (p / DB_NAME).exists():
+            raise GalleryError(f"a gallery already exists at {p}; open it instead, or choose another path")
+        if p.exists() and not p.is_dir():
+            raise GalleryError(f"{p} exists and is not a folder; a gallery is a folder, choose another path")
+        p.mkdir(parents=True, exist_ok=True)
+        tmp = p / (DB_NAME + ".tmp")
+        if tmp.exists():
+            tmp.unlink()
+        db = sqlite3.connect(tmp)
+        with db:
+            db.executescript(_SCHEMA)
+            meta = {
+                "format_version": FORMAT_VERSION, "model_path": binding.model_path, "fingerprint": binding.fingerprint,
+                "dim": binding.dim, "preprocessing": binding.preprocessing, "mode": binding.mode,
+                "output": binding.output, "threshold": DEFAULT_THRESHOLD if threshold is None else float(threshold),
+                "rows": 0, "vectors_file": "vectors.f32", "created": time.time(),
+            }
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        db.close()
+        open(p / "vectors.f32", "wb").close()
+        os.replace(tmp, p / DB_NAME)  # the gallery exists only once it is complete
+        return cls.open(p)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Gallery":
+        p = Path(path)
+        db_path = p / DB_NAME
+        if not db_path.exists():
+            if p.is_file():
+                raise GalleryError(f"{p} is a file, expected a gallery folder (made by 'edgeembed enroll')")
+            raise GalleryError(f"no gallery at {p} (expected {db_path}); create one with 'edgeembed enroll --model MODEL --gallery {p} DIR'")
+        try:
+            db = sqlite3.connect(db_path, timeout=30)
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{db_path} is not a readable gallery database ({exc}); restore it from a backup") from None
+        return cls(p, db)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, binding: ModelBinding) -> "Gallery":
+        if (Path(path) / DB_NAME).exists():
+            g = cls.open(path)
+            g.check_binding(binding)
+            return g
+        return cls.create(path, binding)
+
+    def _load_meta(self) -> None:
+        try:
+            rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            self.meta = {k: json.loads(v) for k, v in rows.items()}
+            self.binding = ModelBinding(
+                model_path=self.meta["model_path"], fingerprint=self.meta["fingerprint"], dim=int(self.meta["dim"]),
+                preprocessing=self.meta["preprocessing"], mode=self.meta.get("mode", "image"),
+                output=self.meta.get("output"))
+        except (sqlite3.DatabaseError, KeyError, ValueError) as exc:
+            raise GalleryError(f"{self.path} holds a damaged gallery ({exc}); restore it from a backup") from None
+        if int(self.meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise GalleryError(f"{self.path} was written by a newer edgeembed (format {self.meta['format_version']}); upgrade edgeembed")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ model binding
+    @property
+    def threshold(self) -> float:
+        return float(self.meta.get("threshold", DEFAULT_THRESHOLD))
+
+    def set_threshold(self, value: float) -> None:
+        if not -1.0 <= value <= 1.0:
+            raise InputError(f"threshold is a cosine similarity in [-1, 1], got {value}")
+        self._set_meta({"threshold": float(value)})
+
+    def check_binding(self, binding: ModelBinding) -> None:
+        """Refuse a model other than the gallery's own (a different fingerprint)."""
+        mine = self.binding
+        if binding.fingerprint != mine.fingerprint or binding.dim != mine.dim:
+            raise GalleryError(
+                f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}, "
+                f"{mine.dim}-d) but model {binding.model_path} (fingerprint {binding.fingerprint}, {binding.dim}-d) "
+                "was given; use the gallery's own model (omit --model) or enroll into a new gallery")
+        if binding.mode != mine.mode:
+            raise GalleryError(f"gallery {self.path} holds {mine.mode} embeddings, not {binding.mode}; "
+                               f"use --mode {mine.mode} or another gallery")
+
+    def _set_meta(self, values: dict[str, Any]) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in values.items()])
+        self.meta.update(values)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def _vectors_path(self) -> Path:
+        return self.path / self.meta.get("vectors_file", "vectors.f32")
+
+    def _committed_rows(self) -> int:
+        return int(json.loads(self._db.execute("SELECT value FROM meta WHERE key='rows'").fetchone()[0]))
+
+    def _load(self) -> None:
+        """Read the vectors of the live entries, ordered by label, for search."""
+        rows_total = self._committed_rows()
+        dim = self.binding.dim
+        path = self._vectors_path
+        size = path.stat().st_size if path.exists() else 0
+        if size < rows_total * dim * 4:
+            raise GalleryError(f"{path} is shorter than the gallery's {rows_total} rows; the gallery is damaged, restore it from a backup")
+        all_vectors = np.fromfile(path, dtype="<f4", count=rows_total * dim).reshape(rows_total, dim) if rows_total else \
+            np.zeros((0, dim), np.float32)
+        rows = self._db.execute(
+            "SELECT e.id, e.row, l.name FROM entries e JOIN labels l ON l.id = e.label_id ORDER BY l.name, e.id").fetchall()
+        self._entry_ids = np.array([r[0] for r in rows], np.int64)
+        self._matrix = np.ascontiguousarray(all_vectors[[r[1] for r in rows]]) if rows else np.zeros((0, dim), np.float32)
+        names = [r[2] for r in rows]
+        self._label_names: list[str] = []
+        starts = []
+        for i, n in enumerate(names):
+            if not self._label_names or self._label_names[-1] != n:
+                self._label_names.append(n)
+                starts.append(i)
+        self._label_starts = np.array(starts, np.int64)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        if self._matrix is None:
+            self._load()
+        return self._matrix  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def labels(self) -> dict[str, int]:
+        """Label -> number of entries, sorted by label."""
+        return dict(self._db.execute(
+            "SELECT l.name, COUNT(e.id) FROM labels l JOIN entries e ON e.label_id = l.id GROUP BY l.id ORDER BY l.name"))
+
+    def entries(self, label: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT e.id, l.name, e.source, e.created FROM entries e JOIN labels l ON l.id = e.label_id"
+        args: tuple = ()
+        if label is not None:
+            q += " WHERE l.name = ?"
+            args = (label,)
+        return [{"id": i, "label": n, "source": s, "created": c} for i, n, s, c in self._db.execute(q + " ORDER BY e.id", args)]
+
+    def search(self, query: np.ndarray, k: int = 5) -> list[Match]:
+        """The ``k`` best labels for one L2-normalised query, each by its closest entry."""
+        return self.search_many(np.asarray(query, np.float32)[None], k)[0]
+
+    def search_many(self, queries: np.ndarray, k: int = 5) -> list[list[Match]]:
+        m = self.matrix
+        q = np.asarray(queries, np.float32)
+        if q.ndim != 2 or q.shape[1] != self.binding.dim:
+            raise InputError(f"queries must be (N, {self.binding.dim}), got {q.shape}")
+        if len(m) == 0:
+            return [[] for _ in range(len(q))]
+        scores = q @ m.T  # (N, entries)
+        per_label = np.maximum.reduceat(scores, self._label_starts, axis=1)  # (N, labels)
+        kk = min(k, per_label.shape[1])
+        top = np.argsort(-per_label, axis=1)[:, :kk]
+        ends = np.append(self._label_starts[1:], len(m))
+        out = []
+        for i in range(len(q)):
+            row = []
+            for j in top[i]:
+                s, e = self._label_starts[j], ends[j]
+                best = s + int(np.argmax(scores[i, s:e]))
+                row.append(Match(self._label_names[j], float(per_label[i, j]), int(self._entry_ids[best])))
+            out.append(row)
+        return out
+
+    def recognize(self, query: np.ndarray, threshold: float | None = None, k: int = 5) -> Recognition:
+        t = self.threshold if threshold is None else float(threshold)
+        matches = self.search(query, k)
+        if not matches:
+            return Recognition(None, 0.0, [], t)
+        best = matches[0]
+        return Recognition(best.label if best.score >= t else None, best.score, matches, t)
+
+    # ------------------------------------------------------------------ writing
+    def add(self, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None] | None = None,
+            infos: Sequence[dict | None] | None = None) -> list[int]:
+        """Add entries in one atomic step: all of them, or (on any failure) none."""
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        n = len(labels)
+        if vectors.ndim != 2 or vectors.shape != (n, self.binding.dim):
+            raise InputError(f"vectors must be ({n}, {self.binding.dim}), got {vectors.shape}")
+        for name in set(labels):
+            _check_label(name)
+        if n == 0:
+            return []
+        sources = list(sources) if sources is not None else [None] * n
+        infos = list(infos) if infos is not None else [None] * n
+        rows0 = self._committed_rows()
+        path = self._vectors_path
+        with open(path, "r+b" if path.exists() else "w+b") as f:
+            f.truncate(rows0 * self.binding.dim * 4)  # drop rows of an enrolment that never committed
+            f.seek(0, os.SEEK_END)
+            f.write(vectors.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        now = time.time()
+        ids = []
+        with self._db:  # one transaction: entries + committed row count
+            for name in sorted(set(labels)):
+                self._db.execute("INSERT OR IGNORE INTO labels(name, created) VALUES (?, ?)", (name, now))
+            label_ids = dict(self._db.execute("SELECT name, id FROM labels"))
+            for i in range(n):
+                cur = self._db.execute(
+                    "INSERT INTO entries(label_id, row, source, created, info) VALUES (?, ?, ?, ?, ?)",
+                    (label_ids[labels[i]], rows0 + i, sources[i], now, json.dumps(infos[i]) if infos[i] else None))
+                ids.append(int(cur.lastrowid))
+            self._db.execute("UPDATE meta SET value=? WHERE key='rows'", (json.dumps(rows0 + n),))
+        self.meta["rows"] = rows0 + n
+        self._matrix = None
+        return ids
+
+    def remove_label(self, label: str) -> int:
+        """Remove a label and all its entries; returns how many entries went."""
+        row = self._db.execute("SELECT id FROM labels WHERE name=?", (label,)).fetchone()
+        if row is None:
+            raise GalleryError(f"label {label!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
+        with self._db:
+            n = self._db.execute("DELETE FROM entries WHERE label_id=?", (row[0],)).rowcount
+            self._db.execute("DELETE FROM labels WHERE id=?", (row[0],))
+        self._matrix = None
+        return n
+
+    def remove_entry(self, entry_id: int) -> None:
+        with self._db:
+            cur = self._db.execute("DELETE FROM entries WHERE id=?", (int(entry_id),))
+            if cur.rowcount == 0:
+                raise GalleryError(f"entry {entry_id} is not in gallery {self.path}; 'edgeembed gallery list --entries' shows them")
+            self._db.execute("DELETE FROM labels WHERE id NOT IN (SELECT DISTINCT label_id FROM entries)")
+        self._matrix = None
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a label; renaming onto an existing label merges the two."""
+        _check_label(new)
+        row = self._db.execute("SELECT id FROM labels WHERE name=?", (old,)).fetchone()
+        if row is None:
+            raise GalleryError(f"label {old!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
+        with self._db:
+            target = self._db.execute("SELECT id FROM labels WHERE name=?", (new,)).fetchone()
+            if target is None:
+                self._db.execute("UPDATE labels SET name=? WHERE id=?", (new, row[0]))
+            else:
+                self._db.execute("UPDATE entries SET label_id=? WHERE label_id=?", (target[0], row[0]))
+                self._db.execute("DELETE FROM labels WHERE id=?", (row[0],))
+        self._matrix = None
+
+    def compact(self) -> int:
+        """Rewrite the vector file without rows of removed entries; returns rows dropped."""
+        rows_total = self._committed_rows()
+        live = self._db.execute("SELECT id, row FROM entries ORDER BY row").fetchall()
+        if len(live) == rows_total:
+            return 0
+        dim = self.binding.dim
+        old = np.fromfile(self._vectors_path, dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
+        new_name = f"vectors.{int(time.time() * 1000)}.f32"
+        new_path = self.path / new_name
+        with open(new_path, "wb") as f:
+            f.write(np.ascontiguousarray(old[[r for _, r in live]]).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        old_path = self._vectors_path
+        with self._db:
+            self._db.execute("UPDATE entries SET row = -1 - row")
+            self._db.executemany("UPDATE entries SET row=? WHERE id=?", [(i, eid) for i, (eid, _) in enumerate(live)])
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rows', ?)", (json.dumps(len(live)),))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_file', ?)", (json.dumps(new_name),))
+        self.meta.update(rows=len(live), vectors_file=new_name)
+        old_path.unlink(missing_ok=True)
+        self._matrix = None
+        return rows_total - len(live)
+
+    def summary(self) -> dict[str, Any]:
+        labels = self.labels()
+        return {"gallery": str(self.path), "entries": len(self), "labels": labels, "label_count": len(labels),
+                "model": self.binding.model_path, "fingerprint": self.binding.fingerprint, "dim": self.binding.dim,
+                "mode": self.binding.mode, "threshold": self.threshold}
+
+
+def _check_label(name: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"a label must be a non-empty string, got {name!r}")

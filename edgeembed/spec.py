@@ -1,0 +1,169 @@
+"""ModelSpec: what the runtime must know about a model, carried inside the .tflite itself.
+
+The converters write it as a JSON metadata entry named ``edgeembed``; the runtime reads it
+back. Models without it (third-party files) get their normalisation from the standard
+TFLITE_METADATA when present, else defaults chosen by input dtype. Users can override any
+field. The spec is the contract between the two halves of the project.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .errors import InputError, ModelError
+
+METADATA_NAME = "edgeembed"
+SPEC_VERSION = 1
+RESIZE_MODES = ("center_crop", "letterbox", "stretch")
+COLOR_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a picture becomes the model's input: ``(pixel - mean) / std`` after resizing.
+
+    ``pixel`` is in 0..255 in ``color_order``. For a quantized input the normalised value is
+    then quantized with the input tensor's scale and zero point.
+    """
+
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    color_order: str = "RGB"
+    resize: str = "center_crop"
+    crop_fraction: float = 1.0  # centre crop keeps this fraction of the short side (0.875 = ImageNet eval)
+    interpolation: str = "auto"  # auto (area when shrinking, linear when enlarging) | linear | area | nearest | cubic
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", _triple(self.mean, "mean"))
+        object.__setattr__(self, "std", _triple(self.std, "std"))
+        if any(s == 0 for s in self.std):
+            raise InputError(f"std must be non-zero, got {self.std}")
+        if self.color_order not in COLOR_ORDERS:
+            raise InputError(f"color order must be one of {COLOR_ORDERS}, got {self.color_order!r}")
+        if self.resize not in RESIZE_MODES:
+            raise InputError(f"resize mode must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if not 0.0 < float(self.crop_fraction) <= 1.0:
+            raise InputError(f"crop fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.interpolation not in ("auto", "linear", "area", "nearest", "cubic"):
+            raise InputError(f"interpolation must be auto, linear, area, nearest or cubic, got {self.interpolation!r}")
+
+
+def _triple(value: Any, name: str) -> tuple[float, float, float]:
+    if isinstance(value, (int, float)):
+        return (float(value),) * 3
+    vals = tuple(float(v) for v in value)
+    if len(vals) == 1:
+        return vals * 3
+    if len(vals) != 3:
+        raise InputError(f"{name} must be 1 or 3 numbers, got {len(vals)}: {value!r}")
+    return vals  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything about a model that is not in its tensors."""
+
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    embedding_output: int | str | None = None  # output tensor name or index; None = the first output
+    embedding_dim: int | None = None
+    task: str = "image"  # "image" (whole-picture embedding) or "face" (an aligned face crop)
+    architecture: str | None = None
+    weights: str | None = None
+    license: str | None = None
+    calibration: dict | None = None
+    fidelity: dict | None = None
+    extra: dict = field(default_factory=dict)
+    source: str = "defaults"  # where it came from: edgeembed metadata, tflite metadata, defaults
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("source")
+        d["spec_version"] = SPEC_VERSION
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "edgeembed-metadata") -> "ModelSpec":
+        d = dict(d)
+        d.pop("spec_version", None)
+        d.pop("source", None)
+        pre = Preprocessing(**d.pop("preprocessing", {}))
+        known = {f for f in cls.__dataclass_fields__}
+        extra = dict(d.pop("extra", {}) or {})
+        extra.update({k: v for k, v in d.items() if k not in known})
+        d = {k: v for k, v in d.items() if k in known}
+        return cls(preprocessing=pre, extra=extra, source=source, **d)
+
+    def with_overrides(self, **pre_overrides: Any) -> "ModelSpec":
+        """A copy with the given Preprocessing fields replaced (None values are ignored)."""
+        changes = {k: v for k, v in pre_overrides.items() if v is not None}
+        if not changes:
+            return self
+        return replace(self, preprocessing=replace(self.preprocessing, **changes))
+
+    def preprocessing_key(self) -> str:
+        return json.dumps(asdict(self.preprocessing), sort_keys=True)
+
+
+def default_preprocessing(dtype_name: str, quantization: tuple[float, int]) -> Preprocessing:
+    """Defaults for a model with no metadata, by input dtype.
+
+    Quantized integer inputs get the raw pixels (the Coral and TF1-QAT convention: the input
+    quantization already maps 0..255 to the model's range), i.e. mean = zero point and
+    std = 1/scale, so quantization gives back the pixel. Float inputs get [-1, 1], the
+    convention of MobileNet and EfficientNet-Lite TFLite models.
+    """
+    scale, zero_point = quantization
+    if dtype_name in ("uint8", "int8") and scale:
+        offset = 128 if dtype_name == "int8" else 0
+        return Preprocessing(mean=(zero_point + offset,) * 3, std=(1.0 / scale,) * 3)
+    return Preprocessing()
+
+
+def spec_from_metadata(metadata: dict[str, bytes], dtype_name: str, quantization: tuple[float, int],
+                       name: str = "model") -> ModelSpec:
+    """Build the spec from a model's metadata entries (see tflite_file.read_tflite)."""
+    if METADATA_NAME in metadata:
+        try:
+            return ModelSpec.from_dict(json.loads(metadata[METADATA_NAME].decode("utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{name} has a corrupt edgeembed metadata entry ({exc}); re-convert or re-tag the model") from None
+    pre = default_preprocessing(dtype_name, quantization)
+    std_meta = metadata.get("TFLITE_METADATA")
+    if std_meta:
+        norm = _tflite_metadata_normalization(std_meta)
+        if norm is not None and dtype_name == "float32":
+            mean, std = norm
+            # Standard metadata normalises the 0..255 pixel as (p - mean) / std, as we do.
+            pre = replace(pre, mean=_triple(mean, "mean"), std=_triple(std, "std"))
+            return ModelSpec(preprocessing=pre, source="tflite-metadata")
+    return ModelSpec(preprocessing=pre, source="defaults")
+
+
+def _tflite_metadata_normalization(blob: bytes) -> tuple[list[float], list[float]] | None:
+    """Read NormalizationOptions (mean, std) of the first input from a TFLITE_METADATA buffer."""
+    from .tflite_file import _Reader
+
+    try:
+        r = _Reader(blob)
+        root = r.deref(0)
+        for sub in r.tables(root, 3):  # subgraph_metadata
+            for tensor in r.tables(sub, 2)[:1]:  # input_tensor_metadata
+                for unit in r.tables(tensor, 4):  # process_units
+                    tpos = r.field_pos(unit, 0)
+                    if tpos is None or r.u8(tpos) != 1:  # 1 = NormalizationOptions
+                        continue
+                    opts = r.deref(r.field_pos(unit, 1))
+                    return _floats(r, opts, 0), _floats(r, opts, 1)
+    except (struct.error, IndexError, TypeError):
+        return None
+    return None
+
+
+def _floats(r, table: int, index: int) -> list[float]:
+    vec = r.vector(table, index)
+    if vec is None:
+        return []
+    start, n = vec
+    return [struct.unpack_from("<f", r.data, start + 4 * i)[0] for i in range(n)]
