@@ -38,10 +38,12 @@ class EmbedderOptions:
     color_order: str | None = None
     resize: str | None = None
     crop_fraction: float | None = None
+    interpolation: str | None = None
 
     def preprocessing_overrides(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std, "color_order": self.color_order,
-                "resize": self.resize, "crop_fraction": self.crop_fraction}
+                "resize": self.resize, "crop_fraction": self.crop_fraction,
+                "interpolation": self.interpolation}
 
 
 @dataclass

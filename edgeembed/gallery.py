@@ -170,7 +170,7 @@ class Gallery:
     def set_threshold(self, value: float) -> None:
         if not -1.0 <= value <= 1.0:
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {value}")
-        self._set_meta({"threshold": float(value)})
+        self._set_meta({"threshold": float(value), "threshold_source": "user"})
 
     def check_binding(self, binding: ModelBinding) -> None:
         """Refuse a model other than the gallery's own (a different fingerprint)."""

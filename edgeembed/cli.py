@@ -1,0 +1,427 @@
+"""The ``edgeembed`` command. Thin: parse, call the Python API, print.
+
+User mistakes end in one line on stderr (``edgeembed: error: ...``) and exit status 2; no
+traceback unless EDGEEMBED_DEBUG=1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import EdgeEmbedError, InputError
+
+DEFAULT_MODEL_NAME = "mobilenet_v2_1.0_224_int8.tflite"
+
+
+# --------------------------------------------------------------------------- shared options
+def _model_options(p: argparse.ArgumentParser, preprocessing: bool = True) -> None:
+    g = p.add_argument_group("interpreter")
+    g.add_argument("--backend", default="auto", choices=["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"],
+                   help="interpreter backend (default: the first installed of ai_edge_litert, tflite_runtime, tensorflow)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for the interpreter (default: all cores)")
+    g.add_argument("--delegate", default="cpu",
+                   help="cpu, edgetpu[:usb|:pci], or the path of a delegate library (e.g. NNAPI or GPU delegate .so)")
+    g.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option for the delegate library (repeatable)")
+    if preprocessing:
+        g = p.add_argument_group("preprocessing (overrides the model's metadata)")
+        g.add_argument("--output", default=None, help="embedding output tensor: name or index (default: from metadata, else the first)")
+        g.add_argument("--mean", type=_floats, default=None, help="pixel mean, 1 or 3 numbers: 127.5 or 123.7,116.3,103.5")
+        g.add_argument("--std", type=_floats, default=None, help="pixel std, 1 or 3 numbers")
+        g.add_argument("--color-order", choices=["RGB", "BGR"], default=None, help="channel order the model expects")
+        g.add_argument("--resize", choices=["center_crop", "letterbox", "stretch"], default=None)
+        g.add_argument("--crop-fraction", type=float, default=None, help="centre crop keeps this fraction (0.875 = ImageNet eval)")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 1 or 3 comma-separated numbers, got {text!r}") from None
+
+
+def _delegate_options(args: argparse.Namespace) -> dict[str, str]:
+    out = {}
+    for item in args.delegate_option:
+        if "=" not in item:
+            raise InputError(f"--delegate-option must be KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"backend": args.backend, "num_threads": args.threads, "delegate": args.delegate,
+            "delegate_options": _delegate_options(args)}
+
+
+def _embedder_options(args: argparse.Namespace, model: str | os.PathLike):
+    from .embedder import EmbedderOptions
+
+    return EmbedderOptions(model_path=model, output=args.output, mean=args.mean, std=args.std,
+                           color_order=args.color_order, resize=args.resize, crop_fraction=args.crop_fraction,
+                           **_runtime_kwargs(args))
+
+
+def _open_embedder(args: argparse.Namespace, model: str | os.PathLike):
+    from .embedder import Embedder
+
+    return Embedder.create_from_options(_embedder_options(args, model))
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def default_model() -> Path:
+    """The shipped default model: $EDGEEMBED_MODEL, else models/ beside the package (repo or install)."""
+    env = os.environ.get("EDGEEMBED_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    installed = Path(sys.prefix) / "share" / "edgeembed" / "models"
+    for cand in (here.parent / "models" / DEFAULT_MODEL_NAME, installed / DEFAULT_MODEL_NAME):
+        if cand.exists():
+            return cand
+    raise InputError(f"the default model {DEFAULT_MODEL_NAME} is not installed; give a model path "
+                     "(or set EDGEEMBED_MODEL)")
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with _open_embedder(args, args.model) as emb:
+        info = emb.describe()
+    if args.json:
+        _print(info)
+        return 0
+    f = info["input"]
+    print(f"model        {info['model']}  ({info['size_bytes'] / 1e6:.1f} MB, fingerprint {info['fingerprint']})")
+    print(f"input        {f['height']}x{f['width']}x3 {f['dtype']} (scale {f['quantization']['scale']:.6g}, "
+          f"zero point {f['quantization']['zero_point']})")
+    for o in info["outputs"]:
+        print(f"output {o['index']}     {o['name']} {o['shape']} {o['dtype']}")
+    e = info["embedding"]
+    print(f"embedding    {e['dim']}-d from {e['output']}")
+    pre = info["preprocessing"]
+    print(f"preprocess   {pre['color_order']}, {pre['resize']} (crop {pre['crop_fraction']}), mean {pre['mean']}, "
+          f"std {pre['std']}  [from {info['spec_source']}]")
+    for key in ("task", "architecture", "weights", "license"):
+        if info.get(key):
+            print(f"{key:<12} {info[key]}")
+    if info.get("fidelity"):
+        print(f"fidelity     {json.dumps(info['fidelity'])}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .embedder import EmbedderOptions
+
+    opts = _embedder_options(args, args.model)
+    opts.quantize = args.int8
+    from .embedder import Embedder
+
+    with Embedder.create_from_options(opts) as emb:
+        for image in args.images:
+            t0 = time.perf_counter()
+            e = emb.embed(image)
+            ms = (time.perf_counter() - t0) * 1000
+            if args.json:
+                out = {"image": image, "dim": len(e), "time_ms": round(ms, 3), "embedding": [round(v, 7) for v in e.tolist()]}
+                if e.quantized is not None:
+                    out["embedding_int8"] = e.quantized.tolist()
+                _print(out)
+            else:
+                head = ", ".join(f"{v:.4f}" for v in e.vector[:6])
+                print(f"{image}: {len(e)}-d [{head}, ...] {ms:.1f} ms")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .gallery import DB_NAME, Gallery
+    from .recognizer import binding_for, collect_labelled, enroll, open_gallery_embedder
+
+    if args.label:
+        items = []
+        for p in args.inputs:
+            path = Path(p)
+            if path.is_dir():
+                from .preprocess import list_images
+
+                items += [(args.label, f) for f in list_images(path, recursive=True)]
+            else:
+                items.append((args.label, path))
+    else:
+        if len(args.inputs) != 1:
+            raise InputError("give one folder whose sub-folders are labels, or --label NAME with image files")
+        items = collect_labelled(args.inputs[0])
+    exists = (Path(args.gallery) / DB_NAME).exists()
+    if args.mode == "face":
+        from .face.cli import enroll_faces  # noqa: PLC0415 - optional feature, imported where used
+
+        return enroll_faces(args, items, exists)
+    if exists:
+        gallery = Gallery.open(args.gallery)
+        emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args)) if not _has_pre_overrides(args) \
+            else _open_embedder(args, args.model or gallery.binding.model_path)
+        gallery.check_binding(binding_for(emb, "image"))
+    else:
+        if not args.model:
+            raise InputError(f"no gallery at {args.gallery} yet: give --model MODEL to create it")
+        emb = _open_embedder(args, args.model)
+        gallery = Gallery.create(args.gallery, binding_for(emb, "image"))
+    with emb, gallery:
+        report = enroll(gallery, lambda p: emb.embed(p).vector, items, skip_bad=args.skip_bad,
+                        show_progress=not args.quiet)
+        report["gallery"] = str(args.gallery)
+    if args.json:
+        _print(report)
+    else:
+        print(f"enrolled {report['enrolled']} images under {len(report['labels'])} labels into {args.gallery} "
+              f"({report['entries']} entries, threshold {report['threshold']:.3f})")
+        for s in report["skipped"]:
+            print(f"skipped {s['source']}: {s['reason']}", file=sys.stderr)
+    return 0
+
+
+def _has_pre_overrides(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k, None) is not None for k in ("output", "mean", "std", "color_order", "resize", "crop_fraction"))
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from .gallery import Gallery
+
+    with Gallery.open(args.gallery) as g:
+        if args.action == "list":
+            info = g.summary()
+            if args.entries:
+                info["items"] = g.entries()
+            if args.json:
+                _print(info)
+            else:
+                print(f"{info['gallery']}: {info['entries']} entries, {info['label_count']} labels, "
+                      f"model {info['model']} ({info['dim']}-d, {info['mode']}), threshold {info['threshold']:.3f}")
+                for label, n in info["labels"].items():
+                    print(f"  {label}: {n}")
+                for item in info.get("items", []):
+                    print(f"  #{item['id']} {item['label']} {item['source']}")
+        elif args.action == "remove":
+            if args.entry is not None:
+                g.remove_entry(args.entry)
+                result = {"removed_entries": 1, "entry": args.entry}
+            elif args.label:
+                result = {"removed_entries": g.remove_label(args.label), "label": args.label}
+            else:
+                raise InputError("gallery remove needs a LABEL or --entry ID")
+            result["entries"] = len(g)
+            _print(result) if args.json else print(f"removed {result['removed_entries']} entries; {result['entries']} left")
+        elif args.action == "rename":
+            g.rename(args.old, args.new)
+            _print({"renamed": args.old, "to": args.new}) if args.json else print(f"renamed {args.old} -> {args.new}")
+        elif args.action == "threshold":
+            if args.value is not None:
+                g.set_threshold(args.value)
+            _print({"threshold": g.threshold, "source": g.meta.get("threshold_source", "default")}) if args.json \
+                else print(f"threshold {g.threshold:.4f} ({g.meta.get('threshold_source', 'default')})")
+        elif args.action == "compact":
+            n = g.compact()
+            _print({"dropped_rows": n}) if args.json else print(f"dropped {n} unused rows")
+    return 0
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    from .gallery import Gallery
+    from .preprocess import is_image_file, list_images
+    from .recognizer import open_gallery_embedder
+
+    source = Path(args.source)
+    is_stills = source.is_dir() or (source.is_file() and is_image_file(source))
+    gallery = Gallery.open(args.gallery)
+    if gallery.binding.mode == "face" or args.mode == "face":
+        from .face.cli import recognize_faces  # noqa: PLC0415
+
+        return recognize_faces(args, gallery)
+    if not is_stills:
+        from .live import recognize_live  # noqa: PLC0415 - video, cameras and streams
+
+        return recognize_live(args, gallery)
+    files = list_images(source, recursive=True) if source.is_dir() else [source]
+    if not files:
+        raise InputError(f"{source} holds no images (expected .jpg, .png, .bmp, .pgm, ...)")
+    with open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args)) as emb, gallery:
+        for i, f in enumerate(files):
+            t0 = time.perf_counter()
+            try:
+                v = emb.embed(f).vector
+            except EdgeEmbedError as exc:
+                if len(files) == 1:
+                    raise
+                _print({"frame": i, "source": str(f), "error": str(exc)}) if args.json else \
+                    print(f"{f}: error: {exc}", file=sys.stderr)
+                continue
+            t1 = time.perf_counter()
+            r = gallery.recognize(v, threshold=args.threshold, k=args.top_k)
+            t2 = time.perf_counter()
+            if args.json:
+                out = {"frame": i, "source": str(f), **r.to_dict(),
+                       "time_ms": {"embed": round((t1 - t0) * 1000, 3), "search": round((t2 - t1) * 1000, 3)}}
+                _print(out)
+            else:
+                label = r.label if r.label is not None else "unknown"
+                print(f"{f}: {label} {r.score:.3f} ({(t2 - t0) * 1000:.1f} ms)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    if args.mode == "face":
+        from .face.cli import eval_faces  # noqa: PLC0415
+
+        result = eval_faces(args)
+    else:
+        with _open_embedder(args, args.model) as emb:
+            result = evaluate(args.dataset, args.gallery_per_class, lambda p: emb.embed(p).vector,
+                              show_progress=not args.quiet)
+            result["model"] = str(args.model)
+            result["fingerprint"] = emb.fingerprint
+    if args.json:
+        _print(result)
+    else:
+        o = result["open_set"]
+        print(f"{result['dataset']}: {result['classes']} classes, {result['queries']} queries, K={args.gallery_per_class}")
+        print(f"recall@1 {result['recall@1']:.4f}  recall@5 {result['recall@5']:.4f}")
+        if o.get("best_threshold") is not None:
+            print(f"open set ({o['known_classes']} known, {o['stranger_classes']} strangers): best threshold "
+                  f"{o['best_threshold']:.4f} (accuracy {o['best_accuracy']:.4f}); TAR {o['tar_at_far']:.4f} at FAR "
+                  f"{o['far_at_threshold']:.4f} (threshold {o['threshold_at_far']:.4f})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # noqa: PLC0415
+
+    return run_demo(args)
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeembed", description="Offline image and face recognition on LiteRT.")
+    parser.add_argument("--version", action="version", version=f"edgeembed {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="show a model's input, outputs, preprocessing and metadata")
+    p.add_argument("model", help="a .tflite model")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _model_options(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("embed", help="print the embedding of each image")
+    p.add_argument("model", help="a .tflite embedding model")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, with the `embedding` list")
+    p.add_argument("--int8", action="store_true", help="also print the int8-quantized embedding")
+    _model_options(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("enroll", help="add labelled images to a gallery (created on first use)")
+    p.add_argument("inputs", nargs="+", help="a folder whose sub-folders are labels, or images/folders with --label")
+    p.add_argument("--gallery", required=True, help="gallery folder")
+    p.add_argument("--model", default=None, help="the model (needed to create a gallery; an existing one knows its model)")
+    p.add_argument("--label", default=None, help="enrol all given images under this label")
+    p.add_argument("--mode", choices=["image", "face"], default="image", help="whole images, or faces found in them")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of enrolling nothing")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _model_options(p)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("gallery", help="list, remove, rename, threshold, compact")
+    gsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    g = gsub.add_parser("list", help="labels and entry counts")
+    g.add_argument("--entries", action="store_true", help="also list every entry")
+    g = gsub.add_parser("remove", help="remove a label, or one entry with --entry")
+    g.add_argument("label", nargs="?")
+    g.add_argument("--entry", type=int, default=None)
+    g = gsub.add_parser("rename", help="rename a label (onto an existing label: merge)")
+    g.add_argument("old")
+    g.add_argument("new")
+    g = gsub.add_parser("threshold", help="show or set the similarity threshold below which the answer is unknown")
+    g.add_argument("value", nargs="?", type=float, default=None)
+    g = gsub.add_parser("compact", help="rewrite the vector file without removed entries")
+    for g in gsub.choices.values():
+        g.add_argument("--gallery", required=True, help="gallery folder")
+        g.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_gallery)
+
+    p = sub.add_parser("recognize", help="recognize an image, a folder, a video, a camera or a stream")
+    p.add_argument("--gallery", required=True, help="gallery folder (it knows its model)")
+    p.add_argument("--source", required=True, help="image, folder, video file, camera index, URL, or picamera2")
+    p.add_argument("--model", default=None, help="the gallery's model, if it has moved")
+    p.add_argument("--mode", choices=["image", "face"], default=None, help="default: the gallery's mode")
+    p.add_argument("--threshold", type=float, default=None, help="override the gallery's threshold")
+    p.add_argument("--top-k", type=int, default=3, help="matches to report per item")
+    p.add_argument("--json", action="store_true", help="one JSON object per image or frame")
+    _model_options(p, preprocessing=False)
+    p.set_defaults(func=cmd_recognize)
+
+    p = sub.add_parser("eval", help="recall@k and open-set figures on a folder of class sub-folders")
+    p.add_argument("model")
+    p.add_argument("dataset", help="folder whose sub-folders are classes")
+    p.add_argument("--gallery-per-class", type=int, default=1, help="K evenly spaced gallery images per class")
+    p.add_argument("--mode", choices=["image", "face"], default="image")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _model_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="enrol and recognize the bundled sample pictures with the default model")
+    p.add_argument("--model", default=None, help="default: the shipped default model")
+    p.add_argument("--workdir", default=None, help="where to write the sample pictures and gallery (default: a temp folder)")
+    p.add_argument("--json", action="store_true")
+    _model_options(p, preprocessing=False)
+    p.set_defaults(func=cmd_demo)
+
+    try:  # the converters need TensorFlow: registered only when they are importable
+        from converters.cli import add_parser as add_convert_parser  # noqa: PLC0415
+    except ImportError:
+        p = sub.add_parser("convert", help="convert a model to int8 TFLite (needs: pip install 'edgeembed[convert]')")
+        p.set_defaults(func=_convert_missing)
+    else:
+        add_convert_parser(sub)
+    return parser
+
+
+def _convert_missing(args: argparse.Namespace) -> int:
+    raise EdgeEmbedError("the converters are not installed; install them with: pip install 'edgeembed[convert]' "
+                         "(from a checkout of the repository)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeEmbedError as exc:
+        if os.environ.get("EDGEEMBED_DEBUG"):
+            raise
+        print(f"edgeembed: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgeembed: interrupted; a gallery write in progress was not committed", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Evaluate recognition on a labelled folder: closed-set recall and open-set (stranger) figures.
+
+Protocol (``edgeembed eval``): in each class (a sub-folder) the files are taken in sorted
+order; the gallery gets K of them, evenly spaced (indices round(i*n/K), i = 0..K-1), and all
+other files are queries. Recall@k counts a query as right when its class is among the k
+best-scoring labels (each label scored by its closest gallery entry).
+
+Open set: every other class in sorted order is held out as a stranger and never enrolled.
+Queries of the enrolled classes are genuine attempts, every image of a stranger class is an
+impostor attempt. A genuine attempt is accepted when its best label is right and its score
+reaches the threshold; an impostor is (falsely) accepted when its best score reaches it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import InputError
+from .preprocess import list_images
+from .progress import progress
+
+Featurize = Callable[[Path], "np.ndarray | None"]
+
+
+@dataclass
+class Split:
+    classes: list[str]
+    gallery: list[tuple[int, Path]]  # (class index, file)
+    queries: list[tuple[int, Path]]
+
+
+def split_dataset(dataset: str | Path, k: int) -> Split:
+    """K evenly spaced gallery images per class, the rest are queries."""
+    root = Path(dataset)
+    if not root.is_dir():
+        raise InputError(f"dataset not found: {root} (expected a folder whose sub-folders are classes)")
+    if k < 1:
+        raise InputError(f"--gallery-per-class must be at least 1, got {k}")
+    classes, gallery, queries = [], [], []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = list_images(sub)
+        if not files:
+            continue
+        ci = len(classes)
+        classes.append(sub.name)
+        n = len(files)
+        picks = sorted({min(n - 1, round(i * n / k)) for i in range(k)})
+        gallery += [(ci, files[i]) for i in picks]
+        queries += [(ci, f) for i, f in enumerate(files) if i not in set(picks)]
+    if len(classes) < 2:
+        raise InputError(f"{root} has {len(classes)} class folder(s) with images; evaluation needs at least 2 sub-folders of images")
+    return Split(classes, gallery, queries)
+
+
+def evaluate(dataset: str | Path, k: int, featurize: Featurize, show_progress: bool = True,
+             far_target: float = 0.01) -> dict:
+    """Run the protocol with ``featurize(path) -> L2-normalised vector or None`` (None: nothing found)."""
+    split = split_dataset(dataset, k)
+    files = [f for _, f in split.gallery] + [f for _, f in split.queries]
+    t0 = time.perf_counter()
+    feats: list[np.ndarray | None] = [featurize(f) for f in progress(files, desc="embedding", enabled=show_progress)]
+    elapsed = time.perf_counter() - t0
+    dim = next((len(v) for v in feats if v is not None), 0)
+    if dim == 0:
+        raise InputError(f"nothing could be embedded in {dataset} (no image gave a feature)")
+    labels = np.array([c for c, _ in split.gallery] + [c for c, _ in split.queries])
+    is_gallery = np.zeros(len(files), bool)
+    is_gallery[: len(split.gallery)] = True
+    found = np.array([v is not None for v in feats])
+    x = np.stack([v if v is not None else np.zeros(dim, np.float32) for v in feats]).astype(np.float32)
+    n_classes = len(split.classes)
+
+    # Closed set: all classes enrolled.
+    gal = is_gallery & found
+    q_idx = np.flatnonzero(~is_gallery)
+    per_label = _per_label_scores(x[q_idx], x[gal], labels[gal], n_classes)
+    ranks = _rank_of_true(per_label, labels[q_idx])
+    ranks[~found[q_idx]] = n_classes  # nothing found: a miss
+    result = {
+        "dataset": str(dataset),
+        "classes": n_classes,
+        "gallery_per_class": k,
+        "gallery_size": int(is_gallery.sum()),
+        "queries": int(len(q_idx)),
+        "recall@1": round(float(np.mean(ranks < 1)), 6),
+        "recall@5": round(float(np.mean(ranks < 5)), 6),
+        "no_face": int((~found).sum()),
+        "per_image_ms": round(1000 * elapsed / len(files), 3),
+    }
+
+    # Open set: odd-positioned classes are strangers, never enrolled.
+    known = np.arange(n_classes) % 2 == 0
+    gal_o = is_gallery & found & known[labels]
+    genuine = np.flatnonzero(~is_gallery & known[labels])
+    impostor = np.flatnonzero(~known[labels])
+    scores_g = _per_label_scores(x[genuine], x[gal_o], labels[gal_o], n_classes)
+    scores_g[:, ~known] = -np.inf
+    best_g = scores_g.max(axis=1)
+    correct_g = (scores_g.argmax(axis=1) == labels[genuine]) & found[genuine]
+    best_g[~found[genuine]] = -np.inf
+    scores_i = _per_label_scores(x[impostor], x[gal_o], labels[gal_o], n_classes)
+    scores_i[:, ~known] = -np.inf
+    best_i = scores_i.max(axis=1)
+    best_i[~found[impostor]] = -np.inf
+    result["open_set"] = open_set_figures(best_g, correct_g, best_i, far_target)
+    result["open_set"].update(known_classes=int(known.sum()), stranger_classes=int((~known).sum()))
+    result["best_threshold"] = result["open_set"]["best_threshold"]
+    result["tar@far1%"] = result["open_set"]["tar_at_far"]
+    result["threshold@far1%"] = result["open_set"]["threshold_at_far"]
+    return result
+
+
+def _per_label_scores(queries: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, n: int) -> np.ndarray:
+    """(Q, n) best cosine per label; -inf for labels with no gallery entry."""
+    out = np.full((len(queries), n), -np.inf, np.float32)
+    if len(queries) == 0 or len(gallery) == 0:
+        return out
+    sims = queries @ gallery.T
+    for c in np.unique(gallery_labels):
+        out[:, c] = sims[:, gallery_labels == c].max(axis=1)
+    return out
+
+
+def _rank_of_true(per_label: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """0-based rank of the true label (ties count against it)."""
+    true_scores = per_label[np.arange(len(true)), true]
+    return (per_label > true_scores[:, None]).sum(axis=1) + ((per_label == true_scores[:, None]).sum(axis=1) - 1)
+
+
+def open_set_figures(best_genuine: np.ndarray, correct_genuine: np.ndarray, best_impostor: np.ndarray,
+                     far_target: float = 0.01) -> dict:
+    """Best threshold (open-set accuracy) and TAR at a target FAR, from best scores per attempt."""
+    ng, ni = len(best_genuine), len(best_impostor)
+    if ng == 0 or ni == 0:
+        return {"genuine_queries": ng, "impostor_queries": ni, "best_threshold": None, "best_accuracy": None,
+                "tar_at_far": None, "threshold_at_far": None, "far_target": far_target}
+    finite = np.concatenate([best_genuine[np.isfinite(best_genuine)], best_impostor[np.isfinite(best_impostor)]])
+    candidates = np.unique(np.concatenate([finite, np.nextafter(finite, np.inf).astype(finite.dtype)]))
+    g_sorted = np.sort(best_genuine[correct_genuine])
+    i_sorted = np.sort(best_impostor)
+    # For each threshold t: accepted-right genuines = #(g >= t), false accepts = #(i >= t).
+    tar = (len(g_sorted) - np.searchsorted(g_sorted, candidates, side="left")) / ng
+    far = (ni - np.searchsorted(i_sorted, candidates, side="left")) / ni
+    accuracy = (tar * ng + (1 - far) * ni) / (ng + ni)
+    b = int(np.argmax(accuracy))
+    ok = np.flatnonzero(far <= far_target)
+    a = ok[np.argmax(tar[ok])] if len(ok) else len(candidates) - 1
+    return {
+        "genuine_queries": ng, "impostor_queries": ni,
+        "best_threshold": round(float(candidates[b]), 6), "best_accuracy": round(float(accuracy[b]), 6),
+        "tar_at_best": round(float(tar[b]), 6), "far_at_best": round(float(far[b]), 6),
+        "far_target": far_target, "tar_at_far": round(float(tar[a]), 6), "threshold_at_far": round(float(candidates[a]), 6),
+        "far_at_threshold": round(float(far[a]), 6),
+    }

@@ -1,0 +1,115 @@
+"""Glue between an Embedder and a Gallery: binding, reopening the gallery's model, enrolment.
+
+The CLI and the Python API both go through here, so there is one way to enrol and one way
+to open "the gallery's own model".
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .embedder import Embedder, EmbedderOptions
+from .errors import EdgeEmbedError, GalleryError, ImageError, InputError
+from .gallery import Gallery, ModelBinding
+from .preprocess import is_image_file, list_images
+from .progress import progress
+
+AUTO_THRESHOLD_QUANTILE = 0.99
+AUTO_THRESHOLD_FLOOR = 0.5
+AUTO_THRESHOLD_SAMPLE = 4000
+
+
+def binding_for(embedder: Embedder, mode: str = "image") -> ModelBinding:
+    """What a gallery built with ``embedder`` remembers about it."""
+    return ModelBinding(model_path=str(Path(embedder.model_path).resolve()), fingerprint=embedder.fingerprint,
+                        dim=embedder.dim, preprocessing=asdict(embedder.spec.preprocessing), mode=mode,
+                        output=embedder.options.output)
+
+
+def open_gallery_embedder(gallery: Gallery, model: str | os.PathLike | None = None, **options: Any) -> Embedder:
+    """Open the model a gallery was built with (or ``model``, which must be that same model)."""
+    b = gallery.binding
+    path = Path(model) if model else Path(b.model_path)
+    if not path.exists():
+        if model:
+            raise GalleryError(f"model not found: {path} (check the path)")
+        raise GalleryError(f"gallery {gallery.path} was built with {b.model_path}, which is no longer there; "
+                           "pass --model with the path of that same model")
+    pre = b.preprocessing
+    emb = Embedder.create_from_options(EmbedderOptions(
+        model_path=path, output=b.output, mean=pre["mean"], std=pre["std"], color_order=pre["color_order"],
+        resize=pre["resize"], crop_fraction=pre["crop_fraction"], interpolation=pre.get("interpolation"), **options))
+    gallery.check_binding(binding_for(emb, b.mode))
+    return emb
+
+
+def collect_labelled(folder: str | os.PathLike) -> list[tuple[str, Path]]:
+    """(label, image) pairs from a folder whose sub-folders are labels."""
+    root = Path(folder)
+    if not root.exists():
+        raise InputError(f"folder not found: {root} (expected a folder whose sub-folders are labels)")
+    if not root.is_dir():
+        raise InputError(f"{root} is a file; expected a folder whose sub-folders are labels (or give --label)")
+    items = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        items += [(sub.name, f) for f in list_images(sub, recursive=True)]
+    if not items:
+        loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
+        hint = f" ({len(loose)} images lie directly in it: give --label NAME to enrol them under one label)" if loose else ""
+        raise InputError(f"{root} has no sub-folders with images; expected DIR/<label>/<image>{hint}")
+    return items
+
+
+def enroll(gallery: Gallery, embed_one: Callable[[Path], np.ndarray], items: Sequence[tuple[str, Path]],
+           skip_bad: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Embed every (label, image) and add them all in one atomic write.
+
+    Nothing is written until every image is embedded: a bad image (unless ``skip_bad``), an
+    error or Ctrl-C leaves the gallery exactly as it was.
+    """
+    labels, vectors, sources, skipped = [], [], [], []
+    for label, path in progress(items, desc="enrolling", enabled=show_progress):
+        try:
+            v = embed_one(path)
+        except ImageError as exc:
+            if not skip_bad:
+                raise ImageError(f"{exc} -- nothing was enrolled; fix or remove it, or pass --skip-bad") from None
+            skipped.append({"source": str(path), "reason": str(exc)})
+            continue
+        labels.append(label)
+        vectors.append(v)
+        sources.append(str(path))
+    if vectors:
+        gallery.add(labels, np.stack(vectors), sources)
+        update_auto_threshold(gallery)
+    return {"enrolled": len(vectors), "labels": sorted(set(labels)), "skipped": skipped,
+            "entries": len(gallery), "threshold": gallery.threshold}
+
+
+def update_auto_threshold(gallery: Gallery) -> float:
+    """Re-derive the default threshold from the gallery, unless the user set one.
+
+    Each entry's best similarity to an entry of another label is an impostor score that the
+    gallery itself provides; the threshold is their 99th percentile (floor 0.5), so that about
+    1 in 100 near-miss look-alikes is accepted. ``eval`` and ``gallery threshold`` refine it.
+    """
+    if gallery.meta.get("threshold_source") == "user":
+        return gallery.threshold
+    m = gallery.matrix
+    names = gallery._label_names  # label order of the rows
+    if len(names) < 2:
+        return gallery.threshold
+    row_label = np.repeat(np.arange(len(names)), np.diff(np.append(gallery._label_starts, len(m))))
+    idx = np.arange(len(m))
+    if len(m) > AUTO_THRESHOLD_SAMPLE:
+        idx = np.random.default_rng(0).choice(len(m), AUTO_THRESHOLD_SAMPLE, replace=False)
+    sims = m[idx] @ m.T
+    sims[row_label[idx][:, None] == row_label[None, :]] = -np.inf
+    best_other = sims.max(axis=1)
+    t = max(AUTO_THRESHOLD_FLOOR, float(np.quantile(best_other, AUTO_THRESHOLD_QUANTILE)))
+    gallery._set_meta({"threshold": round(t, 6), "threshold_source": "auto"})
+    return t
