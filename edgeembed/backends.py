@@ -94,6 +94,33 @@ def _quiet_unraisable():
         sys.unraisablehook = old
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Hide the runtime's native INFO lines ("Created TensorFlow Lite XNNPACK delegate") from the terminal.
+
+    Errors still reach the user through the exceptions we turn into one-line messages;
+    EDGEEMBED_DEBUG=1 shows everything.
+    """
+    if os.environ.get("EDGEEMBED_DEBUG"):
+        yield
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (pytest capture, notebooks)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def load_delegate(module: Any, spec: DelegateSpec):
     """Load the delegate library or raise a one-line BackendError saying how to fix it."""
     if spec.kind == "cpu":
@@ -130,7 +157,7 @@ def make_interpreter(model_content: bytes, *, backend: str = "auto", num_threads
     kwargs: dict[str, Any] = {"model_content": model_content, "num_threads": threads}
     if delegates:
         kwargs["experimental_delegates"] = delegates
-    with _quiet_unraisable():
+    with _quiet_unraisable(), _quiet_native_stderr():
         try:
             interpreter = module.Interpreter(**kwargs)
             interpreter.allocate_tensors()

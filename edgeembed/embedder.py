@@ -73,8 +73,15 @@ def cosine_similarity(a: Embedding | np.ndarray, b: Embedding | np.ndarray) -> f
 
 
 def quantize_embedding(v: np.ndarray) -> np.ndarray:
-    """An L2-normalised float vector -> int8 (scale 1/127), the compact form MediaPipe offers."""
-    return np.clip(np.rint(v * 127.0), -127, 127).astype(np.int8)
+    """A float vector -> int8 scaled so its largest component is +-127 (cosine is scale-free).
+
+    A fixed 1/127 scale (MediaPipe's) wastes most of int8's range on 1024-d unit vectors,
+    whose components are ~0.03; scaling by the maximum keeps cosine to the float vector > 0.999.
+    """
+    top = float(np.max(np.abs(v))) if v.size else 0.0
+    if top == 0:
+        return np.zeros(v.shape, np.int8)
+    return np.clip(np.rint(v * (127.0 / top)), -127, 127).astype(np.int8)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -179,7 +186,7 @@ class Embedder:
         if self.options.l2_normalize:
             n = float(np.sqrt(np.dot(vec, vec)))
             vec = vec / n if n > 0 else vec
-        q = quantize_embedding(vec if self.options.l2_normalize else l2_normalize(vec)) if self.options.quantize else None
+        q = quantize_embedding(vec) if self.options.quantize else None
         return Embedding(vec, q)
 
     # ------------------------------------------------------------------ lifetime

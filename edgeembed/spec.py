@@ -133,9 +133,10 @@ def spec_from_metadata(metadata: dict[str, bytes], dtype_name: str, quantization
     std_meta = metadata.get("TFLITE_METADATA")
     if std_meta:
         norm = _tflite_metadata_normalization(std_meta)
-        if norm is not None and dtype_name == "float32":
+        if norm is not None and norm[0] and norm[1]:
             mean, std = norm
-            # Standard metadata normalises the 0..255 pixel as (p - mean) / std, as we do.
+            # Standard metadata normalises the 0..255 pixel as (p - mean) / std, as we do; for
+            # integer inputs the input quantization is applied after it.
             pre = replace(pre, mean=_triple(mean, "mean"), std=_triple(std, "std"))
             return ModelSpec(preprocessing=pre, source="tflite-metadata")
     return ModelSpec(preprocessing=pre, source="defaults")

@@ -1,0 +1,96 @@
+"""The Embedder on real models: consistency across input forms, outputs, lifetime, errors."""
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DATA, MODELS, V1_EMBED, V1_TINY
+from edgeembed import Embedder, EmbedderOptions, cosine_similarity, read_image
+from edgeembed.errors import BackendError, InputError, ModelError
+from tflite_builder import custom_op_model
+
+PARROT = DATA / "coral-images" / "parrot.jpg"
+
+
+def test_path_bgr_and_rgb_give_the_same_embedding(v1_embedder):
+    by_path = v1_embedder.embed(PARROT)
+    by_rgb = v1_embedder.embed(read_image(PARROT))
+    by_bgr = v1_embedder.embed(cv2.imread(str(PARROT)), color="BGR")
+    assert cosine_similarity(by_path, by_rgb) >= 0.9999
+    assert cosine_similarity(by_path, by_bgr) >= 0.9999
+    assert by_path.vector.dtype == np.float32 and len(by_path) == 1024
+    assert abs(np.linalg.norm(by_path.vector) - 1) < 1e-5
+
+
+def test_different_pictures_differ_and_views_agree(v1_embedder):
+    cat, parrot = v1_embedder.embed_many([DATA / "coral-images" / "cat.bmp", PARROT])
+    flipped = v1_embedder.embed(read_image(PARROT)[:, ::-1])
+    assert cosine_similarity(parrot, flipped) > cosine_similarity(parrot, cat) + 0.1
+
+
+def test_int8_embedding_on_request():
+    with Embedder.create_from_options(EmbedderOptions(V1_EMBED, quantize=True, num_threads=1)) as emb:
+        e = emb.embed(PARROT)
+    assert e.quantized.dtype == np.int8
+    assert cosine_similarity(e.vector, e.quantized.astype(np.float32)) > 0.999
+
+
+def test_uint8_output_is_dequantized_once():
+    with Embedder.create_from_options(EmbedderOptions(V1_EMBED, l2_normalize=False, num_threads=1)) as emb:
+        e = emb.embed(PARROT)
+        raw = emb.raw_output().reshape(-1)
+        scale, zp = emb.interpreter.get_output_details()[0]["quantization"]
+    assert np.allclose(e.vector, (raw.astype(np.float32) - zp) * scale)
+
+
+def test_classifier_output_selection_and_defaults():
+    with Embedder.create_from_model_path(V1_TINY, num_threads=1) as emb:
+        assert emb.dim == 1001 and emb.input_format.height == 128
+        with pytest.raises(ModelError, match="has 1 outputs"):
+            emb._select_output(3)
+        with pytest.raises(ModelError, match="no output named 'nope'"):
+            emb._select_output("nope")
+    # A model with standard TFLITE_METADATA: normalisation read from it.
+    with Embedder.create_from_model_path(MODELS / "tf2_mobilenet_v2_1.0_224_ptq.tflite", num_threads=1) as emb:
+        assert emb.spec.source == "tflite-metadata" and emb.spec.preprocessing.std[0] == pytest.approx(127.5)
+
+
+def test_defaults_without_metadata(v1_embedder):
+    # No metadata, uint8 input: raw pixels (mean = zero point, std = 1/scale) reach the model.
+    assert v1_embedder.spec.source == "defaults" and v1_embedder.spec.preprocessing.mean[0] == 128
+    rgb = read_image(PARROT)
+    tensor = v1_embedder.preprocessor(rgb)
+    assert tensor.dtype == np.uint8 and np.array_equal(tensor[0], v1_embedder.preprocessor.resized(rgb))
+
+
+def test_float_model_and_overrides():
+    opts = EmbedderOptions(MODELS / "mobilefacenet.tflite", mean=0, std=1, num_threads=1)
+    with Embedder.create_from_options(opts) as emb:
+        assert emb.input_format.dtype == np.float32 and emb.dim == 128
+        assert emb.spec.preprocessing.mean == (0.0, 0.0, 0.0)
+        other = Embedder.create_from_model_path(MODELS / "mobilefacenet.tflite", num_threads=1)
+        assert other.fingerprint != emb.fingerprint  # preprocessing is part of the model's identity
+        other.close()
+
+
+def test_close_and_context_manager():
+    with Embedder.create_from_model_path(V1_TINY, num_threads=1) as emb:
+        emb.embed(PARROT)
+    with pytest.raises(InputError, match="closed"):
+        emb.embed(PARROT)
+
+
+def test_model_errors(tmp_path):
+    bad = tmp_path / "text.tflite"
+    bad.write_text("hello")
+    etpu = tmp_path / "etpu.tflite"
+    etpu.write_bytes(custom_op_model())
+    with pytest.raises(ModelError, match="not found"):
+        Embedder.create_from_model_path(tmp_path / "none.tflite")
+    with pytest.raises(ModelError, match="not a TFLite model"):
+        Embedder.create_from_model_path(bad)
+    with pytest.raises(ModelError, match="compiled for the Coral Edge TPU"):
+        Embedder.create_from_model_path(etpu)
+    with pytest.raises(BackendError, match="Edge TPU delegate"):
+        Embedder.create_from_model_path(etpu, delegate="edgetpu")
+    with pytest.raises(BackendError, match="unknown backend"):
+        Embedder.create_from_model_path(V1_TINY, backend="nope")

@@ -1,0 +1,128 @@
+"""The gallery: search, editing, model binding, and atomic enrolment under SIGKILL."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DATA, REPO, V1_EMBED, V1_TINY, run_cli
+from edgeembed import Embedder
+from edgeembed.errors import GalleryError
+from edgeembed.gallery import Gallery, ModelBinding
+from edgeembed.recognizer import binding_for
+
+
+def _unit(rng, n, d):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _binding(dim=8, fp="abc"):
+    return ModelBinding(model_path="/m.tflite", fingerprint=fp, dim=dim, preprocessing={})
+
+
+def test_search_edit_and_reopen(tmp_path):
+    rng = np.random.default_rng(0)
+    g = Gallery.create(tmp_path / "g", _binding())
+    v = _unit(rng, 6, 8)
+    ids = g.add(["a", "a", "b", "b", "c", "c"], v, [f"s{i}" for i in range(6)])
+    assert len(g) == 6 and g.labels() == {"a": 2, "b": 2, "c": 2}
+    m = g.search(v[3], k=2)
+    assert m[0].label == "b" and m[0].score == pytest.approx(1.0) and m[0].entry_id == ids[3]
+    assert len(m) == 2 and m[1].label != "b"
+    r = g.recognize(-v[3], threshold=0.99)
+    assert r.label is None and not r.known  # below the threshold: unknown
+    g.rename("a", "alpha")
+    g.rename("c", "b")  # merge
+    assert g.labels() == {"alpha": 2, "b": 4}
+    assert g.remove_label("alpha") == 2
+    g.remove_entry(ids[2])
+    assert g.compact() == 3
+    g.close()
+    with Gallery.open(tmp_path / "g") as g2:
+        assert g2.labels() == {"b": 3}
+        assert g2.search(v[4])[0].score == pytest.approx(1.0)  # vectors follow their entries through compaction
+        with pytest.raises(GalleryError, match="not in gallery"):
+            g2.remove_label("zzz")
+
+
+def test_refuses_another_model(tmp_path):
+    g = Gallery.create(tmp_path / "g", _binding(fp="one"))
+    with pytest.raises(GalleryError, match="was built with model"):
+        g.check_binding(_binding(fp="two"))
+    with pytest.raises(GalleryError, match="already exists"):
+        Gallery.create(tmp_path / "g", _binding())
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "gallery.sqlite").write_text("garbage" * 100)
+    with pytest.raises(GalleryError, match="not a readable gallery"):
+        Gallery.open(tmp_path / "broken")
+
+
+def test_rows_of_an_uncommitted_enrolment_are_ignored(tmp_path):
+    """A process killed between appending vectors and committing leaves them invisible."""
+    rng = np.random.default_rng(1)
+    g = Gallery.create(tmp_path / "g", _binding())
+    g.add(["a"] * 3, _unit(rng, 3, 8))
+    g.close()
+    script = f"""
+import os, signal, sqlite3, numpy as np
+from edgeembed.gallery import Gallery
+g = Gallery.open({str(tmp_path / 'g')!r})
+class Dying:
+    def __init__(self, db): self.db = db
+    def __enter__(self): return self.db.__enter__()
+    def __exit__(self, *a): os.kill(os.getpid(), signal.SIGKILL)  # die right before COMMIT
+    def __getattr__(self, n): return getattr(self.db, n)
+g._db = Dying(g._db)
+g.add(["b"] * 5, np.ones((5, 8), np.float32) / np.sqrt(8))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert (tmp_path / "g" / "vectors.f32").stat().st_size == 8 * 4 * 8  # the 5 rows did reach the file
+    with Gallery.open(tmp_path / "g") as g:
+        assert len(g) == 3 and g.labels() == {"a": 3} and len(g.matrix) == 3
+        g.add(["c"], _unit(rng, 1, 8))  # the next write cuts the dead rows off
+        assert (tmp_path / "g" / "vectors.f32").stat().st_size == 4 * 4 * 8
+        assert g.labels() == {"a": 3, "c": 1}
+
+
+def _link_images(src: Path, dst: Path, names: list[str], label_of) -> None:
+    for n in names:
+        d = dst / label_of(n)
+        d.mkdir(parents=True, exist_ok=True)
+        os.symlink(src / n, d / n)
+
+
+def test_imagenet_gallery_survives_sigkill_of_second_enrolment(tmp_path):
+    """1000 images enrolled in one go; a second enrolment killed half way changes nothing."""
+    src = DATA / "imagenet-sample"
+    names = sorted(os.listdir(src))
+    assert len(names) == 1000
+    first, second = tmp_path / "first", tmp_path / "second"
+    _link_images(src, first, names, lambda n: n.split("_", 1)[1].rsplit(".", 1)[0])
+    _link_images(src, second, names[:600], lambda n: "again_" + n.split("_", 1)[0])
+    gal = tmp_path / "gallery"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, first, "--quiet", check=True)
+    before = run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout
+    for delay in (1.5, 4.0):  # during embedding, and (on a fast machine) near the write
+        proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(second)],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        after = run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout
+        assert after == before
+    import json
+
+    assert json.loads(after)["entries"] == 1000
+
+
+def test_binding_from_real_embedder(tmp_path):
+    with Embedder.create_from_model_path(V1_TINY, num_threads=1) as emb:
+        b = binding_for(emb)
+        assert b.dim == 1001 and b.fingerprint == emb.fingerprint and Path(b.model_path).is_absolute()

@@ -1,0 +1,80 @@
+"""Preprocessing: colour layouts, resize modes, quantized fast paths, bad images."""
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DATA
+from edgeembed.errors import ImageError, InputError
+from edgeembed.preprocess import InputFormat, Preprocessor, decode_image, read_image, resize, to_rgb
+from edgeembed.spec import Preprocessing
+
+PARROT = DATA / "coral-images" / "parrot.jpg"
+
+
+def test_colour_layouts_all_give_the_same_rgb():
+    rgb = read_image(PARROT)
+    bgr = rgb[:, :, ::-1]
+    x = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+    assert np.array_equal(to_rgb(bgr, "BGR"), rgb)
+    assert np.array_equal(to_rgb(np.concatenate([rgb, x], 2), "RGBA"), rgb)
+    assert np.array_equal(to_rgb(np.concatenate([bgr, x], 2), "BGRX"), rgb)  # picamera2 XRGB8888 memory order
+    assert np.array_equal(to_rgb(np.concatenate([x, rgb], 2), "XRGB"), rgb)
+    assert np.array_equal(to_rgb(rgb.astype(np.float32) / 255.0), rgb)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    assert to_rgb(gray).shape == rgb.shape and np.array_equal(to_rgb(gray)[:, :, 1], gray)
+
+
+def test_bad_arrays_are_refused():
+    with pytest.raises(InputError, match=r"\(H, W, 3\)"):
+        to_rgb(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(InputError, match="color must be"):
+        to_rgb(np.zeros((4, 4, 3), np.uint8), "CMYK")
+
+
+@pytest.mark.parametrize("mode", ["center_crop", "letterbox", "stretch"])
+def test_resize_modes(mode):
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, 50:150] = 255  # a white centre square
+    out = resize(img, (64, 64), Preprocessing(resize=mode, mean=0, std=1))
+    assert out.shape == (64, 64, 3)
+    if mode == "center_crop":
+        assert out.min() == 255  # the crop keeps only the centre square
+    elif mode == "letterbox":
+        assert out[0].max() == 0 and out[32, 32].min() == 255  # pads top/bottom with the mean (0)
+    else:
+        assert out[:, 0].max() == 0 and out[:, 32].min() == 255
+
+
+def test_quantized_fast_paths_match_the_float_formula():
+    batch = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    cases = [(InputFormat(8, 8, np.dtype(np.uint8), 1 / 128, 128), Preprocessing(mean=128, std=128)),
+             (InputFormat(8, 8, np.dtype(np.int8), 1 / 128, 0), Preprocessing(mean=128, std=128)),
+             (InputFormat(8, 8, np.dtype(np.int8), 0.0187, -14), Preprocessing(mean=(123.7, 116.3, 103.5), std=(58.4, 57.1, 57.4)))]
+    for fmt, pre in cases:
+        out = Preprocessor(pre, fmt).normalize(batch)
+        real = (batch.astype(np.float64) - np.array(pre.mean)) / np.array(pre.std)
+        info = np.iinfo(fmt.dtype)
+        want = np.clip(np.rint(real / fmt.scale + fmt.zero_point), info.min, info.max)
+        assert out.dtype == fmt.dtype
+        assert np.abs(out.astype(np.int32) - want).max() <= 1
+
+
+def test_bgr_model_gets_bgr_channels():
+    rgb = read_image(PARROT)
+    p_rgb = Preprocessor(Preprocessing(mean=0, std=1), InputFormat(32, 32, np.dtype(np.float32)))
+    p_bgr = Preprocessor(Preprocessing(mean=0, std=1, color_order="BGR"), InputFormat(32, 32, np.dtype(np.float32)))
+    assert np.array_equal(p_rgb(rgb)[..., ::-1], p_bgr(rgb))
+
+
+def test_bad_image_files(tmp_path):
+    (tmp_path / "text.jpg").write_text("not an image")
+    data = PARROT.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="not found"):
+        read_image(tmp_path / "missing.jpg")
+    with pytest.raises(ImageError, match="not a readable image"):
+        read_image(tmp_path / "text.jpg")
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        read_image(tmp_path / "cut.jpg")
+    # Bytes appended after the end-of-image marker (motion photos) are not truncation.
+    assert decode_image(data + b"trailer" * 10).shape == read_image(PARROT).shape
