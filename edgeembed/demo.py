@@ -88,13 +88,15 @@ def run_demo(args: argparse.Namespace) -> int:
     gallery = workdir / "gallery"
     common = ["--backend", args.backend, "--delegate", args.delegate] + (["--threads", str(args.threads)] if args.threads else [])
     print(f"demo: model {model}; sample pictures and gallery in {workdir}", file=sys.stderr)
+    import contextlib
+    import io
+
     if not (gallery / "gallery.sqlite").exists():
-        rc = main(["enroll", "--model", str(model), "--gallery", str(gallery), str(enroll_dir), "--quiet"] + common)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the demo's own results
+            rc = main(["enroll", "--model", str(model), "--gallery", str(gallery), str(enroll_dir), "--quiet"] + common)
         if rc:
             return rc
     # Capture recognize's JSON lines to score them.
-    import contextlib
-    import io
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

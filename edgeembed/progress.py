@@ -34,7 +34,7 @@ class Progress:
                 self._last_draw = now
                 self.stream.write("\r" + self._line(now))
                 self.stream.flush()
-        elif self.total:
+        elif self.total and self.total >= 50:  # logs: a few milestone lines, none for small jobs
             pct = int(100 * self.n / self.total) // 25 * 25
             if pct != self._last_pct and pct > 0:
                 self._last_pct = pct

@@ -1,0 +1,151 @@
+"""The `edgeembed` command as the issue's checks call it, on the real models and data."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DATA, REPO, V1_EMBED, V1_TINY, run_cli
+from tflite_builder import custom_op_model
+from unseen import write_unseen_dataset
+
+
+def _json(proc):
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_eval_coil20_k4():
+    r = _json(run_cli("eval", V1_EMBED, DATA / "coil20", "--gallery-per-class", "4", "--json"))
+    assert r["queries"] == 20 * 68 and r["classes"] == 20
+    assert r["recall@1"] >= 0.99 and r["recall@5"] >= r["recall@1"]
+    o = r["open_set"]
+    assert o["known_classes"] == 10 and o["stranger_classes"] == 10
+    assert 0 < r["tar@far1%"] <= 1 and o["far_at_threshold"] <= 0.01 and o["best_threshold"] is not None
+
+
+def test_eval_orl_k1():
+    r = _json(run_cli("eval", V1_EMBED, DATA / "orl-faces", "--gallery-per-class", "1", "--json"))
+    assert r["queries"] == 360 and r["recall@1"] >= 0.85
+
+
+def test_eval_on_classes_never_seen(tmp_path):
+    ds = write_unseen_dataset(tmp_path / "unseen", views=6)
+    r = _json(run_cli("eval", V1_EMBED, ds, "--gallery-per-class", "1", "--json"))
+    assert r["classes"] >= 20 and r["queries"] == r["classes"] * 5
+    assert r["recall@1"] >= 0.95, r
+
+
+def test_embed_and_inspect_json():
+    img = DATA / "coral-images" / "owl.jpg"
+    e = _json(run_cli("embed", V1_EMBED, img, "--json"))
+    assert len(e["embedding"]) == 1024 and e["dim"] == 1024
+    i = _json(run_cli("inspect", V1_EMBED, "--json"))
+    assert i["embedding"]["dim"] == 1024 and i["input"]["dtype"] == "uint8" and "preprocessing" in i
+
+
+def test_enroll_list_recognize_edit(tmp_path):
+    gal = tmp_path / "g"
+    enroll_dir = tmp_path / "objects"
+    for obj in ("obj01", "obj02", "obj03"):
+        (enroll_dir / obj).mkdir(parents=True)
+        for view in ("000", "018", "036", "054"):
+            (enroll_dir / obj / f"{view}.png").symlink_to(DATA / "coil20" / obj / f"{view}.png")
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, enroll_dir, check=True)
+    lst = _json(run_cli("gallery", "list", "--gallery", gal, "--json"))
+    assert lst["entries"] == 12 and lst["labels"] == {"obj01": 4, "obj02": 4, "obj03": 4}
+    # Recognize unseen views of enrolled objects, and an object never enrolled.
+    q = tmp_path / "queries"
+    q.mkdir()
+    for obj in ("obj01", "obj02", "obj03", "obj10"):
+        (q / f"{obj}_009.png").symlink_to(DATA / "coil20" / obj / "009.png")
+    proc = run_cli("recognize", "--gallery", gal, "--source", q, "--json", check=True)
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 4 and all({"frame", "label", "score"} <= set(r) for r in rows)
+    by = {r["source"].rsplit("/", 1)[1][:5]: r for r in rows}
+    assert [by[o]["label"] for o in ("obj01", "obj02", "obj03")] == ["obj01", "obj02", "obj03"]
+    one = _json(run_cli("recognize", "--gallery", gal, "--source", q / "obj02_009.png", "--json"))
+    assert one["label"] == "obj02"
+    # Editing: rename, remove, threshold; more images with --label.
+    run_cli("gallery", "rename", "obj01", "duck", "--gallery", gal, check=True)
+    run_cli("gallery", "remove", "obj03", "--gallery", gal, check=True)
+    run_cli("enroll", "--gallery", gal, "--label", "duck", DATA / "coil20" / "obj01" / "027.png", check=True)
+    t = _json(run_cli("gallery", "threshold", "0.8", "--gallery", gal, "--json"))
+    assert t == {"threshold": 0.8, "source": "user"}
+    lst = _json(run_cli("gallery", "list", "--gallery", gal, "--json"))
+    assert lst["labels"] == {"duck": 5, "obj02": 4} and lst["threshold"] == 0.8
+
+
+def test_unknown_for_strangers(tmp_path):
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, "--label", "owl", DATA / "coral-images" / "owl.jpg", check=True)
+    run_cli("enroll", "--gallery", gal, "--label", "parrot", DATA / "coral-images" / "parrot.jpg", check=True)
+    run_cli("gallery", "threshold", "0.75", "--gallery", gal, check=True)
+    r = _json(run_cli("recognize", "--gallery", gal, "--source", DATA / "coil20" / "obj05" / "000.png", "--json"))
+    assert r["label"] is None and r["score"] < 0.75
+
+
+def _one_line_error(proc, needle):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgeembed: error:") and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_input_one_clear_line_and_nothing_lost(tmp_path):
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, "--label", "owl", DATA / "coral-images" / "owl.jpg", check=True)
+    before = run_cli("gallery", "list", "--gallery", gal, "--json", "--entries").stdout
+    (tmp_path / "text.jpg").write_text("not an image")
+    data = (DATA / "coral-images" / "parrot.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    (tmp_path / "text.tflite").write_text("not a model")
+    (tmp_path / "etpu.tflite").write_bytes(custom_op_model())
+    _one_line_error(run_cli("embed", V1_EMBED, tmp_path / "missing.jpg"), "not found")
+    _one_line_error(run_cli("embed", V1_EMBED, tmp_path / "text.jpg"), "not a readable image")
+    _one_line_error(run_cli("embed", V1_EMBED, tmp_path / "cut.jpg"), "truncated JPEG")
+    _one_line_error(run_cli("inspect", tmp_path / "text.tflite"), "not a TFLite model")
+    _one_line_error(run_cli("inspect", tmp_path / "etpu.tflite"), "compiled for the Coral Edge TPU")
+    _one_line_error(run_cli("inspect", tmp_path / "etpu.tflite", "--delegate", "edgetpu"), "Edge TPU delegate")
+    # Enrolment with a bad image, or with another model, stores nothing.
+    _one_line_error(run_cli("enroll", "--gallery", gal, "--label", "x", DATA / "coral-images" / "cat.bmp",
+                            tmp_path / "cut.jpg"), "nothing was enrolled")
+    _one_line_error(run_cli("enroll", "--model", V1_TINY, "--gallery", gal, "--label", "x",
+                            DATA / "coral-images" / "cat.bmp"), "was built with model")
+    _one_line_error(run_cli("recognize", "--gallery", gal, "--model", V1_TINY, "--source",
+                            DATA / "coral-images" / "cat.bmp"), "was built with model")
+    _one_line_error(run_cli("recognize", "--gallery", tmp_path / "none", "--source", tmp_path), "no gallery at")
+    _one_line_error(run_cli("enroll", "--model", tmp_path / "text.tflite", "--gallery", tmp_path / "g2",
+                            DATA / "coil20"), "not a TFLite model")
+    assert not (tmp_path / "g2" / "gallery.sqlite").exists()
+    assert run_cli("gallery", "list", "--gallery", gal, "--json", "--entries").stdout == before
+    # --skip-bad enrols the good ones and names the bad one.
+    ok = run_cli("enroll", "--gallery", gal, "--label", "cat", DATA / "coral-images" / "cat.bmp", tmp_path / "cut.jpg",
+                 "--skip-bad", "--json")
+    report = _json(ok)
+    assert report["enrolled"] == 1 and report["skipped"][0]["source"].endswith("cut.jpg")
+
+
+def test_help_on_every_command():
+    for cmd in (["--help"], ["inspect", "--help"], ["embed", "--help"], ["enroll", "--help"], ["gallery", "list", "--help"],
+                ["recognize", "--help"], ["eval", "--help"], ["demo", "--help"]):
+        proc = run_cli(*cmd)
+        assert proc.returncode == 0 and "usage: edgeembed" in proc.stdout
+
+
+def test_import_never_loads_heavy_modules():
+    code = ("import sys, edgeembed, edgeembed.cli, edgeembed.gallery, edgeembed.evaluate; "
+            "edgeembed.cli.build_parser(); "
+            "bad = [m for m in ('tensorflow', 'torch', 'picamera2', 'keras') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_demo_runs_on_bundled_pictures(tmp_path):
+    proc = run_cli("demo", "--model", V1_EMBED, "--workdir", tmp_path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    summary = lines[-1]
+    assert summary["queries"] == 20 and summary["correct"] >= 18
+    assert all(not r["correct"] or r["label"] == r["expected"] for r in lines[:-1])
