@@ -39,6 +39,33 @@ def _model_options(p: argparse.ArgumentParser, preprocessing: bool = True) -> No
         g.add_argument("--crop-fraction", type=float, default=None, help="centre crop keeps this fraction (0.875 = ImageNet eval)")
 
 
+def _live_options(p: argparse.ArgumentParser) -> None:
+    """Options of continuous sources (video files, cameras, streams); used by recognize and bench."""
+    g = p.add_argument_group("live sources")
+    g.add_argument("--fps", type=float, default=None, help="cap the frames processed per second")
+    g.add_argument("--resolution", default=None, help="capture size WxH, e.g. 640x480")
+    g.add_argument("--roi", default=None, help="region of interest x,y,w,h in frame pixels")
+    g.add_argument("--stream", choices=["main", "lores"], default="main", help="picamera2 stream")
+    g.add_argument("--smooth", type=int, default=5, help="frames of temporal smoothing (default 5)")
+    g.add_argument("--mqtt", default=None, metavar="HOST[:PORT]", help="publish events to this MQTT broker")
+    g.add_argument("--mqtt-topic", default="edgeembed", help="MQTT topic prefix (default edgeembed)")
+    g.add_argument("--camera-name", default="camera", help="name of this camera in events and MQTT topics")
+    g.add_argument("--preview", type=int, default=None, metavar="PORT", help="serve an MJPEG preview on this port")
+    g.add_argument("--preview-host", default="127.0.0.1", help="preview bind address (default 127.0.0.1)")
+    g.add_argument("--output", default=None, metavar="FILE", help="write an annotated video")
+    g.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+
+
+def _face_options(p: argparse.ArgumentParser) -> None:
+    """Options of --mode face: detector, minimum face size, which face of a group photo to enrol."""
+    g = p.add_argument_group("faces (--mode face)")
+    g.add_argument("--detector", default=None, help="face detector: short, full (BlazeFace), or a .tflite path")
+    g.add_argument("--min-face", type=int, default=None, help="skip faces smaller than this many pixels")
+    g.add_argument("--face-score", type=float, default=None, help="face detection score threshold")
+    g.add_argument("--pick-face", default=None, choices=["largest", "center"],
+                   help="enrolment: in photos with several faces, use this one instead of skipping the photo")
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",")]
@@ -304,6 +331,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .live import bench_source  # noqa: PLC0415 - cameras and streams
+
+    return bench_source(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo  # noqa: PLC0415
 
@@ -336,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="the model (needed to create a gallery; an existing one knows its model)")
     p.add_argument("--label", default=None, help="enrol all given images under this label")
     p.add_argument("--mode", choices=["image", "face"], default="image", help="whole images, or faces found in them")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of enrolling nothing")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (and photos without exactly one face) instead of enrolling nothing")
+    _face_options(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_options(p)
@@ -368,16 +402,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="override the gallery's threshold")
     p.add_argument("--top-k", type=int, default=3, help="matches to report per item")
     p.add_argument("--json", action="store_true", help="one JSON object per image or frame")
+    _live_options(p)
+    _face_options(p)
     _model_options(p, preprocessing=False)
     p.set_defaults(func=cmd_recognize)
+
+    p = sub.add_parser("bench", help="per-stage latency (capture, preprocess, invoke, search) and frames per second")
+    p.add_argument("--source", required=True, help="video file, camera index, URL, folder, or picamera2")
+    p.add_argument("--gallery", default=None, help="gallery to search (default: none, search is skipped)")
+    p.add_argument("--model", default=None, help="model (default: the gallery's, else the shipped default)")
+    p.add_argument("--frames", type=int, default=300, help="frames to process (default 300)")
+    p.add_argument("--json", action="store_true")
+    _live_options(p)
+    _model_options(p, preprocessing=False)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="recall@k and open-set figures on a folder of class sub-folders")
     p.add_argument("model")
     p.add_argument("dataset", help="folder whose sub-folders are classes")
     p.add_argument("--gallery-per-class", type=int, default=1, help="K evenly spaced gallery images per class")
     p.add_argument("--mode", choices=["image", "face"], default="image")
+    p.add_argument("--far", type=float, default=0.01, help="target false-accept rate for the open-set threshold (default 0.01)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _face_options(p)
     _model_options(p)
     p.set_defaults(func=cmd_eval)
 
