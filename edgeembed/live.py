@@ -1,0 +1,190 @@
+"""``edgeembed recognize`` on videos, cameras and streams, and ``edgeembed bench --source``.
+
+Builds the pieces from the command-line options (source, processor, smoother, outputs),
+runs the pipeline, and always releases the camera and says "offline" on MQTT, whatever
+ended the run (end of file, --max-frames, Ctrl-C, SIGTERM, a source that gave up).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+from typing import Any
+
+from .errors import InputError
+from .pipeline import ImageProcessor, Pipeline, RunStats, stage_summary
+from .smoothing import TrackSmoother
+from .sources import FolderSource, open_source, parse_resolution, parse_roi
+
+DEFAULT_RECONNECT_TIMEOUT = 60.0  # seconds a dropped live source is retried; EDGEEMBED_RECONNECT_TIMEOUT overrides
+
+
+def _reconnect_timeout() -> float:
+    text = os.environ.get("EDGEEMBED_RECONNECT_TIMEOUT")
+    if not text:
+        return DEFAULT_RECONNECT_TIMEOUT
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"EDGEEMBED_RECONNECT_TIMEOUT must be seconds, got {text!r}") from None
+
+
+def _open_source(args: argparse.Namespace, status: "queue.Queue[dict]"):
+    holder: dict[str, Any] = {}
+
+    def on_status(kind: str, message: str, details: dict) -> None:
+        print(f"edgeembed: {message}", file=sys.stderr, flush=True)
+        src = holder.get("source")
+        status.put({"event": kind, "label": None, "frame": src._count if src else 0, "message": message, **details})
+
+    if args.fps is not None and args.fps <= 0:
+        raise InputError(f"--fps must be > 0, got {args.fps}")
+    source = open_source(args.source, resolution=parse_resolution(args.resolution), roi=parse_roi(args.roi),
+                         stream=args.stream, fps=args.fps, on_status=on_status,
+                         reconnect_timeout=_reconnect_timeout())
+    holder["source"] = source
+    return source
+
+
+def _sinks(args: argparse.Namespace, source: Any) -> list[Any]:
+    from .outputs import JsonLinesSink, TextSink
+
+    sinks: list[Any] = [JsonLinesSink() if args.json else TextSink()]
+    try:
+        if args.mqtt:
+            from .outputs.mqtt import MqttSink  # noqa: PLC0415 - optional extra
+
+            sinks.append(MqttSink(args.mqtt, prefix=args.mqtt_topic, camera=args.camera_name))
+        if args.output:
+            from .outputs.video import AnnotatedVideoSink  # noqa: PLC0415
+
+            sinks.append(AnnotatedVideoSink(args.output, fps=args.fps or source.native_fps))
+        if args.preview is not None:
+            from .outputs.preview import PreviewServer  # noqa: PLC0415
+
+            p = PreviewServer(args.preview, args.preview_host, title=f"edgeembed {args.camera_name}")
+            print(f"edgeembed: preview at {p.url}", file=sys.stderr, flush=True)
+            sinks.append(p)
+    except BaseException:
+        _close_all(sinks)
+        raise
+    return sinks
+
+
+def _close_all(items: list[Any]) -> None:
+    for s in items:
+        try:
+            s.close()
+        except Exception as exc:  # one failing output must not keep the others open
+            print(f"edgeembed: closing {type(s).__name__} failed: {exc}", file=sys.stderr)
+
+
+class _Terminate:
+    """SIGTERM (systemd stop) ends the run like Ctrl-C: outputs are closed, MQTT says offline."""
+
+    def __enter__(self) -> "_Terminate":
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+
+
+def _run(pipeline: Pipeline) -> RunStats:
+    try:
+        return pipeline.run()
+    except KeyboardInterrupt:  # the normal way to stop a camera
+        return pipeline.stats
+
+
+def recognize_live(args: argparse.Namespace, gallery: Any, processor: Any = None) -> int:
+    """Recognize a video, camera or stream against ``gallery``; ``processor`` plugs in face mode."""
+    from .cli import _runtime_kwargs
+    from .recognizer import open_gallery_embedder
+
+    if args.smooth < 1:
+        raise InputError(f"--smooth must be >= 1 frame, got {args.smooth}")
+    face_mode = processor is not None and getattr(processor, "face_mode", True)
+    owned: list[Any] = [gallery]
+    status: queue.Queue[dict] = queue.Queue()
+    try:
+        if processor is None:
+            emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args))
+            owned.append(emb)
+            processor = ImageProcessor(emb, gallery, threshold=args.threshold, top_k=args.top_k)
+        source = _open_source(args, status)
+        with source, _Terminate():
+            sinks = _sinks(args, source)
+            try:
+                extra = (lambda f: {"source": source.current_file}) if isinstance(source, FolderSource) else None
+                pipeline = Pipeline(source, processor, TrackSmoother(args.smooth), sinks, fps_cap=args.fps,
+                                    max_frames=args.max_frames, face_mode=face_mode, status_events=status,
+                                    frame_extra=extra)
+                stats = _run(pipeline)
+            finally:
+                _close_all(sinks)
+    finally:
+        _close_all(owned)
+    if not args.json:
+        print(f"edgeembed: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps), "
+              f"{stats.events} events", file=sys.stderr)
+    return 0
+
+
+def bench_source(args: argparse.Namespace) -> int:
+    """Per-stage latency and end-to-end frames per second of the whole pipeline on a source."""
+    from .cli import _runtime_kwargs, default_model
+    from .embedder import Embedder
+    from .gallery import Gallery
+    from .recognizer import open_gallery_embedder
+
+    if args.frames < 1:
+        raise InputError(f"--frames must be >= 1, got {args.frames}")
+    owned: list[Any] = []
+    status: queue.Queue[dict] = queue.Queue()
+    try:
+        gallery = None
+        if args.gallery:
+            gallery = Gallery.open(args.gallery)
+            owned.append(gallery)
+            emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args))
+        else:
+            emb = Embedder.create_from_model_path(args.model or default_model(), **_runtime_kwargs(args))
+        owned.append(emb)
+        processor = ImageProcessor(emb, gallery, top_k=1)
+        source = _open_source(args, status)
+        with source, _Terminate():
+            limit = min(args.frames, args.max_frames) if args.max_frames else args.frames
+            pipeline = Pipeline(source, processor, TrackSmoother(args.smooth), [], fps_cap=args.fps, max_frames=limit,
+                                status_events=status)
+            stats = _run(pipeline)
+    finally:
+        _close_all(owned)
+    summary = stage_summary(stats)
+    result = {"source": args.source, "model": emb.model_path, "backend": emb.backend, "threads": args.threads,
+              "frames": stats.frames, "seconds": round(stats.seconds, 3), "fps": round(stats.fps, 2),
+              "stale_frames_skipped": stats.skipped_stale, "search": gallery is not None, "stages_ms": summary}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.source}: {stats.frames} frames in {stats.seconds:.2f} s = {stats.fps:.1f} fps end to end "
+          f"({emb.backend}, {os.path.basename(emb.model_path)})")
+    print(f"{'stage':<11}{'mean ms':>9}{'p50 ms':>9}{'p95 ms':>9}")
+    for stage in ("capture", "preprocess", "invoke", "search", "total"):
+        if stage in summary:
+            s = summary[stage]
+            print(f"{stage:<11}{s['mean']:>9.2f}{s['p50']:>9.2f}{s['p95']:>9.2f}")
+    if gallery is None:
+        print("(no --gallery: search skipped)")
+    return 0

@@ -1,0 +1,48 @@
+"""stdout outputs: one JSON object per processed frame and per event, or short text lines for people."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Any
+
+import numpy as np
+
+
+class JsonLinesSink:
+    """``{"frame", "label", "score", ...}`` per frame and ``{"event", "label", "frame", ...}`` per event."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream or sys.stdout
+
+    def _write(self, obj: dict) -> None:
+        self.stream.write(json.dumps(obj) + "\n")
+        self.stream.flush()
+
+    def on_frame(self, record: Any, rgb: np.ndarray) -> None:
+        self._write(record.to_dict())
+
+    def on_event(self, event: dict) -> None:
+        self._write(event)
+
+    def close(self) -> None:
+        pass
+
+
+class TextSink:
+    """Events as text lines (appeared/left); source problems are already on stderr."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream or sys.stdout
+
+    def on_frame(self, record: Any, rgb: np.ndarray) -> None:
+        pass
+
+    def on_event(self, event: dict) -> None:
+        if event.get("event") in ("appeared", "left"):
+            where = f" (face {event['track']} at {event['box']})" if event.get("box") else ""
+            self.stream.write(f"frame {event['frame']}: {event['event']} {event['label']} "
+                              f"score {event.get('score', 0):.3f}{where}\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,135 @@
+"""MQTT output in Home Assistant's conventions (paho-mqtt 2.x, the ``mqtt`` extra).
+
+Topics, with ``prefix`` = --mqtt-topic and ``camera`` = --camera-name:
+
+    <prefix>/<camera>/availability   "online" / "offline", retained; "offline" is also the last will
+    <prefix>/<camera>/state          JSON {"label", "score", "frame", "time"}, retained, on every change
+    <prefix>/<camera>/event          JSON {"event": "appeared"|"left", "label", "frame", ...}
+    homeassistant/sensor/<prefix>_<camera>/config   retained discovery config of a "label" sensor
+
+The client connects in the background (loop_start + reconnect_delay_set): a broker that is
+down at start or goes away later never stops recognition; it is reconnected when it is back,
+and availability and state are re-published on each connection.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, require
+
+DEFAULT_PORT = 1883
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    """'HOST[:PORT]' -> (host, port)."""
+    host, _, port = text.rpartition(":") if re.search(r":\d+$", text) else (text, "", "")
+    if not host:
+        raise InputError(f"--mqtt must be HOST or HOST:PORT, got {text!r}")
+    return host, int(port) if port else DEFAULT_PORT
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "camera"
+
+
+class MqttSink:
+    """Publishes availability, state and events; survives the broker being down."""
+
+    def __init__(self, broker: str, prefix: str = "edgeembed", camera: str = "camera", discovery: bool = True,
+                 keepalive: int = 30, log=None):
+        mqtt = require("paho.mqtt.client", "mqtt", "MQTT output")
+        self.host, self.port = parse_broker(broker)
+        self.base = f"{prefix.strip('/')}/{_slug(camera)}"
+        self.topics = {k: f"{self.base}/{k}" for k in ("availability", "state", "event")}
+        self.camera = camera
+        self.prefix = prefix.strip("/")
+        self.discovery = discovery
+        self.log = log or (lambda msg: print(f"edgeembed: {msg}", file=sys.stderr, flush=True))
+        self._state: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self._warned_down = False
+        self.published = 0
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeembed-{_slug(camera)}-{id(self) & 0xffff:x}")
+        client.will_set(self.topics["availability"], "offline", qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        self.client = client
+        client.connect_async(self.host, self.port, keepalive=keepalive)
+        client.loop_start()
+
+    # -- connection
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        if getattr(reason, "is_failure", False):
+            self.log(f"mqtt: broker {self.host}:{self.port} refused the connection ({reason})")
+            return
+        self.connected.set()
+        self._warned_down = False
+        self.log(f"mqtt: connected to {self.host}:{self.port}, publishing under {self.base}/")
+        client.publish(self.topics["availability"], "online", qos=1, retain=True)
+        if self.discovery:
+            client.publish(f"homeassistant/sensor/{_slug(self.prefix)}_{_slug(self.camera)}/config",
+                           json.dumps(self._discovery_config()), qos=1, retain=True)
+        with self._lock:
+            state = self._state
+        if state is not None:
+            client.publish(self.topics["state"], json.dumps(state), qos=1, retain=True)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        if self.connected.is_set():
+            self.connected.clear()
+            self.log(f"mqtt: lost broker {self.host}:{self.port} ({reason}); reconnecting in the background")
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        if not self._warned_down:
+            self._warned_down = True
+            self.log(f"mqtt: broker {self.host}:{self.port} not reachable; recognition goes on and the connection "
+                     "is retried in the background")
+
+    def _discovery_config(self) -> dict:
+        uid = f"edgeembed_{_slug(self.prefix)}_{_slug(self.camera)}"
+        return {"name": f"{self.camera} label", "unique_id": uid, "state_topic": self.topics["state"],
+                "value_template": "{{ value_json.label if value_json.label is not none else 'unknown' }}",
+                "json_attributes_topic": self.topics["state"], "availability_topic": self.topics["availability"],
+                "icon": "mdi:eye", "device": {"identifiers": [uid], "name": f"edgeembed {self.camera}",
+                                              "manufacturer": "edgeembed"}}
+
+    # -- sink
+    def on_frame(self, record: Any, rgb: np.ndarray) -> None:
+        m = record.main
+        label = m.label if m else None
+        with self._lock:
+            changed = self._state is None or self._state["label"] != label
+            if not changed:
+                return
+            self._state = {"label": label, "score": round(m.score, 4) if m else None, "frame": record.frame,
+                           "time": round(time.time(), 3), "camera": self.camera}
+            state = self._state
+        self._publish("state", state, retain=True)
+
+    def on_event(self, event: dict) -> None:
+        self._publish("event", {**event, "camera": self.camera, "time": round(time.time(), 3)})
+
+    def _publish(self, kind: str, payload: dict, retain: bool = False) -> None:
+        if not self.connected.is_set():
+            return  # retained state is re-published on connect; events while the broker is down are not replayed
+        self.client.publish(self.topics[kind], json.dumps(payload), qos=1, retain=retain)
+        self.published += 1
+
+    def close(self) -> None:
+        try:
+            if self.connected.is_set():
+                info = self.client.publish(self.topics["availability"], "offline", qos=1, retain=True)
+                info.wait_for_publish(timeout=2)
+                self.client.disconnect()
+        finally:
+            self.client.loop_stop()

@@ -1,0 +1,291 @@
+"""The live pipeline: capture -> preprocess -> embed -> search -> smoothing -> events, with per-stage timings.
+
+Capture runs in its own thread so decoding or waiting for the camera overlaps inference.
+A live source is read with a latest-frame policy (the capture thread keeps only the newest
+frame, so the pipeline never works through a stale backlog); a recording goes through a
+small bounded queue, so every frame is processed. The rest runs on the caller's thread,
+one frame at a time, and is written below in the order a frame travels.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from .errors import EdgeEmbedError
+from .smoothing import Result, Track, TrackSmoother
+from .sources.base import Frame, FrameSource
+
+STAGES = ("capture", "preprocess", "invoke", "search", "total")
+
+
+class Processor(Protocol):
+    """What turns one RGB frame into answers: image mode (whole frame) or face mode (one per face)."""
+
+    timings: dict[str, float]  # ms of the last call, by stage (preprocess, invoke, search, ...)
+
+    def process(self, rgb: np.ndarray) -> list[Any]: ...
+
+
+class ImageProcessor:
+    """Image mode: the whole frame (after the ROI) is embedded and searched in the gallery."""
+
+    def __init__(self, embedder: Any, gallery: Any, threshold: float | None = None, top_k: int = 3):
+        self.embedder = embedder
+        self.gallery = gallery
+        self.threshold = threshold
+        self.top_k = top_k
+        self.timings: dict[str, float] = {}
+
+    def process(self, rgb: np.ndarray) -> list[Result]:
+        t0 = time.perf_counter()
+        tensor = self.embedder.preprocessor(rgb)
+        t1 = time.perf_counter()
+        vector = self.embedder.embed_tensor(tensor)[0].vector
+        t2 = time.perf_counter()
+        results = []
+        if self.gallery is not None:
+            r = self.gallery.recognize(vector, threshold=self.threshold, k=self.top_k)
+            results.append(Result(None, r.label, r.score, r.to_dict()["matches"]))
+        t3 = time.perf_counter()
+        self.timings = {"preprocess": (t1 - t0) * 1000, "invoke": (t2 - t1) * 1000, "search": (t3 - t2) * 1000}
+        return results
+
+
+@dataclass
+class FrameRecord:
+    """Everything known about one processed frame; what every output receives."""
+
+    frame: int
+    time: float
+    tracks: list[Track]
+    timings: dict[str, float]
+    face_mode: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main(self) -> Track | None:
+        """The track the frame-level label reports: the whole frame, or the best known face."""
+        if not self.tracks:
+            return None
+        known = [t for t in self.tracks if t.label is not None]
+        return max(known or self.tracks, key=lambda t: t.score)
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.main
+        out: dict[str, Any] = {"frame": self.frame, "label": m.label if m else None,
+                               "score": round(m.score, 6) if m else None}
+        if self.face_mode:
+            out["faces"] = [t.to_dict() for t in self.tracks if t.seen]
+        elif m is not None:
+            d = m.to_dict()
+            out.update(smoothed=True, raw_label=d["raw_label"], raw_score=d["raw_score"], matches=d["matches"])
+        out.update(self.extra)
+        out["time_ms"] = {k: round(v, 3) for k, v in self.timings.items()}
+        return out
+
+
+class Sink(Protocol):
+    """An output: JSON lines, MQTT, annotated video, preview."""
+
+    def on_frame(self, record: FrameRecord, rgb: np.ndarray) -> None: ...
+    def on_event(self, event: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    captured: int = 0
+    skipped_stale: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+_END = object()
+
+
+class _Capture(threading.Thread):
+    """Reads the source on its own thread. Live: keep only the newest frame. Recording: bounded queue."""
+
+    def __init__(self, source: FrameSource, depth: int = 4):
+        super().__init__(name="edgeembed-capture", daemon=True)
+        self.source = source
+        self.live = source.live
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._latest: Any = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self.captured = 0
+        self.overwritten = 0
+
+    def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                f = self.source.read()
+                if f is None:
+                    break
+                self.captured += 1
+                self._put(f)
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it on its own thread
+            self._put(exc)
+
+    def _put(self, item: Any) -> None:
+        if self.live:
+            with self._cond:
+                if isinstance(self._latest, Frame) and isinstance(item, Frame):
+                    self.overwritten += 1
+                if not (self._latest is _END or isinstance(self._latest, BaseException)):
+                    self._latest = item
+                self._cond.notify_all()
+            return
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> Frame | None:
+        """The next frame to process; None at the end. Re-raises the capture thread's error."""
+        if self.live:
+            with self._cond:
+                while self._latest is None:
+                    self._cond.wait(0.5)
+                item, self._latest = self._latest, (None if isinstance(self._latest, Frame) else self._latest)
+        else:
+            item = self._q.get()
+        if item is _END:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self._stop.set()
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt:
+            interrupt()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+
+
+class Pipeline:
+    """Runs a source through a processor and the smoother, handing every frame and event to the outputs."""
+
+    def __init__(self, source: FrameSource, processor: Processor, smoother: TrackSmoother, sinks: Sequence[Sink] = (),
+                 fps_cap: float | None = None, max_frames: int | None = None, face_mode: bool = False,
+                 status_events: "queue.Queue[dict] | None" = None, frame_extra: Callable[[Frame], dict] | None = None):
+        self.source = source
+        self.processor = processor
+        self.smoother = smoother
+        self.sinks = list(sinks)
+        self.fps_cap = fps_cap
+        self.max_frames = max_frames
+        self.face_mode = face_mode
+        self.status_events = status_events or queue.Queue()
+        self.frame_extra = frame_extra
+        self.stats = RunStats()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask run() to return after the current frame (from another thread or a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> RunStats:
+        capture = _Capture(self.source)
+        capture.start()
+        start = time.perf_counter()
+        next_slot = None
+        last = -1
+        try:
+            while not self._stop.is_set():
+                if self.max_frames is not None and self.stats.frames >= self.max_frames:
+                    break
+                # 1. capture: the newest frame of a live source, the next frame of a recording
+                frame = capture.get()
+                self._emit_status()
+                if frame is None:
+                    break
+                # 2. fps cap: recordings skip by media time, live sources wait for their slot
+                if self.fps_cap:
+                    if self.source.live or not self.source.native_fps:
+                        if next_slot is not None and frame.time < next_slot:
+                            time.sleep(next_slot - frame.time)
+                            frame = capture.get() or frame
+                        next_slot = max(frame.time, (next_slot or frame.time)) + 1.0 / self.fps_cap
+                    else:
+                        if next_slot is not None and frame.time + 1e-9 < next_slot:
+                            continue
+                        next_slot = (next_slot or frame.time) + 1.0 / self.fps_cap
+                t0 = time.perf_counter()
+                # 3. preprocess, embed, search (the processor times its own stages)
+                results = self.processor.process(frame.rgb)
+                # 4. smoothing and debounced events
+                tracks, events = self.smoother.update(frame.index, results)
+                timings = {"capture": frame.capture_ms, **self.processor.timings,
+                           "total": frame.capture_ms + (time.perf_counter() - t0) * 1000}
+                extra = self.frame_extra(frame) if self.frame_extra else {}
+                record = FrameRecord(frame.index, frame.time, tracks, timings, self.face_mode, extra)
+                # 5. outputs
+                for sink in self.sinks:
+                    sink.on_frame(record, frame.rgb)
+                for e in events:
+                    self._event(e)
+                self._account(timings)
+                last = frame.index
+        finally:
+            capture.stop()
+            self.stats.seconds = time.perf_counter() - start
+            self.stats.captured = capture.captured
+            self.stats.skipped_stale = capture.overwritten
+            self._emit_status()
+            for e in self.smoother.finish(last):
+                self._event(e)
+        return self.stats
+
+    def _account(self, timings: dict[str, float]) -> None:
+        self.stats.frames += 1
+        for k, v in timings.items():
+            self.stats.stage_ms.setdefault(k, []).append(v)
+
+    def _event(self, e: dict) -> None:
+        self.stats.events += 1
+        for sink in self.sinks:
+            sink.on_event(e)
+
+    def _emit_status(self) -> None:
+        while True:
+            try:
+                e = self.status_events.get_nowait()
+            except queue.Empty:
+                return
+            self._event(e)
+
+
+def stage_summary(stats: RunStats) -> dict[str, dict[str, float]]:
+    """Mean, median and 95th percentile of each stage, in ms."""
+    out = {}
+    for k, v in stats.stage_ms.items():
+        if v:
+            a = np.asarray(v)
+            out[k] = {"mean": round(float(a.mean()), 3), "p50": round(float(np.median(a)), 3),
+                      "p95": round(float(np.percentile(a, 95)), 3)}
+    return out
+
+
+__all__ = ["EdgeEmbedError", "FrameRecord", "ImageProcessor", "Pipeline", "Processor", "RunStats", "Sink", "STAGES",
+           "stage_summary"]

@@ -1,0 +1,170 @@
+"""Stable answers from flickering frames: temporal smoothing and debounced appeared/left events.
+
+Each track (the whole frame in image mode, one face in face mode) keeps its last N raw
+answers. Its smoothed label changes only when another answer ("unknown" included) holds a
+strict majority of a full window, so a single odd frame never flips it, and each change of
+the smoothed label gives exactly one "left" for the old label and one "appeared" for the new.
+Faces are followed from frame to frame by box overlap (IoU), which is enough at camera rates.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class Result:
+    """One answer for one frame: the whole frame (box None) or one face."""
+
+    box: Box | None
+    label: str | None
+    score: float
+    matches: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def coerce(cls, r: Any) -> "Result":
+        """Accept this class, a dict, or any object with box/label/score/matches (e.g. a face result)."""
+        if isinstance(r, Result):
+            return r
+        get = r.get if isinstance(r, dict) else (lambda k, d=None: getattr(r, k, d))
+        matches = get("matches", None) or []
+        matches = [m if isinstance(m, dict) else {"label": m.label, "score": float(m.score)} for m in matches]
+        box = get("box", None)
+        return cls(tuple(int(v) for v in box) if box is not None else None, get("label", None),
+                   float(get("score", 0.0)), matches)
+
+
+class LabelSmoother:
+    """Majority vote over the last ``window`` answers, with hysteresis: no majority keeps the old label."""
+
+    def __init__(self, window: int = 5):
+        self.window = max(1, int(window))
+        self.need = self.window // 2 + 1
+        self.history: deque[tuple[str | None, float]] = deque(maxlen=self.window)
+        self.label: str | None = None
+
+    def update(self, label: str | None, score: float) -> tuple[str | None, float]:
+        """Add one raw answer; return the smoothed (label, score)."""
+        self.history.append((label, float(score)))
+        votes = Counter(lbl for lbl, _ in self.history)
+        top, n = votes.most_common(1)[0]
+        if n >= self.need:
+            self.label = top
+        scores = [s for lbl, s in self.history if lbl == self.label] or [s for _, s in self.history]
+        return self.label, sum(scores) / len(scores)
+
+    @property
+    def empty(self) -> bool:
+        """True when the whole window says nothing is there."""
+        return all(lbl is None for lbl, _ in self.history)
+
+
+@dataclass
+class Track:
+    """One thing followed over frames, with its smoother and its last answer."""
+
+    id: int
+    box: Box | None
+    smoother: LabelSmoother
+    raw: Result | None = None
+    label: str | None = None
+    score: float = 0.0
+    seen: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.raw
+        return {"track": self.id, "box": list(self.box) if self.box else None, "label": self.label,
+                "score": round(self.score, 6), "raw_label": r.label if r and self.seen else None,
+                "raw_score": round(r.score, 6) if r and self.seen else None,
+                "matches": (r.matches if r and self.seen else [])}
+
+
+def iou(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+class TrackSmoother:
+    """Smoothing and debounced events for every track of a stream.
+
+    ``update(frame, results)`` returns the live tracks and the events of this frame:
+    ``{"event": "appeared"|"left", "label", "frame", "score", "track"}``.
+    """
+
+    def __init__(self, window: int = 5, min_iou: float = 0.3):
+        self.window = max(1, int(window))
+        self.min_iou = min_iou
+        self.tracks: list[Track] = []
+        self._next_id = 0
+
+    def update(self, frame: int, results: Sequence[Any]) -> tuple[list[Track], list[dict]]:
+        results = [Result.coerce(r) for r in results]
+        events: list[dict] = []
+        for t in self.tracks:
+            t.seen = False
+        for r, t in self._assign(results):
+            t.box, t.raw, t.seen = r.box, r, True
+        for t in self.tracks:
+            raw_label, raw_score = (t.raw.label, t.raw.score) if t.seen and t.raw else (None, 0.0)
+            before, before_score = t.label, t.score
+            t.label, t.score = t.smoother.update(raw_label, raw_score)
+            if t.label != before:
+                if before is not None:
+                    events.append(self._event("left", before, frame, t, score=round(before_score, 6)))
+                if t.label is not None:
+                    events.append(self._event("appeared", t.label, frame, t))
+        # a face that has been gone for a whole window is forgotten (its "left" was emitted above)
+        self.tracks = [t for t in self.tracks if t.seen or not t.smoother.empty or t.box is None]
+        return list(self.tracks), events
+
+    def finish(self, frame: int) -> list[dict]:
+        """The stream ended: every label still present leaves."""
+        events = [self._event("left", t.label, frame, t, reason="end") for t in self.tracks if t.label is not None]
+        for t in self.tracks:
+            t.label = None
+        return events
+
+    def _assign(self, results: list[Result]) -> list[tuple[Result, Track]]:
+        pairs: list[tuple[Result, Track]] = []
+        whole = [r for r in results if r.box is None]
+        boxed = [r for r in results if r.box is not None]
+        if whole:  # image mode: the whole frame is one track
+            t = next((t for t in self.tracks if t.box is None), None) or self._new(None)
+            pairs.append((whole[0], t))
+        free = [t for t in self.tracks if t.box is not None]
+        cands = sorted(((iou(r.box, t.box), i, j) for i, r in enumerate(boxed) for j, t in enumerate(free)),
+                       reverse=True)
+        used_r: set[int] = set()
+        used_t: set[int] = set()
+        for score, i, j in cands:
+            if score < self.min_iou or i in used_r or j in used_t:
+                continue
+            used_r.add(i)
+            used_t.add(j)
+            pairs.append((boxed[i], free[j]))
+        for i, r in enumerate(boxed):
+            if i not in used_r:
+                pairs.append((r, self._new(r.box)))
+        return pairs
+
+    def _new(self, box: Box | None) -> Track:
+        t = Track(self._next_id, box, LabelSmoother(self.window))
+        self._next_id += 1
+        self.tracks.append(t)
+        return t
+
+    @staticmethod
+    def _event(kind: str, label: str, frame: int, t: Track, **extra: Any) -> dict:
+        e = {"event": kind, "label": label, "frame": frame, "score": round(t.score, 6), "track": t.id}
+        if t.box is not None:
+            e["box"] = list(t.box)
+        e.update(extra)
+        return e

@@ -1,0 +1,24 @@
+"""Frame sources behind one interface: ``open_source(text)`` picks picamera2, a folder/glob, or OpenCV."""
+from __future__ import annotations
+
+from .base import Frame, FrameSource, StatusCallback, crop_roi, parse_resolution, parse_roi
+from .folder import FolderSource, is_folder_spec
+from .opencv import OpenCVSource, classify
+
+
+def open_source(spec: str, *, resolution: tuple[int, int] | None = None, roi: tuple[int, int, int, int] | None = None,
+                stream: str = "main", fps: float | None = None, on_status: StatusCallback | None = None,
+                reconnect_timeout: float = 60.0) -> FrameSource:
+    """The source a user's text names (not yet opened: use ``with``)."""
+    text = str(spec).strip()
+    if text.lower().startswith("picamera2"):
+        from .picamera2 import Picamera2Source  # noqa: PLC0415
+
+        return Picamera2Source(text, stream=stream, resolution=resolution, roi=roi, fps=fps, on_status=on_status)
+    if is_folder_spec(text):
+        return FolderSource(text, resolution=resolution, roi=roi, on_status=on_status)
+    return OpenCVSource(text, resolution=resolution, roi=roi, on_status=on_status, reconnect_timeout=reconnect_timeout)
+
+
+__all__ = ["Frame", "FrameSource", "FolderSource", "OpenCVSource", "StatusCallback", "classify", "crop_roi",
+           "open_source", "parse_resolution", "parse_roi"]
