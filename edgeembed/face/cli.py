@@ -1,0 +1,220 @@
+"""``--mode face`` of ``edgeembed enroll``, ``recognize`` and ``eval``: the CLI side of face recognition.
+
+Enrolment is strict by default: a photo with no face, or with several faces, is named in
+one line and nothing at all is enrolled (``--skip-bad`` skips such photos, ``--pick-face``
+uses one face of a group photo). Embedding happens before the gallery is touched, so a
+failed enrolment leaves no half-made gallery behind.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EdgeEmbedError, GalleryError, ImageError, InputError, SourceError
+from ..gallery import Gallery
+from ..preprocess import is_image_file, list_images, read_image
+from ..progress import progress
+from .detector import FaceDetector
+from .recognizer import FaceEmbedder, FacePipeline, FaceRecognizer
+
+DEFAULT_DETECTOR = "short"
+
+
+class FaceError(ImageError):
+    """A photo that should show exactly one face does not."""
+
+
+def _runtime(args: argparse.Namespace) -> dict[str, Any]:
+    from ..cli import _runtime_kwargs  # noqa: PLC0415 - the one place the CLI's runtime flags are read
+
+    return _runtime_kwargs(args)
+
+
+def _pre_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("output", "mean", "std", "color_order", "resize", "crop_fraction")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _detector(args: argparse.Namespace, default: str = DEFAULT_DETECTOR) -> FaceDetector:
+    rt = _runtime(args)
+    return FaceDetector(getattr(args, "detector", None) or default, score_threshold=getattr(args, "face_score", None),
+                        min_face=getattr(args, "min_face", None), backend=rt["backend"], num_threads=rt["num_threads"],
+                        delegate=rt["delegate"])
+
+
+def _print(obj: Any) -> None:
+    from ..cli import _print as print_json  # noqa: PLC0415
+
+    print_json(obj)
+
+
+def _one_face(pipeline: FacePipeline, path: Path, pick: str | None) -> tuple[np.ndarray, dict]:
+    """The embedding of the one face of an enrolment photo; FaceError when there is none or several."""
+    rgb = read_image(path)
+    dets = pipeline.detector.detect(rgb)
+    if not dets.faces:
+        small = (f" ({dets.too_small} smaller than --min-face {pipeline.detector.min_face} px)" if dets.too_small else "")
+        raise FaceError(f"no face found in {path}{small}; use a photo where the face is clearly visible "
+                        "(or --detector full for small, distant faces)")
+    if len(dets.faces) > 1 and not pick:
+        raise FaceError(f"{path} shows {len(dets.faces)} faces; enrol a photo of one person, "
+                        "or pass --pick-face largest|center to use one of them")
+    face = dets.pick(pick or "largest")
+    vector = pipeline.embedder.embed_faces(rgb, [face])[0]
+    info = {"box": [round(float(v), 1) for v in face.box], "detection_score": round(face.score, 4),
+            "faces_in_photo": len(dets.faces)}
+    return vector, info
+
+
+def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists: bool) -> int:
+    """Enrol the one face of each photo under its label; nothing is written unless every photo is usable."""
+    from ..recognizer import binding_for, open_gallery_embedder, update_auto_threshold
+
+    rt = _runtime(args)
+    gallery = None
+    if exists:
+        gallery = Gallery.open(args.gallery)
+        if gallery.binding.mode != "face":
+            gallery.close()
+            raise GalleryError(f"gallery {args.gallery} holds whole-image embeddings; enrol faces into a new gallery "
+                               "(--mode face) or drop --mode face")
+        model = open_gallery_embedder(gallery, args.model, **rt)
+        det_default = gallery.meta.get("face_detector", DEFAULT_DETECTOR)
+    else:
+        if not args.model:
+            raise InputError(f"no gallery at {args.gallery} yet: give --model FACE_MODEL to create it")
+        from .recognizer import open_face_model
+
+        model = open_face_model(args.model, **_pre_overrides(args), **rt)
+        det_default = DEFAULT_DETECTOR
+    pipeline = FacePipeline(_detector(args, det_default), FaceEmbedder(model))
+    labels, vectors, sources, infos, skipped = [], [], [], [], []
+    try:
+        for label, path in progress(items, desc="enrolling faces", enabled=not args.quiet):
+            try:
+                v, info = _one_face(pipeline, Path(path), args.pick_face)
+            except ImageError as exc:
+                if not args.skip_bad:
+                    raise type(exc)(f"{exc} -- nothing was enrolled; fix or remove the photo, or pass --skip-bad "
+                                    "to skip such photos") from None
+                skipped.append({"source": str(path), "reason": str(exc)})
+                continue
+            labels.append(label)
+            vectors.append(v)
+            sources.append(str(path))
+            infos.append(info)
+        if gallery is None:
+            if not vectors:
+                raise InputError(f"no usable face in the {len(items)} photo(s) given; nothing was enrolled and "
+                                 f"no gallery was created at {args.gallery}")
+            gallery = Gallery.create(args.gallery, binding_for(model, "face"))
+            gallery._set_meta({"face_detector": str(getattr(args, "detector", None) or DEFAULT_DETECTOR)})
+        if vectors:
+            gallery.add(labels, np.stack(vectors), sources, infos)
+            update_auto_threshold(gallery)
+        report = {"enrolled": len(vectors), "labels": sorted(set(labels)), "skipped": skipped,
+                  "entries": len(gallery), "threshold": gallery.threshold, "gallery": str(args.gallery), "mode": "face"}
+    finally:
+        pipeline.close()
+        if gallery is not None:
+            gallery.close()
+    if args.json:
+        _print(report)
+    else:
+        print(f"enrolled {report['enrolled']} faces under {len(report['labels'])} labels into {args.gallery} "
+              f"({report['entries']} entries, threshold {report['threshold']:.3f})")
+        for s in skipped:
+            print(f"skipped {s['source']}: {s['reason']}", file=sys.stderr)
+    return 0
+
+
+def open_face_recognizer(args: argparse.Namespace, gallery: Gallery) -> FaceRecognizer:
+    """The gallery's own face model plus a detector, ready for ``process(frame)``."""
+    from ..recognizer import open_gallery_embedder
+
+    if gallery.binding.mode != "face":
+        raise GalleryError(f"gallery {gallery.path} holds whole-image embeddings, not faces; use a gallery enrolled "
+                           "with --mode face, or drop --mode face")
+    emb = open_gallery_embedder(gallery, args.model, **_runtime(args))
+    pipeline = FacePipeline(_detector(args, gallery.meta.get("face_detector", DEFAULT_DETECTOR)), FaceEmbedder(emb))
+    return FaceRecognizer(pipeline, gallery, threshold=args.threshold, top_k=args.top_k)
+
+
+def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
+    """Every face of every picture (or video frame): box, label or null (unknown), score."""
+    source = Path(args.source)
+    is_stills = source.is_dir() or (source.is_file() and is_image_file(source))
+    recognizer = open_face_recognizer(args, gallery)
+    if not is_stills:
+        return _recognize_live(args, gallery, recognizer)
+    files = list_images(source, recursive=True) if source.is_dir() else [source]
+    if not files:
+        raise InputError(f"{source} holds no images (expected .jpg, .png, .bmp, .pgm, ...)")
+    try:
+        for i, f in enumerate(files):
+            t0 = time.perf_counter()
+            try:
+                results = recognizer.recognize(f)
+            except EdgeEmbedError as exc:
+                if len(files) == 1:
+                    raise
+                _print({"frame": i, "source": str(f), "error": str(exc)}) if args.json else \
+                    print(f"{f}: error: {exc}", file=sys.stderr)
+                continue
+            ms = (time.perf_counter() - t0) * 1000
+            dets = recognizer.last_detections
+            if args.json:
+                _print({"frame": i, "source": str(f), "faces": [r.to_dict() for r in results],
+                        "too_small": dets.too_small if dets else 0,
+                        "time_ms": {**{k: round(v, 3) for k, v in recognizer.timings.items()}, "total": round(ms, 3)}})
+            else:
+                print(f"{f}: {len(results)} face(s) ({ms:.1f} ms)")
+                for r in results:
+                    x, y, w, h = (int(round(v)) for v in r.box)
+                    print(f"  [{x},{y} {w}x{h}] {r.label if r.label is not None else 'unknown'} {r.score:.3f}")
+    finally:
+        recognizer.pipeline.close()
+        gallery.close()
+    return 0
+
+
+def _recognize_live(args: argparse.Namespace, gallery: Gallery, recognizer: FaceRecognizer) -> int:
+    """Video files, cameras and streams go through the live pipeline with this face processor."""
+    try:
+        from ..live import recognize_live  # noqa: PLC0415
+    except ImportError as exc:
+        raise SourceError(f"{args.source} is not an image or folder, and live sources are unavailable ({exc})") from None
+    params = inspect.signature(recognize_live).parameters
+    if "processor" not in params:
+        raise SourceError(f"{args.source}: live face recognition needs an edgeembed.live that accepts a processor; "
+                          "recognize still images or a folder of frames instead")
+    return recognize_live(args, gallery, processor=recognizer)
+
+
+def eval_faces(args: argparse.Namespace) -> dict:
+    """``edgeembed eval --mode face``: the eval protocol on the largest (or --pick-face) face of each image."""
+    from ..evaluate import evaluate
+
+    stats = {"multi_face": 0, "too_small": 0}
+    pipeline = FacePipeline(_detector(args), FaceEmbedder.from_model_path(args.model, **_pre_overrides(args), **_runtime(args)))
+
+    def featurize(path: Path) -> np.ndarray | None:
+        rgb, dets = pipeline.detect(path)
+        stats["too_small"] += dets.too_small
+        stats["multi_face"] += len(dets.faces) > 1
+        face = dets.pick(args.pick_face or "largest")
+        return None if face is None else pipeline.embedder.embed_faces(rgb, [face])[0]
+
+    with pipeline:
+        result = evaluate(args.dataset, args.gallery_per_class, featurize, show_progress=not args.quiet,
+                          far_target=args.far)
+        result.update(mode="face", model=str(args.model), fingerprint=pipeline.embedder.embedder.fingerprint,
+                      detector=Path(pipeline.detector.model_path).name, images=result["gallery_size"] + result["queries"],
+                      **stats)
+    return result
