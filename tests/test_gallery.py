@@ -117,6 +117,15 @@ def test_imagenet_gallery_survives_sigkill_of_second_enrolment(tmp_path):
         assert proc.returncode == -signal.SIGKILL
         after = run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout
         assert after == before
+    # Ctrl-C: one line saying nothing was committed, exit 130, gallery unchanged.
+    proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(second)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "not committed" in err and "Traceback" not in err
+    after = run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout
+    assert after == before
     import json
 
     assert json.loads(after)["entries"] == 1000
