@@ -1,0 +1,95 @@
+"""How much of the float model survives quantization, measured on pictures held aside from calibration.
+
+Reports mean/min cosine between float and quantized embeddings of the same picture, 1-NN
+agreement (does each picture's nearest other picture stay the same?), and top-1 agreement and
+accuracies when a classifier is kept. A model whose fidelity falls below the thresholds is not
+silently shipped: the converter warns and exits non-zero unless told to accept it.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+# Below these the int8 model does not recognize what the float model recognizes.
+THRESHOLDS = {"mean_cosine": 0.98, "nn1_agreement": 0.95, "top1_agreement": 0.97}
+
+EmbedFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1)
+
+
+def compare(float_emb: np.ndarray, quant_emb: np.ndarray, float_logits: np.ndarray | None = None,
+            quant_logits: np.ndarray | None = None, labels: Sequence[int] | None = None) -> dict:
+    """Fidelity figures from float and quantized outputs of the same N pictures."""
+    f, q = _unit(np.asarray(float_emb, np.float64)), _unit(np.asarray(quant_emb, np.float64))
+    cos = (f * q).sum(1)
+    n = len(f)
+    rep: dict = {"images": int(n), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+                 "p05_cosine": float(np.percentile(cos, 5))}
+    if n >= 2:
+        sf, sq = f @ f.T, q @ q.T
+        np.fill_diagonal(sf, -np.inf)
+        np.fill_diagonal(sq, -np.inf)
+        rep["nn1_agreement"] = float((sf.argmax(1) == sq.argmax(1)).mean())
+    if float_logits is not None and quant_logits is not None:
+        tf_, tq = np.argmax(float_logits, 1), np.argmax(quant_logits, 1)
+        rep["top1_agreement"] = float((tf_ == tq).mean())
+        if labels is not None:
+            lab = np.asarray(labels)
+            rep["top1_float"] = float((tf_ == lab).mean())
+            rep["top1_quant"] = float((tq == lab).mean())
+            rep["top1_drop_points"] = 100.0 * (rep["top1_float"] - rep["top1_quant"])
+    return rep
+
+
+def check(report: dict, thresholds: dict | None = None) -> list[str]:
+    """The figures below their thresholds, as human-readable lines (empty = passes)."""
+    thresholds = {**THRESHOLDS, **(thresholds or {})}
+    return [f"{k} {report[k]:.4f} < {v}" for k, v in thresholds.items() if k in report and report[k] < v]
+
+
+def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, labels: Sequence[int] | None = None,
+                    thresholds: dict | None = None, meaningful: bool = True, batch: int = 32) -> dict:
+    """Run both models on ``images`` (float-preprocessed (N, H, W, 3)) and compare them.
+
+    Each fn maps a batch to ``(embeddings, logits or None)``. ``meaningful=False`` (random weights)
+    keeps the figures for debugging but marks them as not a measure of anything.
+    """
+    fe, qe, fl, ql = [], [], [], []
+    for i in range(0, len(images), batch):
+        a, la = float_fn(images[i:i + batch])
+        b, lb = quant_fn(images[i:i + batch])
+        fe.append(a), qe.append(b)
+        if la is not None and lb is not None:
+            fl.append(la), ql.append(lb)
+    rep = compare(np.concatenate(fe), np.concatenate(qe), np.concatenate(fl) if fl else None,
+                  np.concatenate(ql) if ql else None, labels if fl else None)
+    rep["thresholds"] = {**THRESHOLDS, **(thresholds or {})}
+    if meaningful:
+        failures = check(rep, thresholds)
+        rep["passed"] = not failures
+        rep["failures"] = failures
+    else:
+        rep["passed"] = None
+        rep["note"] = "random (untrained) weights: these figures measure nothing about a real model"
+    return rep
+
+
+def format_report(rep: dict) -> str:
+    """A few lines for the terminal."""
+    lines = [f"fidelity on {rep['images']} held-aside images: mean cosine {rep['mean_cosine']:.4f}, "
+             f"min {rep['min_cosine']:.4f}" + (f", 1-NN agreement {rep['nn1_agreement']:.3f}" if "nn1_agreement" in rep else "")]
+    if "top1_agreement" in rep:
+        s = f"top-1 agreement {rep['top1_agreement']:.3f}"
+        if "top1_float" in rep:
+            s += f", top-1 float {rep['top1_float']:.3f} -> quantized {rep['top1_quant']:.3f} ({-rep['top1_drop_points']:+.1f} pt)"
+        lines.append(s)
+    if rep.get("passed") is None:
+        lines.append("NOTE: " + rep.get("note", "not measured"))
+    elif not rep["passed"]:
+        lines.append("LOW FIDELITY: " + "; ".join(rep["failures"]))
+    return "\n".join(lines)

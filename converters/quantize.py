@@ -1,0 +1,148 @@
+"""Keras model -> .tflite bytes: float32, float16, dynamic-range or full-integer int8/uint8.
+
+Full-integer conversion is post-training quantization with per-channel weights, int8 inside and
+int8 (or uint8) at the input and outputs. The representative dataset is built from the user's
+pictures with the runtime's own Preprocessor, so calibration sees exactly what the device will feed.
+"""
+from __future__ import annotations
+
+import contextlib
+import io as io_
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from edgeembed.errors import InputError, ModelError, require
+from edgeembed.preprocess import InputFormat, Preprocessor, list_images
+from edgeembed.progress import Progress
+from edgeembed.spec import Preprocessing
+
+OUTPUT_TYPES = ("int8", "uint8", "float32", "float16", "dynamic")
+
+
+def float_preprocessor(pre: Preprocessing, size: int | tuple[int, int]) -> Preprocessor:
+    """The runtime's preprocessing, producing the float tensor the float model takes."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return Preprocessor(pre, InputFormat(h, w, np.dtype(np.float32)))
+
+
+def calibration_images(folder: str | os.PathLike, limit: int | None = None, recursive: bool = True) -> list[Path]:
+    """Image files of a calibration folder (sub-folders included), spread evenly if there are more than ``limit``."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"calibration folder not found: {root} (give a folder of pictures like those the model will see)")
+    files = list_images(root, recursive=recursive)
+    if not files:
+        raise InputError(f"no images in the calibration folder {root} (expected .jpg/.png/... files)")
+    if limit and len(files) > limit:
+        idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
+        files = [files[i] for i in idx]
+    return files
+
+
+def load_batch(files: Sequence[str | os.PathLike], prep: Preprocessor, desc: str = "reading images",
+               show_progress: bool = True) -> np.ndarray:
+    """Preprocess pictures into one float32 batch (N, H, W, 3), with a progress bar."""
+    out = []
+    with Progress(len(files), desc, show_progress) as bar:
+        for f in files:
+            out.append(prep.resized(f))
+            bar.update()
+    return prep.normalize(np.stack(out)) if out else np.zeros((0, *prep.size, 3), np.float32)
+
+
+def _representative(batches: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]], show_progress: bool):
+    """A representative_dataset generator yielding one sample at a time with a progress bar."""
+    def gen():
+        source = batches() if callable(batches) else batches
+        samples = [row for batch in source for row in np.asarray(batch, np.float32)]
+        if not samples:
+            raise InputError("the calibration set is empty; give a folder with pictures")
+        with Progress(len(samples), "calibrating", show_progress) as bar:
+            for row in samples:
+                yield [row[None]]
+                bar.update()
+    return gen
+
+
+def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]] | None,
+              output_type: str = "int8", show_progress: bool = True) -> bytes:
+    """Convert a Keras model (one image input, NHWC float) to .tflite bytes.
+
+    ``calibration_batches``: float32 arrays (N, H, W, 3) already preprocessed for the float model
+    (see :func:`load_batch`); needed for int8/uint8. Outputs keep the model's output order.
+    """
+    if output_type not in OUTPUT_TYPES:
+        raise InputError(f"output type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+    tf = require("tensorflow", "convert", "converting models")
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if output_type == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif output_type == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif output_type in ("int8", "uint8"):
+        if calibration_batches is None:
+            raise InputError(f"{output_type} conversion needs calibration pictures (--calibration DIR)")
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = _representative(calibration_batches, show_progress)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = tf.int8 if output_type == "int8" else tf.uint8
+        conv.inference_input_type = io
+        conv.inference_output_type = io
+    try:
+        with contextlib.redirect_stdout(io_.StringIO()):  # Keras prints the whole traced signature
+            return bytes(conv.convert())
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError and friends
+        msg = str(exc).strip().splitlines()
+        raise ModelError(f"TFLite conversion failed: {msg[-1] if msg else exc.__class__.__name__}") from None
+
+
+def _litert():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover
+        Interpreter = require("tensorflow", "convert").lite.Interpreter
+    return Interpreter
+
+
+class TFLiteRunner:
+    """Runs a .tflite on float-preprocessed batches and returns dequantized float outputs.
+
+    Integer inputs are quantized from the float tensor, so float and int8 models are fed the
+    same preprocessed pictures; used for fidelity checks (the device path is edgeembed.Embedder).
+    """
+
+    def __init__(self, model: bytes, num_threads: int = 1):
+        self.interp = _litert()(model_content=model, num_threads=num_threads)
+        self.interp.allocate_tensors()
+        self.inp = self.interp.get_input_details()[0]
+        self.outs = self.interp.get_output_details()
+
+    def output_index(self, dim: int) -> int:
+        """Index of the first output with ``dim`` values per image."""
+        for i, d in enumerate(self.outs):
+            if int(np.prod(d["shape"][1:])) == dim:
+                return i
+        raise ModelError(f"no output of size {dim}; outputs: {[tuple(d['shape']) for d in self.outs]}")
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        results: list[list[np.ndarray]] = [[] for _ in self.outs]
+        scale, zp = self.inp["quantization"]
+        dtype = self.inp["dtype"]
+        for row in batch:
+            x = row[None].astype(np.float32)
+            if np.issubdtype(dtype, np.integer):
+                info = np.iinfo(dtype)
+                x = np.clip(np.rint(x / scale + zp), info.min, info.max)
+            self.interp.set_tensor(self.inp["index"], x.astype(dtype))
+            self.interp.invoke()
+            for i, d in enumerate(self.outs):
+                v = self.interp.get_tensor(d["index"]).reshape(-1)
+                s, z = d["quantization"]
+                results[i].append((v.astype(np.float32) - z) * s if s else v.astype(np.float32))
+        return [np.stack(r) for r in results]
