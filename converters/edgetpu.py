@@ -1,0 +1,63 @@
+"""Edge TPU: which ops of a .tflite can map to the Coral TPU, and running ``edgetpu_compiler``.
+
+The compiler maps only full-integer ops from its supported list; everything after the first
+op that does not map runs on the CPU. We list those ops before compiling so users see why.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+# Coral's documented supported operations (coral.ai/docs/edgetpu/models-intro, "Supported operations").
+SUPPORTED = {
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS", "FULLY_CONNECTED",
+    "GATHER", "HARD_SWISH", "L2_NORMALIZATION", "LOGISTIC", "LSTM", "MAX_POOL_2D", "MAXIMUM", "MEAN", "MINIMUM",
+    "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1",
+    "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH",
+    "SPLIT", "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+}
+INSTALL_HINT = ("edgetpu_compiler is not on PATH; it runs on x86-64 Debian/Ubuntu: see "
+                "https://coral.ai/docs/edgetpu/compiler/ (apt-get install edgetpu-compiler from Coral's apt repository)")
+
+
+def op_report(model: bytes) -> dict:
+    """Ops in the model, and which will not map (unsupported, or not integer)."""
+    from .quantize import _litert
+
+    interp = _litert()(model_content=model)
+    ops = interp._get_ops_details()  # noqa: SLF001 - the public API has no op listing
+    details = interp.get_tensor_details()
+    dtypes = {d["index"]: str(d["dtype"].__name__ if hasattr(d["dtype"], "__name__") else d["dtype"]) for d in details}
+    counts: dict[str, int] = {}
+    unmapped: dict[str, int] = {}
+    for op in ops:
+        name = op["op_name"]
+        counts[name] = counts.get(name, 0) + 1
+        tensors = [int(t) for t in list(op["inputs"]) + list(op["outputs"]) if int(t) >= 0]
+        is_float = any(dtypes.get(t, "").startswith("float") for t in tensors)
+        if name not in SUPPORTED or (is_float and name not in ("QUANTIZE", "DEQUANTIZE")):
+            unmapped[name] = unmapped.get(name, 0) + 1
+    return {"ops": counts, "total": len(ops), "will_not_map": unmapped}
+
+
+def compile_for_edgetpu(model_path: str | Path, out_dir: str | Path | None = None) -> dict:
+    """Run edgetpu_compiler when present: -> {"compiled": path, "mapped": n, "total": n, "log": str}."""
+    exe = shutil.which("edgetpu_compiler")
+    if not exe:
+        return {"compiled": None, "message": INSTALL_HINT}
+    model_path = Path(model_path)
+    out_dir = Path(out_dir or model_path.parent)
+    proc = subprocess.run([exe, "-s", "-o", str(out_dir), str(model_path)], capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    res: dict = {"compiled": None, "log": log, "returncode": proc.returncode}
+    if proc.returncode == 0:
+        res["compiled"] = str(out_dir / (model_path.stem + "_edgetpu.tflite"))
+    m = re.search(r"Number of operations that will run on Edge TPU:\s*(\d+)", log)
+    t = re.search(r"Number of operations that will run on CPU:\s*(\d+)", log)
+    if m:
+        res["mapped"] = int(m.group(1))
+    if t:
+        res["on_cpu"] = int(t.group(1))
+    return res
