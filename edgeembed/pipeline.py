@@ -50,7 +50,9 @@ class ImageProcessor:
         results = []
         if self.gallery is not None:
             r = self.gallery.recognize(vector, threshold=self.threshold, k=self.top_k)
-            results.append(Result(None, r.label, r.score, r.to_dict()["matches"]))
+            matches = r.to_dict()["matches"]
+            results.append(Result(None, r.label, r.score, matches, matches[0]["label"] if matches else None,
+                                  r.threshold))
         t3 = time.perf_counter()
         self.timings = {"preprocess": (t1 - t0) * 1000, "invoke": (t2 - t1) * 1000, "search": (t3 - t2) * 1000}
         return results

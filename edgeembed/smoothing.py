@@ -23,6 +23,8 @@ class Result:
     label: str | None
     score: float
     matches: list[dict] = field(default_factory=list)
+    candidate: str | None = None  # best match even below the threshold (what the smoother votes for)
+    threshold: float | None = None
 
     @classmethod
     def coerce(cls, r: Any) -> "Result":
@@ -33,33 +35,55 @@ class Result:
         matches = get("matches", None) or []
         matches = [m if isinstance(m, dict) else {"label": m.label, "score": float(m.score)} for m in matches]
         box = get("box", None)
-        return cls(tuple(int(v) for v in box) if box is not None else None, get("label", None),
-                   float(get("score", 0.0)), matches)
+        label = get("label", None)
+        threshold = get("threshold", None)
+        candidate = get("candidate", None) or (matches[0]["label"] if matches else label)
+        return cls(tuple(int(v) for v in box) if box is not None else None, label, float(get("score", 0.0)), matches,
+                   candidate, float(threshold) if threshold is not None else None)
+
+
+HOLD_MARGIN = 0.08  # cosine: a stable label is held until its windowed mean score falls this far below the threshold
 
 
 class LabelSmoother:
-    """Majority vote over the last ``window`` answers, with hysteresis: no majority keeps the old label."""
+    """Majority vote over the last ``window`` answers, thresholded on the window's mean score, with hysteresis.
 
-    def __init__(self, window: int = 5):
+    Each frame votes for its best gallery match (its *candidate*, even when that frame alone
+    scored below the threshold). When a candidate holds a strict majority of a full window,
+    the smoothed label becomes that candidate if the mean score of its votes reaches the
+    threshold, else unknown. A label already shown is kept while its mean stays within
+    HOLD_MARGIN of the threshold (a Schmitt trigger), so a label whose score hovers at the
+    threshold does not flap between known and unknown. No majority keeps the old label.
+    Answers without a threshold (e.g. from another processor) vote with their label as is.
+    """
+
+    def __init__(self, window: int = 5, hold_margin: float = HOLD_MARGIN):
         self.window = max(1, int(window))
         self.need = self.window // 2 + 1
-        self.history: deque[tuple[str | None, float]] = deque(maxlen=self.window)
+        self.hold_margin = hold_margin
+        self.history: deque[tuple[str | None, float, str | None]] = deque(maxlen=self.window)
         self.label: str | None = None
 
-    def update(self, label: str | None, score: float) -> tuple[str | None, float]:
+    def update(self, label: str | None, score: float, candidate: str | None = None,
+               threshold: float | None = None) -> tuple[str | None, float]:
         """Add one raw answer; return the smoothed (label, score)."""
-        self.history.append((label, float(score)))
-        votes = Counter(lbl for lbl, _ in self.history)
-        top, n = votes.most_common(1)[0]
+        key = candidate if threshold is not None else label
+        self.history.append((key, float(score), label))
+        top, n = Counter(k for k, _, _ in self.history).most_common(1)[0]
         if n >= self.need:
-            self.label = top
-        scores = [s for lbl, s in self.history if lbl == self.label] or [s for _, s in self.history]
+            if threshold is None or top is None:
+                self.label = top
+            else:
+                mean = sum(s for k, s, _ in self.history if k == top) / n
+                bar = threshold - self.hold_margin if top == self.label else threshold
+                self.label = top if mean >= bar else None
+        scores = [s for k, s, _ in self.history if k == self.label] or [s for _, s, _ in self.history]
         return self.label, sum(scores) / len(scores)
 
     @property
     def empty(self) -> bool:
         """True when the whole window says nothing is there."""
-        return all(lbl is None for lbl, _ in self.history)
+        return all(lbl is None for _, _, lbl in self.history)
 
 
 @dataclass
@@ -113,9 +137,9 @@ class TrackSmoother:
         for r, t in self._assign(results):
             t.box, t.raw, t.seen = r.box, r, True
         for t in self.tracks:
-            raw_label, raw_score = (t.raw.label, t.raw.score) if t.seen and t.raw else (None, 0.0)
+            r = t.raw if t.seen and t.raw else Result(t.box, None, 0.0)
             before, before_score = t.label, t.score
-            t.label, t.score = t.smoother.update(raw_label, raw_score)
+            t.label, t.score = t.smoother.update(r.label, r.score, r.candidate, r.threshold)
             if t.label != before:
                 if before is not None:
                     events.append(self._event("left", before, frame, t, score=round(before_score, 6)))

@@ -1,0 +1,158 @@
+"""Shared helpers of the live tests (no tests here): clips from real images, a real MJPEG-over-HTTP server.
+
+Clips are written with cv2.VideoWriter from COIL-20's turntable views (each object turning
+through its views) or from the never-seen photo dataset of tests/unseen.py.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from conftest import DATA, V1_EMBED, run_cli
+
+COIL = DATA / "coil20"
+GALLERY_VIEWS = (0, 18, 36, 54)  # 4 views per object, 90 degrees apart
+
+
+def coil_view(obj: str, view: int) -> np.ndarray:
+    """One COIL-20 view as BGR (the files are grayscale PNGs)."""
+    return cv2.imread(str(COIL / obj / f"{view:03d}.png"), cv2.IMREAD_COLOR)
+
+
+def write_clip(path: Path, segments: Sequence[tuple[str | None, Sequence[np.ndarray]]], fps: float = 15.0) -> list:
+    """Write BGR frames segment by segment; returns the expected label of every frame."""
+    first = segments[0][1][0]
+    size = (first.shape[1], first.shape[0])
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert w.isOpened(), f"cv2.VideoWriter cannot write {path}"
+    truth = []
+    for label, frames in segments:
+        for f in frames:
+            w.write(cv2.resize(f, size) if (f.shape[1], f.shape[0]) != size else f)
+            truth.append(label)
+    w.release()
+    return truth
+
+
+def coil_segments(objects: Sequence[str], step: int = 2, labels: dict | None = None):
+    """Each object through its 72 views (every ``step``-th): a turntable seen by a camera."""
+    return [((labels or {}).get(o, o), [coil_view(o, v) for v in range(0, 72, step)]) for o in objects]
+
+
+def enroll_coil(gallery: Path, objects: Sequence[str], work: Path) -> None:
+    """A gallery of 4 views per object, enrolled with the real CLI."""
+    for o in objects:
+        d = work / "enroll" / o
+        d.mkdir(parents=True, exist_ok=True)
+        for v in GALLERY_VIEWS:
+            cv2.imwrite(str(d / f"{v:03d}.png"), coil_view(o, v))
+    run_cli("enroll", work / "enroll", "--gallery", gallery, "--model", V1_EMBED, "--quiet", check=True)
+
+
+def parse_jsonl(text: str) -> tuple[list[dict], list[dict]]:
+    """(frame objects, event objects) of `recognize --json` output."""
+    frames, events = [], []
+    for line in text.splitlines():
+        if line.strip():
+            obj = json.loads(line)
+            (events if "event" in obj else frames).append(obj)
+    return frames, events
+
+
+def segments_of(truth: Sequence) -> list[tuple[int, int, object]]:
+    """(start, end, label) runs of equal labels."""
+    out, start = [], 0
+    for i in range(1, len(truth) + 1):
+        if i == len(truth) or truth[i] != truth[start]:
+            out.append((start, i, truth[start]))
+            start = i
+    return out
+
+
+def smoothed_accuracy(frames: list[dict], truth: Sequence, settle: int = 5) -> tuple[float, int]:
+    """Share of frames whose smoothed label is right, the first ``settle`` frames after each change not counted."""
+    by_frame = {f["frame"]: f["label"] for f in frames}
+    right = counted = 0
+    for start, end, label in segments_of(truth):
+        for i in range(start + settle, end):
+            counted += 1
+            right += by_frame.get(i, "<missing>") == label
+    return right / counted, counted
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MjpegServer:
+    """A real HTTP server streaming JPEG frames as multipart/x-mixed-replace, like an IP camera.
+
+    ``stop()`` closes the listening socket and every open stream (a camera going away);
+    ``start()`` brings it back on the same port.
+    """
+
+    def __init__(self, frames_bgr: Sequence[np.ndarray], port: int | None = None, fps: float = 25.0):
+        self.jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for f in frames_bgr]
+        self.port = port or free_port()
+        self.fps = fps
+        self.sent = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._alive = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> "MjpegServer":
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=camframe")
+                self.end_headers()
+                i = 0
+                try:
+                    while server._alive.is_set():
+                        d = server.jpegs[i % len(server.jpegs)]
+                        i += 1
+                        self.wfile.write(b"--camframe\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                         % len(d) + d + b"\r\n")
+                        server.sent += 1
+                        time.sleep(1.0 / server.fps)
+                except OSError:
+                    pass
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._httpd.daemon_threads = True
+        self._alive.set()
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._alive.clear()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
