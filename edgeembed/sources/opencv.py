@@ -38,7 +38,11 @@ def classify(spec: str) -> str:
 
 
 def _quiet_opencv() -> None:
-    """OpenCV prints its own WARN lines when a device is missing; the user gets ours instead."""
+    """OpenCV and FFmpeg print their own lines when a device or file is bad; the user gets ours instead.
+
+    OPENCV_FFMPEG_LOGLEVEL=-8 (AV_LOG_QUIET) is read when FFmpeg is first used; set it yourself to debug.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     except AttributeError:  # pragma: no cover - very old OpenCV
