@@ -18,7 +18,7 @@ from typing import Any
 from .errors import InputError
 from .pipeline import ImageProcessor, Pipeline, RunStats, stage_summary
 from .smoothing import TrackSmoother
-from .sources import FolderSource, open_source, parse_resolution, parse_roi
+from .sources import open_source, parse_resolution, parse_roi
 
 DEFAULT_RECONNECT_TIMEOUT = 60.0  # seconds a dropped live source is retried; EDGEEMBED_RECONNECT_TIMEOUT overrides
 
@@ -127,10 +127,8 @@ def recognize_live(args: argparse.Namespace, gallery: Any, processor: Any = None
         with source, _Terminate():
             sinks = _sinks(args, source)
             try:
-                extra = (lambda f: {"source": source.current_file}) if isinstance(source, FolderSource) else None
                 pipeline = Pipeline(source, processor, TrackSmoother(args.smooth), sinks, fps_cap=args.fps,
-                                    max_frames=args.max_frames, face_mode=face_mode, status_events=status,
-                                    frame_extra=extra)
+                                    max_frames=args.max_frames, face_mode=face_mode, status_events=status)
                 stats = _run(pipeline)
             finally:
                 _close_all(sinks)

@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -190,7 +190,7 @@ class Pipeline:
 
     def __init__(self, source: FrameSource, processor: Processor, smoother: TrackSmoother, sinks: Sequence[Sink] = (),
                  fps_cap: float | None = None, max_frames: int | None = None, face_mode: bool = False,
-                 status_events: "queue.Queue[dict] | None" = None, frame_extra: Callable[[Frame], dict] | None = None):
+                 status_events: "queue.Queue[dict] | None" = None):
         self.source = source
         self.processor = processor
         self.smoother = smoother
@@ -199,7 +199,6 @@ class Pipeline:
         self.max_frames = max_frames
         self.face_mode = face_mode
         self.status_events = status_events or queue.Queue()
-        self.frame_extra = frame_extra
         self.stats = RunStats()
         self._stop = threading.Event()
 
@@ -240,7 +239,7 @@ class Pipeline:
                 tracks, events = self.smoother.update(frame.index, results)
                 timings = {"capture": frame.capture_ms, **self.processor.timings,
                            "total": frame.capture_ms + (time.perf_counter() - t0) * 1000}
-                extra = self.frame_extra(frame) if self.frame_extra else {}
+                extra = {"source": frame.origin} if frame.origin else {}
                 record = FrameRecord(frame.index, frame.time, tracks, timings, self.face_mode, extra)
                 # 5. outputs
                 for sink in self.sinks:

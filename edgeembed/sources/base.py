@@ -28,6 +28,7 @@ class Frame:
     time: float
     rgb: np.ndarray
     capture_ms: float = 0.0
+    origin: str | None = None  # the file a folder source read it from
 
 
 def parse_resolution(text: str | None) -> tuple[int, int] | None:
@@ -125,7 +126,7 @@ class FrameSource:
             t = time.monotonic()
         else:
             t = i / self.native_fps
-        return Frame(i, t, rgb, ms)
+        return Frame(i, t, rgb, ms, self._origin())
 
     def __iter__(self) -> Iterator[Frame]:
         self.open()
@@ -147,6 +148,9 @@ class FrameSource:
 
     def _close(self) -> None:
         pass
+
+    def _origin(self) -> str | None:
+        return None
 
     def _fit_resolution(self, rgb: np.ndarray) -> np.ndarray:
         """Recordings are scaled to the requested resolution (cameras are asked for it instead)."""

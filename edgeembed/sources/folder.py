@@ -51,6 +51,5 @@ class FolderSource(FrameSource):
                 self.on_status("source_skip", f"skipped {exc}", {"source": str(f)})
         return None
 
-    @property
-    def current_file(self) -> str | None:
+    def _origin(self) -> str | None:
         return str(self.files[self._next - 1]) if self._next else None

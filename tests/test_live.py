@@ -1,0 +1,172 @@
+"""`edgeembed recognize --source CLIP --json` on video clips written from real images.
+
+COIL-20 objects turning through their views, one after another (one object twice), against
+a gallery of 4 views per object; and photos the project never tuned on (tests/unseen.py),
+with some classes left out of the gallery so the answer must be "unknown". The threshold of
+the COIL gallery is calibrated the way a user would: `edgeembed eval` on *other* COIL objects,
+then `edgeembed gallery threshold`.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DATA, V1_EMBED, run_cli
+from test_live_support import (coil_segments, enroll_coil, parse_jsonl, segments_of, smoothed_accuracy, write_clip)
+
+KNOWN = [f"obj{i:02d}" for i in range(1, 11)]
+CALIBRATION = [f"obj{i:02d}" for i in range(11, 21)]  # never in the gallery nor the clip
+CLIP_ORDER = ["obj03", "obj06", "obj01", "obj09", "obj03", "obj02", "obj05", "obj10", "obj07", "obj04"]
+
+
+@pytest.fixture(scope="module")
+def coil(tmp_path_factory):
+    work = tmp_path_factory.mktemp("coil_live")
+    gallery = work / "gallery"
+    enroll_coil(gallery, KNOWN, work)
+    cal = work / "calibration"
+    cal.mkdir()
+    for o in CALIBRATION:
+        (cal / o).symlink_to(DATA / "coil20" / o)
+    ev = json.loads(run_cli("eval", V1_EMBED, cal, "--gallery-per-class", "4", "--quiet", "--json", check=True).stdout)
+    threshold = ev["open_set"]["best_threshold"]
+    run_cli("gallery", "threshold", str(threshold), "--gallery", gallery, check=True)
+    truth = write_clip(work / "clip.avi", coil_segments(CLIP_ORDER))
+    return {"work": work, "gallery": gallery, "clip": work / "clip.avi", "truth": truth, "threshold": threshold}
+
+
+def _check_events(events: list[dict], truth: list, settle: int = 5) -> None:
+    """Exactly one `appeared` per appearance of a known label, near its start; none for unknowns."""
+    appeared = [e for e in events if e["event"] == "appeared"]
+    segs = [s for s in segments_of(truth) if s[2] is not None]
+    assert len(appeared) == len(segs), f"{len(appeared)} appeared events for {len(segs)} appearances: {appeared}"
+    for (start, end, label), e in zip(segs, appeared):
+        assert e["label"] == label and start <= e["frame"] < start + settle + 2, (e, start, label)
+    for e in events:
+        assert set(e) >= {"event", "label", "frame"}
+
+
+def test_coil_clip_smoothed_labels_and_one_appeared_per_appearance(coil):
+    p = run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"], "--json")
+    assert p.returncode == 0, p.stderr
+    frames, events = parse_jsonl(p.stdout)
+    truth = coil["truth"]
+    assert [f["frame"] for f in frames] == list(range(len(truth))), "a file must be processed frame by frame"
+    for f in frames:
+        assert {"frame", "label", "score", "raw_label", "raw_score", "time_ms"} <= set(f)
+        assert set(f["time_ms"]) >= {"capture", "preprocess", "invoke", "search", "total"}
+    acc, counted = smoothed_accuracy(frames, truth)
+    raw_acc = np.mean([f["raw_label"] == t for f, t in zip(frames, truth)])
+    print(f"COIL clip: smoothed accuracy {acc:.4f} on {counted} frames (raw per-frame {raw_acc:.4f}), "
+          f"threshold {coil['threshold']:.4f}")
+    assert acc >= 0.98
+    _check_events(events, truth)
+    left = [e for e in events if e["event"] == "left"]
+    assert len(left) == len(CLIP_ORDER) and left[-1].get("reason") == "end"
+
+
+def test_unseen_photos_with_strangers(tmp_path):
+    from unseen import write_unseen_dataset
+
+    ds = write_unseen_dataset(tmp_path / "ds", views=12)
+    classes = sorted(p.name for p in ds.iterdir())
+    strangers = set(classes[2::6])  # left out of the gallery: must come out unknown
+
+    def view(c: str, i: int) -> np.ndarray:  # a camera delivers one fixed frame size
+        return cv2.resize(cv2.imread(str(ds / c / f"{i:02d}.png")), (256, 256), interpolation=cv2.INTER_AREA)
+
+    for c in classes:
+        if c not in strangers:
+            (tmp_path / "enroll" / c).mkdir(parents=True)
+            for i in (0, 3, 6, 9):  # 4 of the 12 views
+                cv2.imwrite(str(tmp_path / "enroll" / c / f"{i:02d}.png"), view(c, i))
+    run_cli("enroll", tmp_path / "enroll", "--gallery", tmp_path / "g", "--model", V1_EMBED, "--quiet", check=True)
+    segments = [(None if c in strangers else c, [view(c, i) for i in range(12) for _ in range(2)]) for c in classes]
+    truth = write_clip(tmp_path / "clip.avi", segments)
+    p = run_cli("recognize", "--gallery", tmp_path / "g", "--source", tmp_path / "clip.avi", "--json")
+    assert p.returncode == 0, p.stderr
+    frames, events = parse_jsonl(p.stdout)
+    acc, counted = smoothed_accuracy(frames, truth)
+    known = [(f, t) for f, t in zip(frames, truth) if t is not None]
+    unknown = [(f, t) for f, t in zip(frames, truth) if t is None]
+    print(f"unseen clip: smoothed accuracy {acc:.4f} on {counted} frames, {len(strangers)} of {len(classes)} "
+          f"classes strangers; raw known {np.mean([f['raw_label'] == t for f, t in known]):.4f}, "
+          f"raw unknown {np.mean([f['raw_label'] is None for f, _ in unknown]):.4f}")
+    assert acc >= 0.98
+    _check_events(events, truth)
+
+
+def test_fps_cap_max_frames_and_annotated_video(coil, tmp_path):
+    out = tmp_path / "annotated.avi"
+    p = run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"], "--json", "--fps", "5",
+                "--max-frames", "20", "--output", out)
+    assert p.returncode == 0, p.stderr
+    frames, _ = parse_jsonl(p.stdout)
+    # the clip is 15 fps: a 5 fps cap processes every third frame of the recording
+    assert [f["frame"] for f in frames] == list(range(0, 60, 3))
+    cap = cv2.VideoCapture(str(out))
+    n, first = 0, None
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        first = img if first is None else first
+        n += 1
+    assert n == 20 and first.shape[:2] == (128, 128)
+    src = cv2.VideoCapture(str(coil["clip"]))
+    ok, raw = src.read()
+    # the picture is the frame; the banner (label) is drawn at the top
+    assert np.abs(first[64:].astype(int) - raw[64:].astype(int)).mean() < 6
+    assert np.abs(first[:12, :60].astype(int) - raw[:12, :60].astype(int)).mean() > 30
+
+
+def test_glob_source_reports_the_file_of_each_frame(coil, tmp_path):
+    for v in (5, 10, 15):
+        cv2.imwrite(str(tmp_path / f"obj02_{v:03d}.png"), cv2.imread(str(DATA / "coil20" / "obj02" / f"{v:03d}.png")))
+    p = run_cli("recognize", "--gallery", coil["gallery"], "--source", str(tmp_path / "obj02_*.png"), "--json",
+                "--smooth", "1")
+    assert p.returncode == 0, p.stderr
+    frames, events = parse_jsonl(p.stdout)
+    assert [Path(f["source"]).name for f in frames] == ["obj02_005.png", "obj02_010.png", "obj02_015.png"]
+    assert all(f["label"] == "obj02" for f in frames)
+    assert [e["event"] for e in events] == ["appeared", "left"]
+
+
+def test_bench_prints_stages_and_fps(coil):
+    p = run_cli("bench", "--source", coil["clip"], "--gallery", coil["gallery"], "--frames", "40", "--threads", "1",
+                "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["frames"] == 40 and r["fps"] > 0 and r["search"] is True
+    assert set(r["stages_ms"]) >= {"capture", "preprocess", "invoke", "search", "total"}
+    p = run_cli("bench", "--source", coil["clip"], "--model", V1_EMBED, "--frames", "10")
+    assert p.returncode == 0, p.stderr
+    assert "fps end to end" in p.stdout and "invoke" in p.stdout and "search skipped" in p.stdout
+
+
+def test_smoother_one_event_per_change_and_face_tracks():
+    """The smoother alone: a stray frame does not flip the label; faces are tracked by box."""
+    from edgeembed.smoothing import Result, TrackSmoother
+
+    sm = TrackSmoother(window=5)
+    seq = ["a"] * 8 + ["b"] + ["a"] * 4 + [None] * 6 + ["b"] * 6
+    events = []
+    for i, lbl in enumerate(seq):
+        _, ev = sm.update(i, [Result(None, lbl, 0.9 if lbl else 0.3)])
+        events += [(e["event"], e["label"]) for e in ev]
+    assert events == [("appeared", "a"), ("left", "a"), ("appeared", "b")]
+    sm = TrackSmoother(window=3)
+    events = []
+    for i in range(10):  # two faces; the right one leaves after frame 5
+        res = [Result((10 + i, 10, 50, 50), "ann", 0.9)]
+        if i < 6:
+            res.append(Result((200 - i, 20, 40, 40), "bob", 0.8))
+        tracks, ev = sm.update(i, res)
+        events += [(e["event"], e["label"], e["track"]) for e in ev]
+    assert events == [("appeared", "ann", 0), ("appeared", "bob", 1), ("left", "bob", 1)]
+    assert [t.id for t in tracks] == [0]
