@@ -21,6 +21,7 @@ from .smoothing import Result, Track, TrackSmoother
 from .sources.base import Frame, FrameSource
 
 STAGES = ("capture", "preprocess", "invoke", "search", "total")
+CAPTURE_JOIN_S = 15.0  # longest a blocked camera/stream read may take to return (stream read timeout is 5 s)
 
 
 class Processor(Protocol):
@@ -126,13 +127,13 @@ class _Capture(threading.Thread):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._latest: Any = None
         self._cond = threading.Condition()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.captured = 0
         self.overwritten = 0
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 f = self.source.read()
                 if f is None:
                     break
@@ -151,7 +152,7 @@ class _Capture(threading.Thread):
                     self._latest = item
                 self._cond.notify_all()
             return
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self._q.put(item, timeout=0.1)
                 return
@@ -174,7 +175,7 @@ class _Capture(threading.Thread):
         return item
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         interrupt = getattr(self.source, "interrupt", None)
         if interrupt:
             interrupt()
@@ -250,6 +251,8 @@ class Pipeline:
                 last = frame.index
         finally:
             capture.stop()
+            # the source is released after run() returns: the capture thread must be out of read() by then
+            capture.join(timeout=CAPTURE_JOIN_S)
             self.stats.seconds = time.perf_counter() - start
             self.stats.captured = capture.captured
             self.stats.skipped_stale = capture.overwritten

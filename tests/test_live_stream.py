@@ -1,0 +1,134 @@
+"""A live HTTP MJPEG camera (a real HTTP server on 127.0.0.1) that goes away mid-stream and comes back.
+
+The pipeline must say the stream dropped, retry with growing back-off, resume, recognise
+again, and leave the gallery as it was; a stream that never returns ends in one error line.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, run_cli
+from test_live_support import MjpegServer, coil_view, enroll_coil, parse_jsonl
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    work = tmp_path_factory.mktemp("stream")
+    enroll_coil(work / "g", ["obj01", "obj02", "obj04"], work)
+    return work / "g"
+
+
+class Running:
+    """`edgeembed recognize` as a user runs it, with stdout/stderr read as they come."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        import os
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", *map(str, args)], cwd=REPO, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=lambda s=stream, k=sink: [k.append(line) for line in s], daemon=True).start()
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"timed out; stderr so far: {''.join(self.err)}")
+
+    def frames(self) -> int:
+        return sum(1 for line in list(self.out) if line.startswith('{"frame"'))
+
+    def finish(self, timeout: float = 60.0) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        time.sleep(0.2)  # let the reader threads drain
+        return rc
+
+
+def test_stream_drop_back_off_resume(gallery):
+    before = run_cli("gallery", "list", "--gallery", gallery, "--json", check=True).stdout
+    server = MjpegServer([coil_view("obj01", v) for v in range(0, 72, 2)], fps=25).start()
+    run = Running("recognize", "--gallery", gallery, "--source", server.url, "--json", "--max-frames", "140")
+    try:
+        run.wait_for(lambda: run.frames() >= 30)
+        server.stop()  # the camera goes away mid-stream ...
+        run.wait_for(lambda: any("reconnect attempt 3" in line for line in run.err), timeout=30)
+        server.start()  # ... and comes back on the same address
+        rc = run.finish()
+    finally:
+        server.stop()
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert rc == 0, "".join(run.err)
+    err = "".join(run.err)
+    assert err.count("the source dropped") == 1 and "resumed after" in err
+    frames, events = parse_jsonl("".join(run.out))
+    kinds = [e["event"] for e in events]
+    assert kinds.count("source_dropped") == 1 and kinds.count("source_resumed") == 1
+    retries = [e for e in events if e["event"] == "source_retry"]
+    assert len(retries) >= 3 and err.count("reconnect attempt") == len(retries)
+    delays = [e["delay_s"] for e in retries]
+    assert delays[:3] == [0.5, 1.0, 2.0], f"back-off must double: {delays}"
+    i_drop, i_resume = kinds.index("source_dropped"), kinds.index("source_resumed")
+    assert i_drop < kinds.index("source_retry") < i_resume
+    assert len(frames) == 140, "the run went on to --max-frames after the stream came back"
+    resumed_at = events[i_resume]["frame"]
+    after = [f for f in frames if f["frame"] > resumed_at + 5]
+    assert after and all(f["label"] == "obj01" for f in after), "recognition resumed on the new frames"
+    # the latest-frame policy: frame numbers are the source's; none is processed twice
+    numbers = [f["frame"] for f in frames]
+    assert numbers == sorted(set(numbers))
+    assert run_cli("gallery", "list", "--gallery", gallery, "--json", check=True).stdout == before
+
+
+def test_stream_that_never_returns_gives_up_with_one_line(gallery):
+    server = MjpegServer([coil_view("obj02", v) for v in range(0, 72, 4)], fps=25).start()
+    run = Running("recognize", "--gallery", gallery, "--source", server.url, "--json",
+                  env={"EDGEEMBED_RECONNECT_TIMEOUT": "2"})
+    try:
+        run.wait_for(lambda: run.frames() >= 10)
+        server.stop()
+        rc = run.finish(timeout=30)
+    finally:
+        server.stop()
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert rc == 2
+    errors = [line for line in run.err if line.startswith("edgeembed: error:")]
+    assert len(errors) == 1 and "gave up after 2 s" in errors[0], "".join(run.err)
+    assert run.err[-1] == errors[0], "the error is the last word"
+
+
+def test_latest_frame_policy_skips_stale_frames(gallery):
+    """A slow device on a 25 fps camera: it processes the newest frame, never a backlog."""
+    from edgeembed.gallery import Gallery
+    from edgeembed.pipeline import ImageProcessor, Pipeline
+    from edgeembed.recognizer import open_gallery_embedder
+    from edgeembed.smoothing import TrackSmoother
+    from edgeembed.sources import open_source
+
+    class SlowDevice(ImageProcessor):
+        def process(self, rgb):
+            time.sleep(0.12)  # a device 3x slower than the camera
+            return super().process(rgb)
+
+    server = MjpegServer([coil_view("obj04", v) for v in range(0, 72, 2)], fps=25).start()
+    try:
+        with Gallery.open(gallery) as g, open_gallery_embedder(g, num_threads=1) as emb, \
+                open_source(server.url) as src:
+            assert src.live
+            stats = Pipeline(src, SlowDevice(emb, g), TrackSmoother(3), max_frames=12).run()
+    finally:
+        server.stop()
+    assert stats.frames == 12
+    assert stats.skipped_stale >= 12, f"stale frames must be dropped, not queued ({stats.skipped_stale} dropped)"
