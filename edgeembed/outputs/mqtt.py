@@ -43,7 +43,7 @@ class MqttSink:
     """Publishes availability, state and events; survives the broker being down."""
 
     def __init__(self, broker: str, prefix: str = "edgeembed", camera: str = "camera", discovery: bool = True,
-                 keepalive: int = 30, log=None):
+                 keepalive: int = 30, connect_wait: float = 3.0, log=None):
         mqtt = require("paho.mqtt.client", "mqtt", "MQTT output")
         self.host, self.port = parse_broker(broker)
         self.base = f"{prefix.strip('/')}/{_slug(camera)}"
@@ -55,24 +55,29 @@ class MqttSink:
         self._state: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self.connected = threading.Event()
+        self._first_try = threading.Event()
         self._warned_down = False
         self.published = 0
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeembed-{_slug(camera)}-{id(self) & 0xffff:x}")
         client.will_set(self.topics["availability"], "offline", qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         self.client = client
         client.connect_async(self.host, self.port, keepalive=keepalive)
         client.loop_start()
+        # give a reachable broker a moment, so the first events are not lost; a down broker costs no more
+        self._first_try.wait(connect_wait)
 
     # -- connection
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
+            self._first_try.set()
             self.log(f"mqtt: broker {self.host}:{self.port} refused the connection ({reason})")
             return
         self.connected.set()
+        self._first_try.set()
         self._warned_down = False
         self.log(f"mqtt: connected to {self.host}:{self.port}, publishing under {self.base}/")
         client.publish(self.topics["availability"], "online", qos=1, retain=True)
@@ -90,6 +95,7 @@ class MqttSink:
             self.log(f"mqtt: lost broker {self.host}:{self.port} ({reason}); reconnecting in the background")
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self._first_try.set()
         if not self._warned_down:
             self._warned_down = True
             self.log(f"mqtt: broker {self.host}:{self.port} not reachable; recognition goes on and the connection "

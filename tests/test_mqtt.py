@@ -1,0 +1,143 @@
+"""MQTT output against a real Mosquitto broker on 127.0.0.1, read by a real paho subscriber.
+
+Needs the `mosquitto` binary (Debian package `mosquitto`, installed by .ci/run).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import run_cli
+from test_live_stream import Running
+from test_live_support import MjpegServer, coil_segments, coil_view, enroll_coil, free_port, parse_jsonl, write_clip
+
+MOSQUITTO = shutil.which("mosquitto") or (shutil.which("mosquitto", path="/usr/sbin:/sbin"))
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install -y mosquitto)")
+mqtt = pytest.importorskip("paho.mqtt.client")
+
+
+class Broker:
+    def __init__(self, tmp_path, port: int):
+        self.port = port
+        self.conf = tmp_path / f"mosquitto-{port}.conf"
+        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Broker":
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        import socket
+
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise AssertionError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+class Subscriber:
+    """A real paho client recording (topic, payload, retained) of everything under the given filters."""
+
+    def __init__(self, port: int, *filters: str):
+        self.messages: list[tuple[str, str, bool]] = []
+        self.ready = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}-{time.monotonic_ns()}")
+        c.on_connect = lambda cl, u, f, rc, p=None: ([cl.subscribe(t, qos=1) for t in filters], None)
+        c.on_subscribe = lambda *a: self.ready.set()
+        c.on_message = lambda cl, u, m: self.messages.append((m.topic, m.payload.decode(), bool(m.retain)))
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        self.client = c
+        assert self.ready.wait(10), "subscriber could not subscribe"
+
+    def on(self, topic: str) -> list[str]:
+        return [p for t, p, _ in list(self.messages) if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    work = tmp_path_factory.mktemp("mqtt")
+    enroll_coil(work / "g", ["obj01", "obj02", "obj04"], work)
+    return work
+
+
+def test_events_state_and_availability_reach_a_subscriber(gallery, tmp_path):
+    broker = Broker(tmp_path, free_port()).start()
+    sub = Subscriber(broker.port, "home/edge/#", "homeassistant/#")
+    try:
+        write_clip(tmp_path / "clip.avi", coil_segments(["obj01", "obj02", "obj04"]))
+        p = run_cli("recognize", "--gallery", gallery / "g", "--source", tmp_path / "clip.avi", "--json",
+                    "--mqtt", f"127.0.0.1:{broker.port}", "--mqtt-topic", "home/edge", "--camera-name", "porch")
+        assert p.returncode == 0, p.stderr
+        _, events = parse_jsonl(p.stdout)
+        time.sleep(1.0)
+        got = [json.loads(m) for m in sub.on("home/edge/porch/event")]
+        assert [(e["event"], e["label"], e["frame"]) for e in got] == \
+               [(e["event"], e["label"], e["frame"]) for e in events]
+        assert [e["label"] for e in got if e["event"] == "appeared"] == ["obj01", "obj02", "obj04"]
+        assert all(e["camera"] == "porch" for e in got)
+        states = [json.loads(m)["label"] for m in sub.on("home/edge/porch/state")]
+        assert states[:1] == [None] and [s for s in states if s] == ["obj01", "obj02", "obj04"]
+        assert sub.on("home/edge/porch/availability") == ["online", "offline"]
+        # what Home Assistant finds when it (re)subscribes: retained availability, state and discovery
+        late = Subscriber(broker.port, "home/edge/#", "homeassistant/#")
+        time.sleep(0.5)
+        retained = {t: p for t, p, r in late.messages if r}
+        late.close()
+        assert retained["home/edge/porch/availability"] == "offline"
+        assert json.loads(retained["home/edge/porch/state"])["label"] == "obj04"
+        disc = json.loads(retained["homeassistant/sensor/home_edge_porch/config"])
+        assert disc["state_topic"] == "home/edge/porch/state"
+        assert disc["availability_topic"] == "home/edge/porch/availability"
+    finally:
+        sub.close()
+        broker.stop()
+
+
+def test_broker_down_at_start_then_up(gallery, tmp_path):
+    port = free_port()
+    frames = [coil_view("obj01", v) for v in range(0, 72, 3)] + [coil_view("obj02", v) for v in range(0, 72, 3)]
+    camera = MjpegServer(frames, fps=25).start()
+    run = Running("recognize", "--gallery", gallery / "g", "--source", camera.url, "--json", "--max-frames", "330",
+                  "--mqtt", f"127.0.0.1:{port}", "--camera-name", "door")
+    broker = Broker(tmp_path, port)
+    sub = None
+    try:
+        run.wait_for(lambda: run.frames() >= 25 and any("not reachable" in line for line in run.err))
+        broker.start()  # recognition has been running without a broker; now it comes up
+        sub = Subscriber(port, "edgeembed/door/#")
+        run.wait_for(lambda: sub.on("edgeembed/door/availability")[:1] == ["online"], timeout=30)
+        frames_when_connected = run.frames()
+        rc = run.finish(timeout=60)
+        time.sleep(0.5)
+    finally:
+        camera.stop()
+        if run.proc.poll() is None:
+            run.proc.kill()
+        if sub:
+            sub.close()
+        broker.stop()
+    assert rc == 0, "".join(run.err)
+    err = "".join(run.err)
+    assert err.count("not reachable") == 1, "one line for a down broker, not one per retry"
+    assert "mqtt: connected to 127.0.0.1" in err
+    assert run.frames() == 330 and frames_when_connected > 25
+    got = [json.loads(m) for m in sub.on("edgeembed/door/event")]
+    assert any(e["event"] == "appeared" for e in got), f"no event arrived after the broker came up: {got}"
+    assert sub.on("edgeembed/door/availability")[-1] == "offline"
