@@ -1,0 +1,117 @@
+"""The MJPEG preview: fetched by a real HTTP client, and once by headless Chromium with a screenshot check.
+
+Chromium comes from Debian's `chromium` package (installed by .ci/run); only that test skips
+when the binary is absent.
+"""
+from __future__ import annotations
+
+import http.client
+import shutil
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DATA, V1_EMBED, run_cli
+from test_live_stream import Running
+from test_live_support import MjpegServer, free_port
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+def _scene() -> list[np.ndarray]:
+    """A colour camera view: the parrot photo, slightly moving (BGR, 320x240)."""
+    img = cv2.resize(cv2.imread(str(DATA / "coral-images" / "parrot.jpg")), (340, 255), interpolation=cv2.INTER_AREA)
+    return [np.ascontiguousarray(img[y : y + 240, x : x + 320]) for x, y in ((0, 0), (10, 5), (20, 10), (10, 15))]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """recognize --preview on a live MJPEG camera, running for the module's tests."""
+    work = tmp_path_factory.mktemp("preview")
+    frames = _scene()
+    (work / "enroll" / "parrot").mkdir(parents=True)
+    cv2.imwrite(str(work / "enroll" / "parrot" / "0.png"), frames[0])
+    (work / "enroll" / "owl").mkdir(parents=True)
+    cv2.imwrite(str(work / "enroll" / "owl" / "0.png"), cv2.imread(str(DATA / "coral-images" / "owl.jpg")))
+    run_cli("enroll", work / "enroll", "--gallery", work / "g", "--model", V1_EMBED, "--quiet", check=True)
+    camera = MjpegServer(frames, fps=10).start()
+    port = free_port()
+    run = Running("recognize", "--gallery", work / "g", "--source", camera.url, "--json", "--preview", str(port),
+                  "--camera-name", "garden")
+    try:
+        run.wait_for(lambda: run.frames() >= 10)
+        yield {"port": port, "run": run, "frames": frames, "work": work}
+    finally:
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGTERM)
+            run.proc.wait(timeout=20)
+        camera.stop()
+
+
+def _best_match(shot_bgr: np.ndarray, frames: list[np.ndarray]) -> float:
+    """Normalised correlation of the frame's lower part (no label banner) found anywhere in the picture."""
+    return max(float(cv2.matchTemplate(shot_bgr, f[60:], cv2.TM_CCOEFF_NORMED).max()) for f in frames)
+
+
+def test_page_snapshot_and_stream_over_http(live):
+    base = f"http://127.0.0.1:{live['port']}"
+    assert any(f"preview at {base}/" in line for line in live["run"].err), "".join(live["run"].err)
+    page = urllib.request.urlopen(base + "/", timeout=10)
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "<img src='/stream.mjpg'" in page.read().decode()
+    snap = urllib.request.urlopen(base + "/snapshot.jpg", timeout=10)
+    assert snap.headers["Content-Type"] == "image/jpeg"
+    img = cv2.imdecode(np.frombuffer(snap.read(), np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (240, 320, 3)
+    # the very picture the camera sent, in the right colour order, under the label banner
+    assert _best_match(img, live["frames"]) > 0.95
+    assert _best_match(img[:, :, ::-1].copy(), live["frames"]) < _best_match(img, live["frames"])
+    conn = http.client.HTTPConnection("127.0.0.1", live["port"], timeout=10)
+    conn.request("GET", "/stream.mjpg")
+    resp = conn.getresponse()
+    ctype = resp.getheader("Content-Type")
+    assert ctype.startswith("multipart/x-mixed-replace; boundary=")
+    boundary = ctype.split("boundary=")[1].encode()
+    jpegs = []
+    while len(jpegs) < 3:  # read three parts as a browser does
+        line = resp.fp.readline()
+        if line.strip() == b"--" + boundary:
+            headers = {}
+            while (h := resp.fp.readline().strip()):
+                k, v = h.decode().split(":", 1)
+                headers[k.lower()] = v.strip()
+            assert headers["content-type"] == "image/jpeg"
+            jpegs.append(resp.fp.read(int(headers["content-length"])))
+    conn.close()
+    decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+    assert all(d is not None and d.shape == (240, 320, 3) for d in decoded)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(base + "/nothing", timeout=10)
+    assert e.value.code == 404
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_headless_chromium_shows_the_frame(live, tmp_path):
+    shot = tmp_path / "shot.png"
+    p = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=480,360",
+                        f"--screenshot={shot}", f"http://127.0.0.1:{live['port']}/"],
+                       capture_output=True, text=True, timeout=120)
+    assert shot.exists(), p.stderr[-2000:]
+    img = cv2.imread(str(shot), cv2.IMREAD_COLOR)
+    assert img is not None and float(img.std()) > 20, "the screenshot is blank"
+    score = _best_match(img, live["frames"])
+    assert score > 0.9, f"the screenshot does not show the camera frame (correlation {score:.3f})"
+
+
+def test_sigterm_stops_cleanly_and_closes_the_preview(live):
+    run = live["run"]
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish(timeout=20) == 0, "".join(run.err)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{live['port']}/", timeout=5)
