@@ -241,7 +241,7 @@ def convert(out: str | os.PathLike, model_path: str | os.PathLike | None = None,
     from edgeembed.progress import progress
     from edgeembed.spec import ModelSpec, Preprocessing
 
-    shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    shared = Path(os.environ.get("EDGEEMBED_SHARED", Path(__file__).resolve().parent.parent.parent / "shared")) / "data"
     orl = Path(orl or shared / "orl-faces")
     coral = Path(coral or shared / "coral-images")
     model_path = Path(model_path or default_model_path())
