@@ -308,3 +308,26 @@ def test_recognize_every_face_json(tmp_path, photos):
     assert len(rows[2]["faces"]) == 1 and rows[2]["faces"][0]["label"] is None  # never enrolled: unknown
     p = run_cli("recognize", "--gallery", gal, "--source", shots / "a_two.png", check=True)
     assert "2 face(s)" in p.stdout and "s9" in p.stdout
+
+
+def test_video_goes_through_the_live_pipeline_per_face(tmp_path, photos):
+    """A video file: one JSON object per frame with a `faces` list, labels smoothed per face track."""
+    gal = tmp_path / "gal"
+    run_cli("enroll", photos, "--gallery", gal, "--model", FLOAT, "--mode", "face", "--quiet", check=True)
+    run_cli("gallery", "threshold", "0.4", "--gallery", gal, check=True)
+    photo, _ = group_photo([_orl(9, 7), _orl(2, 4)], size=(480, 640))
+    video = tmp_path / "clip.avi"
+    out = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    assert out.isOpened()
+    for i in range(8):  # the pair drifts right by 3 px per frame
+        out.write(cv2.cvtColor(np.roll(photo, 3 * i, axis=1), cv2.COLOR_RGB2BGR))
+    out.release()
+    p = run_cli("recognize", "--gallery", gal, "--source", video, "--json", "--smooth", "3", check=True)
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    frames = [r for r in rows if "faces" in r]
+    assert len(frames) == 8
+    last = sorted(frames[-1]["faces"], key=lambda f: f["box"][0])
+    assert [f["label"] for f in last] == ["s9", "s2"]
+    assert len({f["track"] for f in last}) == 2  # two face tracks, followed across frames
+    appeared = {(e["label"], e["track"]) for e in rows if e.get("event") == "appeared"}
+    assert {lbl for lbl, _ in appeared} == {"s9", "s2"} and len(appeared) == 2  # once each, not per frame

@@ -151,7 +151,7 @@ def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
     source = Path(args.source)
     is_stills = source.is_dir() or (source.is_file() and is_image_file(source))
     recognizer = open_face_recognizer(args, gallery)
-    if not is_stills:
+    if not is_stills:  # video files, cameras, streams: smoothed per face track by the live pipeline
         return _recognize_live(args, gallery, recognizer)
     files = list_images(source, recursive=True) if source.is_dir() else [source]
     if not files:
@@ -190,11 +190,14 @@ def _recognize_live(args: argparse.Namespace, gallery: Gallery, recognizer: Face
         from ..live import recognize_live  # noqa: PLC0415
     except ImportError as exc:
         raise SourceError(f"{args.source} is not an image or folder, and live sources are unavailable ({exc})") from None
-    params = inspect.signature(recognize_live).parameters
-    if "processor" not in params:
-        raise SourceError(f"{args.source}: live face recognition needs an edgeembed.live that accepts a processor; "
-                          "recognize still images or a folder of frames instead")
-    return recognize_live(args, gallery, processor=recognizer)
+    try:
+        params = inspect.signature(recognize_live).parameters
+        if "processor" not in params:
+            raise SourceError(f"{args.source}: live face recognition needs an edgeembed.live that accepts a processor; "
+                              "recognize still images or a folder of frames instead")
+        return recognize_live(args, gallery, processor=recognizer)
+    finally:
+        recognizer.pipeline.close()
 
 
 def eval_faces(args: argparse.Namespace) -> dict:
