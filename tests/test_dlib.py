@@ -187,3 +187,19 @@ def test_converter_end_to_end_on_a_small_face_set(tmp_path):
         v = emb.embed(read_image(ORL / "s1" / "1.pgm")).vector
         assert v.shape == (128,) and abs(float(np.linalg.norm(v)) - 1) < 1e-4
     assert out.with_name(out.stem + ".fidelity.json").exists()
+
+
+def test_converter_command_reports_bad_input_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "converters.dlib_resnet", "--out", str(tmp_path / "x.tflite"),
+                           "--orl", str(tmp_path / "no-such-folder")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and not (tmp_path / "x.tflite").exists()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "face pictures not found" in lines[0] and "--orl" in lines[0], proc.stderr
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(b"\x01\x01\x05hello")
+    proc = subprocess.run([sys.executable, "-m", "converters.dlib_resnet", "--out", str(tmp_path / "x.tflite"),
+                           "--dat", str(bad)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "not a dlib network file" in proc.stderr and "Traceback" not in proc.stderr
