@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="sorted-index: a picture's class is its position in the sorted folder (ImageNet samples), for top-1 accuracy")
     p.add_argument("--output-type", choices=("int8", "uint8", "float32", "float16", "dynamic"), default="int8",
                    help="int8 (default: int8 inside and at the edges), uint8 edges, float32, float16, dynamic-range")
+    p.add_argument("--activation-ranges", default="mean",
+                   help="int8 activation ranges from calibration: mean (default: mean of each picture's extremes, robust to "
+                        "outliers), minmax (TFLite's extremes over all pictures) or pNN (percentile of per-picture extremes)")
     p.add_argument("--out", required=False, help="output .tflite path")
     p.add_argument("--keep-classifier", action="store_true", help="keep the classifier logits as a second output")
     p.add_argument("--accept-low-fidelity", action="store_true", help="exit 0 even when fidelity is below the thresholds")
@@ -73,7 +76,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     o = ConvertOptions(out=str(out), arch=args.arch, alpha=args.alpha, size=args.size, weights=args.weights,
                        embedding_layer=args.embedding_layer, calibration=args.calibration,
                        calibration_images=args.calibration_images, fidelity_dir=args.fidelity_dir,
-                       fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type,
+                       fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type, activation_ranges=args.activation_ranges,
                        keep_classifier=args.keep_classifier, accept_low_fidelity=args.accept_low_fidelity,
                        thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},
                        preprocessing=pre, show_progress=not args.quiet)

@@ -44,6 +44,7 @@ class ConvertOptions:
     fidelity_images: int = 500
     labels: str | None = None  # "sorted-index": class = position of the file in the sorted folder
     output_type: str = "int8"
+    activation_ranges: str = "mean"  # see quantize.to_tflite: mean of per-picture extremes
     keep_classifier: bool = False
     accept_low_fidelity: bool = False
     thresholds: dict = field(default_factory=dict)
@@ -208,7 +209,7 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     calib = quantize.load_batch(calib_files, prep, "reading calibration images", o.show_progress)
     held = quantize.load_batch(held_files, prep, "reading held-aside images", o.show_progress) if held_files else None
     t1 = time.perf_counter()
-    model = quantize.to_tflite(b.model, [calib], o.output_type, o.show_progress)
+    model = quantize.to_tflite(b.model, [calib], o.output_type, o.show_progress, o.activation_ranges)
     t2 = time.perf_counter()
     runner = quantize.TFLiteRunner(model)
     ei = runner.output_index(b.embedding_dim)
@@ -230,7 +231,8 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
         report["calibration_overlap"] = 0
     calibration = {"source": str(o.calibration), "images": len(calib_files),
                    "split": "separate folder" if o.fidelity_dir else "even sorted positions (odd positions held aside)",
-                   "method": f"TFLite post-training {o.output_type}" + (", per-channel weights" if o.output_type in ("int8", "uint8") else ""),
+                   "method": f"TFLite post-training {o.output_type}" + (f", per-channel weights, activation ranges: {o.activation_ranges}"
+                                                                   if o.output_type in ("int8", "uint8") else ""),
                    "held_aside_images": len(held_files)}
     spec = ModelSpec(preprocessing=fm.pre, embedding_output=ei, embedding_dim=b.embedding_dim, task="image",
                      architecture=fm.name, weights=fm.weights, license=fm.license, calibration=calibration,

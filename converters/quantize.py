@@ -68,11 +68,15 @@ def _representative(batches: Iterable[np.ndarray] | Callable[[], Iterable[np.nda
 
 
 def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]] | None,
-              output_type: str = "int8", show_progress: bool = True) -> bytes:
+              output_type: str = "int8", show_progress: bool = True, activation_ranges: str = "minmax") -> bytes:
     """Convert a Keras model (one image input, NHWC float) to .tflite bytes.
 
     ``calibration_batches``: float32 arrays (N, H, W, 3) already preprocessed for the float model
     (see :func:`load_batch`); needed for int8/uint8. Outputs keep the model's output order.
+    ``activation_ranges``: how calibration turns observed activations into int8 ranges:
+    "minmax" (TFLite's default: the extremes over all pictures), "mean" (the mean over pictures of
+    each picture's extremes, as TF's moving-average observers do: rare outliers no longer stretch
+    the scale for every picture) or "pNN" (the NN-th percentile of the per-picture extremes).
     """
     if output_type not in OUTPUT_TYPES:
         raise InputError(f"output type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -93,13 +97,79 @@ def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Call
         conv.inference_input_type = io
         conv.inference_output_type = io
     try:
-        with contextlib.redirect_stdout(io_.StringIO()):  # Keras prints the whole traced signature
+        with contextlib.redirect_stdout(io_.StringIO()), _ranges_patch(activation_ranges, show_progress):
             return bytes(conv.convert())
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError and friends
         msg = str(exc).strip().splitlines()
         raise ModelError(f"TFLite conversion failed: {msg[-1] if msg else exc.__class__.__name__}") from None
+
+
+@contextlib.contextmanager
+def _ranges_patch(mode: str, show_progress: bool):
+    """Post-process TFLite's calibration statistics (see to_tflite) before the model is quantized."""
+    if mode == "minmax":
+        yield
+        return
+    if mode != "mean" and not (mode.startswith("p") and mode[1:].replace(".", "", 1).isdigit()):
+        raise InputError(f"activation ranges must be minmax, mean or pNN (a percentile), got {mode!r}")
+    from tensorflow.lite.python import lite
+
+    cls = lite._calibrator.Calibrator  # noqa: SLF001 - the calibrator has no public hook
+    orig = cls.calibrate
+
+    def calibrate(self, dataset_gen):
+        samples: list = []
+
+        def recording():
+            for s in dataset_gen():
+                samples.append(s)
+                yield s
+        calibrated = orig(self, recording)
+        return _adjust_ranges(calibrated, [s[0] for s in samples], mode, show_progress)
+
+    cls.calibrate = calibrate
+    try:
+        yield
+    finally:
+        cls.calibrate = orig
+
+
+def _adjust_ranges(calibrated: bytes, samples: list[np.ndarray], mode: str, show_progress: bool) -> bytes:
+    """Replace each activation's min/max by the mean (or a percentile) of its per-picture extremes."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(calibrated))
+    sg = model.subgraphs[0]
+    # The input keeps its full range (every pixel value must be representable), and so do the
+    # outputs: clipping the classifier's logits flattens the top classes into ties.
+    keep = set(int(i) for i in sg.inputs) | set(int(i) for i in sg.outputs)
+    idx = [i for i, t in enumerate(sg.tensors) if t.quantization is not None and t.quantization.min is not None
+           and len(t.quantization.min) == 1 and i not in keep]
+    interp = _litert()(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+    lo = np.zeros((len(samples), len(idx)), np.float32)
+    hi = np.zeros_like(lo)
+    with Progress(len(samples), "activation ranges", show_progress) as bar:
+        for n, x in enumerate(samples):
+            interp.set_tensor(inp, np.asarray(x, np.float32))
+            interp.invoke()
+            for j, t in enumerate(idx):
+                v = interp.get_tensor(t)
+                lo[n, j], hi[n, j] = v.min(), v.max()
+            bar.update()
+    if mode == "mean":
+        new_lo, new_hi = lo.mean(0), hi.mean(0)
+    else:
+        q = float(mode[1:])
+        new_lo, new_hi = np.percentile(lo, 100 - q, axis=0), np.percentile(hi, q, axis=0)
+    for j, t in enumerate(idx):
+        qp = sg.tensors[t].quantization
+        qp.min = [float(min(new_lo[j], 0.0))]
+        qp.max = [float(max(new_hi[j], 0.0))]
+    return bytes(fu.convert_object_to_bytearray(model))
 
 
 def _litert():
