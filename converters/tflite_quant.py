@@ -56,14 +56,15 @@ def read_graph(model_bytes: bytes) -> _Graph:
     sub = model.subgraphs[0]
     tensors = []
     for t in sub.tensors:
+        shape = tuple(int(v) for v in t.shape) if t.shape is not None else ()
+        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
         buf = model.buffers[t.buffer] if t.buffer is not None and t.buffer < len(model.buffers) else None
         data = None
         if buf is not None and buf.data is not None and len(buf.data):
             if t.type not in (0, 2):  # FLOAT32, INT32
-                raise ModelError(f"tensor {t.name!r} is already quantized (type {t.type}); give the float .tflite")
-            data = np.frombuffer(bytes(buf.data), np.float32 if t.type == 0 else np.int32).reshape(tuple(t.shape))
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        tensors.append((name, tuple(int(v) for v in t.shape), data))
+                raise ModelError(f"tensor {name!r} is already quantized (type {t.type}); give the float .tflite")
+            data = np.frombuffer(bytes(buf.data), np.float32 if t.type == 0 else np.int32).reshape(shape)
+        tensors.append((name, shape, data))
     ops = [(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex), op.builtinOptions, list(op.inputs), list(op.outputs))
            for op in sub.operators]
     return _Graph(tensors, ops, list(sub.inputs), list(sub.outputs))
