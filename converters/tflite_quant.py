@@ -287,13 +287,16 @@ def quantize_tflite(model_bytes: bytes, calibration: np.ndarray, spec: ModelSpec
 
 
 def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLike, calibration_faces: str | os.PathLike,
-                        limit: int = 200, mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
+                        limit: int = 50, mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
                         detector: str = "short", show_progress: bool = True) -> dict[str, Any]:
     """A float face embedder -> int8, calibrated on aligned crops of the faces in ``calibration_faces``.
 
     The preprocessing and alignment template come from the float model's metadata if it has
     one, else raw 0..255 pixels and the default template (see edgeembed.face). Returns a
-    summary (crops used, sizes, seconds).
+    summary (crops used, sizes, seconds). ``limit`` defaults to 50 photos: TensorFlow
+    calibrates min/max ranges, which outliers only widen (MobileFaceNet, mean cosine of int8
+    to float embeddings on other ORL faces: 0.923 calibrated on 50 crops, 0.887 on 100, 0.898
+    on 200; the shared uint8 file: 0.848).
     """
     from converters.faces import aligned_face_crops  # noqa: PLC0415
     from edgeembed.face.align import template_for  # noqa: PLC0415
@@ -336,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("model", help="the float .tflite")
     p.add_argument("out", help="where to write the int8 .tflite")
     p.add_argument("--calibration-faces", required=True, help="folder (or image) of face photos; their faces are detected and aligned")
-    p.add_argument("--limit", type=int, default=200, help="use at most this many photos (default 200)")
+    p.add_argument("--limit", type=int, default=50, help="use at most this many photos, spread evenly (default 50)")
     p.add_argument("--mean", type=float, default=None, help="pixel mean if the model has no metadata (default: raw pixels, 0)")
     p.add_argument("--std", type=float, default=None, help="pixel std if the model has no metadata (default 1)")
     p.add_argument("--detector", default="short", help="face detector: short, full or a .tflite path")

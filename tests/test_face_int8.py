@@ -1,0 +1,94 @@
+"""int8 face embedder made by edgeembed from the float MobileFaceNet, calibrated on aligned face crops.
+
+The quantized file is written to a temp dir only (MobileFaceNet's licence: research use,
+never shipped). Conversion needs TensorFlow (the convert extra).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import DATA, MODELS, REPO, run_cli
+
+FLOAT = MODELS / "mobilefacenet.tflite"
+UINT8 = MODELS / "mobilefacenet_uint8.tflite"
+ORL = DATA / "orl-faces"
+
+pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory):
+    from converters.tflite_quant import quantize_face_model
+
+    out = tmp_path_factory.mktemp("int8") / "mobilefacenet_int8.tflite"
+    report = quantize_face_model(FLOAT, out, [ORL / f"s{i}" for i in range(1, 21)], show_progress=False)
+    return out, report
+
+
+def test_aligned_crops_come_from_the_runtime_detector_and_template():
+    from converters.faces import aligned_face_crops
+    from edgeembed.face import default_template
+
+    crops = aligned_face_crops([ORL / "s1", DATA / "coral-images" / "hot_dog.jpg"], 112, default_template(112),
+                               show_progress=False)
+    assert crops.shape == (10, 112, 112, 3) and crops.dtype == np.uint8  # the hot dog has no face: skipped
+    # aligned: the eyes sit where the template puts them, so the mean crop is darker at the eye rows
+    mean = crops.mean(axis=(0, 3))
+    assert mean[48:56, 30:46].mean() < mean[20:28, 30:46].mean()
+
+
+def test_int8_metadata_and_fidelity(int8_model):
+    from edgeembed import Embedder
+
+    path, report = int8_model
+    assert report["calibration_crops"] == 50 and report["bytes_int8"] < report["bytes_float"] / 2
+    assert report["fidelity"]["rebuild_max_abs_error"] < 1e-3
+    with Embedder.create_from_model_path(path) as emb:
+        info = emb.describe()
+    assert info["input"]["dtype"] == "int8" and info["spec_source"] == "edgeembed-metadata" and info["task"] == "face"
+    assert tuple(info["preprocessing"]["mean"]) == (0.0, 0.0, 0.0) and tuple(info["preprocessing"]["std"]) == (1.0, 1.0, 1.0)
+    fa = info["extra"]["face_alignment"]
+    assert fa["keypoints"] == ["right_eye", "left_eye", "nose_tip", "mouth_center"] and len(fa["template"]) == 4
+    assert info["calibration"]["kind"] == "aligned face crops"
+    assert not any(p.name.startswith("mobilefacenet") for p in REPO.rglob("*.tflite"))  # never in the repository
+
+
+def test_int8_keeps_recall_within_one_point_of_float_on_orl(int8_model):
+    path, _ = int8_model
+    res = {}
+    for name, model in (("float", FLOAT), ("int8", path), ("uint8", UINT8)):
+        p = run_cli("eval", model, ORL, "--gallery-per-class", "1", "--mode", "face", "--json", "--quiet", "--threads", "2",
+                    check=True)
+        res[name] = json.loads(p.stdout)
+    assert res["int8"]["no_face"] == res["float"]["no_face"] == 0
+    assert res["int8"]["recall@1"] >= res["float"]["recall@1"] - 0.01
+    assert res["int8"]["tar@far1%"] >= res["float"]["tar@far1%"] - 0.05
+
+
+def test_int8_is_closer_to_float_than_the_shared_uint8_file(int8_model):
+    """On people the calibration never saw (s21..s40), embeddings compared with the float model's."""
+    from converters.faces import aligned_face_crops
+    from edgeembed.face import FaceEmbedder
+
+    crops = aligned_face_crops([ORL / f"s{i}" for i in range(21, 41)], 112, show_progress=False)
+    ref = FaceEmbedder.from_model_path(FLOAT, num_threads=2).embed_crops(crops)
+    cos = {}
+    for name, m in (("int8", int8_model[0]), ("uint8", UINT8)):
+        cos[name] = float((FaceEmbedder.from_model_path(m, num_threads=2).embed_crops(crops) * ref).sum(1).mean())
+    assert cos["int8"] > cos["uint8"] + 0.02, cos
+
+
+def test_quantizer_command_line_and_its_errors(tmp_path):
+    cmd = [sys.executable, "-m", "converters.tflite_quant"]
+    p = subprocess.run(cmd + [str(tmp_path / "missing.tflite"), str(tmp_path / "o.tflite"), "--calibration-faces", str(ORL)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("tflite_quant: error: model not found")
+    p = subprocess.run(cmd + [str(UINT8), str(tmp_path / "o.tflite"), "--calibration-faces", str(ORL / "s1"), "--quiet"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 2 and "already quantized" in p.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "o.tflite").exists()
