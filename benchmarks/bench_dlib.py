@@ -9,7 +9,8 @@
    people and on people s21..s40, whom the converter never saw (template and calibration come
    from s1..s20).
 3. Which alignment keeps accuracy: the int8 model fed dlib's own chips (shape predictor) vs the
-   runtime's BlazeFace-keypoint alignment.
+   runtime's BlazeFace-keypoint alignment; and how close the runtime's descriptor (no dlib) comes
+   to dlib's descriptor of its own chip, picture by picture.
 
     python benchmarks/bench_dlib.py [--chips 60] [--json out.json]
 """
@@ -110,6 +111,24 @@ def alignment_eval(dataset: Path, ref, embedder) -> dict:
     return evaluate(dataset, 1, featurize, show_progress=False)
 
 
+def runtime_vs_dlib(files: list[Path], ref) -> dict:
+    """Cosine between dlib's descriptor of its own chip and the runtime's (BlazeFace + template + int8)."""
+    from edgeembed.face.recognizer import FacePipeline
+    from edgeembed.preprocess import read_image
+
+    cos = []
+    with FacePipeline.create(MODEL) as pipeline:
+        for f in files:
+            theirs = ref.descriptor(ref.chip(read_image(f)).chip)
+            ours = pipeline.embed_one(f)
+            if ours is not None:
+                cos.append(float(theirs @ ours / np.linalg.norm(theirs) / np.linalg.norm(ours)))
+    c = np.asarray(cos)
+    return {"pictures": len(files), "embedded": len(c), "mean_cosine": round(float(c.mean()), 4),
+            "median_cosine": round(float(np.median(c)), 4), "min_cosine": round(float(c.min()), 4),
+            "share_above_0.98": round(float((c >= 0.98).mean()), 4)}
+
+
 def unseen_dataset(tmp: Path, first: int = 21) -> Path:
     from converters.dlib_resnet import person_number
 
@@ -144,6 +163,9 @@ def main() -> int:
         print("latency", json.dumps(out["latency"]), flush=True)
         out["int8_on_dlib_chips"] = {k: v for k, v in alignment_eval(ORL, ref, emb).items() if k != "open_set"}
     print("int8 on dlib chips", json.dumps(out["int8_on_dlib_chips"]), flush=True)
+    single_face = [f for f in files if f.name != "face.jpg"]  # face.jpg is a group photo
+    out["runtime_vs_dlib_descriptor"] = runtime_vs_dlib(single_face, ref)
+    print("runtime vs dlib descriptor", json.dumps(out["runtime_vs_dlib_descriptor"]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         unseen = unseen_dataset(Path(tmp))
         for name, ds in (("orl_all", ORL), ("orl_unseen_s21_s40", unseen)):

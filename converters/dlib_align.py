@@ -24,6 +24,7 @@ from edgeembed.progress import progress
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 TEMPLATE_KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center")
+MAX_NOSE_OFFSET = 30.0  # chip pixels: farther than this, BlazeFace found another face than dlib
 
 
 def chip_transform(details) -> np.ndarray:
@@ -108,7 +109,7 @@ def map_points(transform: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def derive_template(files: Iterable[Path], ref: DlibReference, detector, show_progress: bool = True) -> dict:
     """Average BlazeFace keypoints mapped into dlib's chip frame -> the alignment template.
 
-    Uses pictures where both dlib's HOG detector and BlazeFace find a face. Returns the
+    Uses pictures where both dlib's HOG detector and BlazeFace find the same face. Returns the
     template (150x150 pixel coordinates, TEMPLATE_KEYPOINTS order) with its spread.
     """
     from edgeembed.face.detector import KEYPOINT_NAMES
@@ -119,10 +120,17 @@ def derive_template(files: Iterable[Path], ref: DlibReference, detector, show_pr
     for f in progress(files, total=len(files), desc="alignment template", enabled=show_progress):
         rgb = read_image(f)
         dc = ref.chip(rgb, whole_image_fallback=False)
-        face = detector.detect(rgb).pick("largest")
-        if dc is None or face is None:
+        if dc is None:
             continue
-        mapped.append(map_points(dc.transform, np.asarray(face.keypoints)[idx]))
+        # the BlazeFace face that is dlib's face: its nose lands nearest the chip's centre (in a
+        # group photo the two detectors' largest faces can be different people)
+        cands = [map_points(dc.transform, np.asarray(f.keypoints)[idx]) for f in detector.detect(rgb).faces]
+        if not cands:
+            continue
+        best = min(cands, key=lambda pts: float(np.hypot(*(pts[2] - CHIP_SIZE / 2))))
+        if np.hypot(*(best[2] - CHIP_SIZE / 2)) > MAX_NOSE_OFFSET:
+            continue
+        mapped.append(best)
     if not mapped:
         raise RuntimeError("no picture had a face found by both dlib and BlazeFace")
     arr = np.stack(mapped)

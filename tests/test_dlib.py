@@ -141,6 +141,21 @@ def test_shipped_int8_agrees_with_dlib_on_real_chips(shipped, ref, chips):
     assert rep_orl["nn1_label_agreement"] == 1.0, rep_orl
 
 
+def test_runtime_alignment_reproduces_dlibs_descriptor(ref):
+    """No dlib at run time: BlazeFace keypoints + the model's template + int8 give (nearly) the
+    descriptor dlib computes on its own chip of the same picture."""
+    from edgeembed.face.recognizer import FacePipeline
+
+    files = [f for f in face_photos(ORL, CORAL, per_class=1) if f.name != "face.jpg"]  # face.jpg: a group photo
+    cos = []
+    with FacePipeline.create(SHIPPED) as pipeline:
+        for f in files[::3]:
+            theirs = ref.descriptor(ref.chip(read_image(f)).chip)
+            ours = pipeline.embed_one(f)
+            cos.append(float(theirs @ ours / np.linalg.norm(theirs) / np.linalg.norm(ours)))
+    assert len(cos) == 14 and np.mean(cos) >= 0.98 and min(cos) >= 0.95, np.round(cos, 3)
+
+
 def test_full_pipeline_on_unseen_people_matches_dlib(tmp_path, ref):
     """ORL s31..s40 (never used by the converter), 1 enrolled picture each: the real CLI's face
     pipeline (BlazeFace + template + int8) recognises at least as well as dlib's descriptors on
