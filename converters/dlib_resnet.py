@@ -60,14 +60,15 @@ def _pad_to(keras, t, h: int, w: int, c: int):
     if th != h or tw != w:
         t = keras.layers.ZeroPadding2D(((0, h - th), (0, w - tw)))(t)
     if tc != c:
-        t = keras.layers.Lambda(lambda x, n=c - tc: keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, n]]),
-                                name=None)(t)
+        t = keras.layers.Lambda(lambda x, n=c - tc: keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, n]]))(t)
     return t
 
 
 def _conv(keras, x, layer: DlibLayer):
+    """dlib's con layer: filters (out, in, rows, cols) -> Keras (rows, cols, in, out); its explicit
+    padding becomes "same" (stride 1, half the kernel), "valid" (none) or a ZeroPadding2D."""
     nf, nr, nc, sy, sx, py, px = layer.geometry
-    filters = layer.weights["filters"]  # (out, in, rows, cols), cross-correlation as in Keras
+    filters = layer.weights["filters"]  # dlib and Keras both compute cross-correlation
     if (sy, sx) == (1, 1) and (py, px) == (nr // 2, nc // 2):
         padding = "same"
     elif (py, px) == (0, 0):
@@ -82,10 +83,10 @@ def _conv(keras, x, layer: DlibLayer):
 
 
 def _affine(keras, x, layer: DlibLayer):
-    """dlib's affine layer (y = gamma * x + beta per channel) as a 1-channel-wise depthwise op.
+    """dlib's affine layer (y = gamma * x + beta per channel, a frozen batch-norm).
 
-    A BatchNormalization with mean 0, variance 1 and epsilon 0 computes exactly that and the
-    TFLite converter folds it into the preceding convolution.
+    A BatchNormalization with mean 0, variance 1 and epsilon 0 computes exactly that, and the
+    TFLite converter folds it into the preceding convolution (no extra op at run time).
     """
     c = layer.weights["gamma"].size
     bn = keras.layers.BatchNormalization(epsilon=0.0)
