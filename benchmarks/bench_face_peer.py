@@ -6,7 +6,9 @@ alike), 1 thread each:
 * edgeembed: BlazeFace short range on LiteRT, template alignment, MobileFaceNet float
   (../shared/models/mobilefacenet.tflite), int8 quantized by edgeembed itself from that float
   file (converters/tflite_quant.py, written to a temp dir, never kept), and the shared uint8 file;
-* face_recognition: HOG detector, 5-point landmarks, dlib ResNet descriptor (dlib-bin).
+* face_recognition: HOG detector (retried with 2 upsamplings when the default finds no
+  face, as edgeembed's detector retries on a wider canvas), 5-point landmarks, dlib ResNet
+  descriptor (dlib-bin).
 
 Accuracy: the eval protocol (edgeembed.evaluate: 1 enrolled image per person, open set with
 half the people held out as strangers) on the cached features. Time: per-face milliseconds
@@ -54,6 +56,8 @@ class FaceRecognitionPeer:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
         boxes = self.fr.face_locations(rgb)  # HOG, 1 upsample (the default)
+        if not boxes:  # the same second chance edgeembed's detector gets (its padded retry): upsample twice
+            boxes = self.fr.face_locations(rgb, number_of_times_to_upsample=2)
         if not boxes:
             return None
         largest = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
