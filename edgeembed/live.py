@@ -23,6 +23,14 @@ from .sources import open_source, parse_resolution, parse_roi
 DEFAULT_RECONNECT_TIMEOUT = 60.0  # seconds a dropped live source is retried; EDGEEMBED_RECONNECT_TIMEOUT overrides
 
 
+def limit_opencv_threads() -> None:
+    """One OpenCV thread: the pipeline already decodes on its own thread beside inference, and OpenCV's
+    worker pool (resize, colour conversion) would only take cores from the interpreter's threads."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _reconnect_timeout() -> float:
     text = os.environ.get("EDGEEMBED_RECONNECT_TIMEOUT")
     if not text:
@@ -116,6 +124,7 @@ def recognize_live(args: argparse.Namespace, gallery: Any, processor: Any = None
     if args.smooth < 1:
         raise InputError(f"--smooth must be >= 1 frame, got {args.smooth}")
     face_mode = processor is not None and getattr(processor, "face_mode", True)
+    limit_opencv_threads()
     owned: list[Any] = [gallery]
     status: queue.Queue[dict] = queue.Queue()
     try:
@@ -151,6 +160,7 @@ def bench_source(args: argparse.Namespace) -> int:
         raise InputError(f"--frames must be >= 1, got {args.frames}")
     owned: list[Any] = []
     status: queue.Queue[dict] = queue.Queue()
+    limit_opencv_threads()
     try:
         gallery = None
         if args.gallery:

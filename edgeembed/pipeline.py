@@ -32,6 +32,13 @@ class Processor(Protocol):
     def process(self, rgb: np.ndarray) -> list[Any]: ...
 
 
+class Preparing(Protocol):
+    """A processor may split off a thread-safe first step; recordings then run it on the capture thread."""
+
+    def prepare(self, rgb: np.ndarray) -> Any: ...
+    def process_prepared(self, prepared: Any) -> list[Any]: ...
+
+
 class ImageProcessor:
     """Image mode: the whole frame (after the ROI) is embedded and searched in the gallery."""
 
@@ -42,9 +49,18 @@ class ImageProcessor:
         self.top_k = top_k
         self.timings: dict[str, float] = {}
 
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """Resize and quantize: pure numpy/OpenCV, safe on another thread than the interpreter's."""
+        return self.embedder.preprocessor(rgb)
+
     def process(self, rgb: np.ndarray) -> list[Result]:
         t0 = time.perf_counter()
-        tensor = self.embedder.preprocessor(rgb)
+        tensor = self.prepare(rgb)
+        results = self.process_prepared(tensor)
+        self.timings["preprocess"] = (time.perf_counter() - t0) * 1000 - self.timings["invoke"] - self.timings["search"]
+        return results
+
+    def process_prepared(self, tensor: np.ndarray) -> list[Result]:
         t1 = time.perf_counter()
         vector = self.embedder.embed_tensor(tensor)[0].vector
         t2 = time.perf_counter()
@@ -55,7 +71,7 @@ class ImageProcessor:
             results.append(Result(None, r.label, r.score, matches, matches[0]["label"] if matches else None,
                                   r.threshold))
         t3 = time.perf_counter()
-        self.timings = {"preprocess": (t1 - t0) * 1000, "invoke": (t2 - t1) * 1000, "search": (t3 - t2) * 1000}
+        self.timings = {"invoke": (t2 - t1) * 1000, "search": (t3 - t2) * 1000}
         return results
 
 
@@ -118,12 +134,19 @@ _END = object()
 
 
 class _Capture(threading.Thread):
-    """Reads the source on its own thread. Live: keep only the newest frame. Recording: bounded queue."""
+    """Reads the source on its own thread. Live: keep only the newest frame. Recording: bounded queue.
 
-    def __init__(self, source: FrameSource, depth: int = 4):
+    For a recording, ``prepare`` (the processor's preprocessing) runs here too, so it overlaps
+    inference; a live source leaves it to the consumer, which never preprocesses a frame it drops.
+    """
+
+    def __init__(self, source: FrameSource, prepare: Any = None, fps_cap: float | None = None, depth: int = 4):
         super().__init__(name="edgeembed-capture", daemon=True)
         self.source = source
         self.live = source.live
+        self.prepare = None if source.live else prepare
+        # a recording with a frame rate is thinned by media time here, before any work is spent on a frame
+        self.media_step = 1.0 / fps_cap if fps_cap and not source.live and source.native_fps else None
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._latest: Any = None
         self._cond = threading.Condition()
@@ -132,12 +155,21 @@ class _Capture(threading.Thread):
         self.overwritten = 0
 
     def run(self) -> None:
+        next_time = None
         try:
             while not self._halt.is_set():
                 f = self.source.read()
                 if f is None:
                     break
                 self.captured += 1
+                if self.media_step:
+                    if next_time is not None and f.time + 1e-9 < next_time:
+                        continue
+                    next_time = (next_time if next_time is not None else f.time) + self.media_step
+                if self.prepare is not None:
+                    t0 = time.perf_counter()
+                    f.prepared = self.prepare(f.rgb)
+                    f.prepare_ms = (time.perf_counter() - t0) * 1000
                 self._put(f)
             self._put(_END)
         except BaseException as exc:  # handed to the consumer, which raises it on its own thread
@@ -164,6 +196,8 @@ class _Capture(threading.Thread):
         if self.live:
             with self._cond:
                 while self._latest is None:
+                    if self._halt.is_set():
+                        return None
                     self._cond.wait(0.5)
                 item, self._latest = self._latest, (None if isinstance(self._latest, Frame) else self._latest)
         else:
@@ -202,13 +236,17 @@ class Pipeline:
         self.status_events = status_events or queue.Queue()
         self.stats = RunStats()
         self._stop = threading.Event()
+        self._capture: _Capture | None = None
 
     def stop(self) -> None:
         """Ask run() to return after the current frame (from another thread or a signal handler)."""
         self._stop.set()
+        if self._capture is not None:
+            self._capture.stop()
 
     def run(self) -> RunStats:
-        capture = _Capture(self.source)
+        prepare = getattr(self.processor, "prepare", None) if hasattr(self.processor, "process_prepared") else None
+        capture = self._capture = _Capture(self.source, prepare, self.fps_cap)
         capture.start()
         start = time.perf_counter()
         next_slot = None
@@ -222,24 +260,26 @@ class Pipeline:
                 self._emit_status()
                 if frame is None:
                     break
-                # 2. fps cap: recordings skip by media time, live sources wait for their slot
-                if self.fps_cap:
-                    if self.source.live or not self.source.native_fps:
-                        if next_slot is not None and frame.time < next_slot:
-                            time.sleep(next_slot - frame.time)
-                            frame = capture.get() or frame
-                        next_slot = max(frame.time, (next_slot or frame.time)) + 1.0 / self.fps_cap
-                    else:
-                        if next_slot is not None and frame.time + 1e-9 < next_slot:
-                            continue
-                        next_slot = (next_slot or frame.time) + 1.0 / self.fps_cap
+                # 2. fps cap: a live source waits for its slot and takes the newest frame then
+                #    (a recording was already thinned by media time on the capture thread)
+                if self.fps_cap and capture.media_step is None:
+                    if next_slot is not None and time.monotonic() < next_slot:
+                        time.sleep(next_slot - time.monotonic())
+                        frame = capture.get() or frame
+                    next_slot = time.monotonic() + 1.0 / self.fps_cap
                 t0 = time.perf_counter()
-                # 3. preprocess, embed, search (the processor times its own stages)
-                results = self.processor.process(frame.rgb)
+                # 3. preprocess (done on the capture thread for recordings), embed, search; the processor
+                #    times its own stages
+                if frame.prepared is not None:
+                    results = self.processor.process_prepared(frame.prepared)
+                    stage = {"preprocess": frame.prepare_ms, **getattr(self.processor, "timings", {})}
+                else:
+                    results = self.processor.process(frame.rgb)
+                    stage = dict(getattr(self.processor, "timings", {}))
                 # 4. smoothing and debounced events
                 tracks, events = self.smoother.update(frame.index, results)
-                timings = {"capture": frame.capture_ms, **self.processor.timings,
-                           "total": frame.capture_ms + (time.perf_counter() - t0) * 1000}
+                timings = {"capture": frame.capture_ms, **stage,
+                           "total": frame.capture_ms + frame.prepare_ms + (time.perf_counter() - t0) * 1000}
                 extra = {"source": frame.origin} if frame.origin else {}
                 record = FrameRecord(frame.index, frame.time, tracks, timings, self.face_mode, extra)
                 # 5. outputs

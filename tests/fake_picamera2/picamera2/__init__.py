@@ -81,7 +81,7 @@ class Picamera2:
             if name == "lores" and fmt not in ("YUV420", "YVU420") and os.environ.get("FAKE_PICAMERA2_MODEL") == "pi4":
                 raise RuntimeError("lores stream must be YUV420 on this platform")
             out[name] = {**s, "size": (w, h), "stride": stride,
-                         "framesize": stride * h * (3 // 2 if fmt in PACKED else 1) if fmt in PACKED else stride * h * 3 // 2}
+                         "framesize": stride * h if fmt in PACKED else stride * h * 3 // 2}
         out["controls"] = config.get("controls", {})
         self._config = out
 
