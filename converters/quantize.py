@@ -76,7 +76,8 @@ def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Call
     ``activation_ranges``: how calibration turns observed activations into int8 ranges:
     "minmax" (TFLite's default: the extremes over all pictures), "mean" (the mean over pictures of
     each picture's extremes, as TF's moving-average observers do: rare outliers no longer stretch
-    the scale for every picture) or "pNN" (the NN-th percentile of the per-picture extremes).
+    the scale for every picture), "mse" (per tensor, the clipped range with the least int8
+    error on sampled values) or "pNN" (the NN-th percentile of the per-picture extremes).
     """
     if output_type not in OUTPUT_TYPES:
         raise InputError(f"output type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -112,7 +113,7 @@ def _ranges_patch(mode: str, show_progress: bool):
     if mode == "minmax":
         yield
         return
-    if mode != "mean" and not (mode.startswith("p") and mode[1:].replace(".", "", 1).isdigit()):
+    if mode not in ("mean", "mse") and not (mode.startswith("p") and mode[1:].replace(".", "", 1).isdigit()):
         raise InputError(f"activation ranges must be minmax, mean or pNN (a percentile), got {mode!r}")
     from tensorflow.lite.python import lite
 
@@ -152,6 +153,8 @@ def _adjust_ranges(calibrated: bytes, samples: list[np.ndarray], mode: str, show
     inp = interp.get_input_details()[0]["index"]
     lo = np.zeros((len(samples), len(idx)), np.float32)
     hi = np.zeros_like(lo)
+    rng = np.random.default_rng(0)
+    kept: list[list[np.ndarray]] = [[] for _ in idx]  # value samples for the "mse" search
     with Progress(len(samples), "activation ranges", show_progress) as bar:
         for n, x in enumerate(samples):
             interp.set_tensor(inp, np.asarray(x, np.float32))
@@ -159,8 +162,24 @@ def _adjust_ranges(calibrated: bytes, samples: list[np.ndarray], mode: str, show
             for j, t in enumerate(idx):
                 v = interp.get_tensor(t)
                 lo[n, j], hi[n, j] = v.min(), v.max()
+                if mode == "mse" and n % 4 == 0:
+                    flat = v.reshape(-1)
+                    kept[j].append(flat[rng.integers(0, flat.size, min(flat.size, 4096))])
             bar.update()
-    if mode == "mean":
+    if mode == "mse":  # per tensor, the clipping range with the least int8 error on the sampled values
+        new_lo, new_hi = lo.min(0), hi.max(0)
+        for j in range(len(idx)):
+            vals = np.concatenate(kept[j]).astype(np.float32)
+            best, best_err = 1.0, None
+            for frac in np.linspace(0.3, 1.0, 15):
+                a, b = min(new_lo[j] * frac, 0.0), max(new_hi[j] * frac, 0.0)
+                scale = (b - a) / 255.0 or 1.0
+                qv = np.clip(np.rint((vals - a) / scale), 0, 255) * scale + a
+                err = float(np.mean((qv - vals) ** 2))
+                if best_err is None or err < best_err:
+                    best, best_err = frac, err
+            new_lo[j], new_hi[j] = new_lo[j] * best, new_hi[j] * best
+    elif mode == "mean":
         new_lo, new_hi = lo.mean(0), hi.mean(0)
     else:
         q = float(mode[1:])
