@@ -230,7 +230,7 @@ def _pictures(folders: list[Path]) -> list[Path]:
 # ---------------------------------------------------------------------------------- convert
 def convert(out: str | os.PathLike, model_path: str | os.PathLike | None = None,
             orl: str | os.PathLike | None = None, coral: str | os.PathLike | None = None,
-            seen_people: int = 20, show_progress: bool = True) -> dict[str, Any]:
+            seen_people: int = 20, show_progress: bool = True, activation_ranges: str = "minmax") -> dict[str, Any]:
     """Parse, rebuild, check against dlib, quantize to int8 and save ``out`` (+ fidelity JSON)."""
     from converters import fidelity as fidelity_mod
     from converters import metadata, quantize
@@ -287,7 +287,8 @@ def convert(out: str | os.PathLike, model_path: str | os.PathLike | None = None,
     calib_runtime = aligned_face_crops(calib_files, (rows, cols), tpl, show_progress=show_progress)
     calib_dlib = chips_arr[: len(_pictures(seen))]
     calib = prep(list(np.concatenate([calib_dlib, calib_runtime])))
-    model = quantize.to_tflite(keras_model, [calib], "int8", show_progress=show_progress)
+    model = quantize.to_tflite(keras_model, [calib], "int8", show_progress=show_progress,
+                               activation_ranges=activation_ranges)
 
     runner = quantize.TFLiteRunner(model, num_threads=2)
     int8_desc = runner(prep(list(chips_arr)))[0]
@@ -309,7 +310,7 @@ def convert(out: str | os.PathLike, model_path: str | os.PathLike | None = None,
         fidelity[key] = int8_parity[key]
     spec = ModelSpec(
         preprocessing=pre, embedding_dim=128, task="face", architecture=ARCHITECTURE, weights=WEIGHTS, license=LICENSE,
-        calibration={"images": int(len(calib)), "source": f"ORL people {seen[0].name}..{seen[-1].name} + coral-images "
+        calibration={"images": int(len(calib)), "activation_ranges": activation_ranges, "source": f"ORL people {seen[0].name}..{seen[-1].name} + coral-images "
                      "face photos, each as dlib's chip and as the runtime's BlazeFace-aligned crop",
                      "held_out_people": [p.name for p in unseen]},
         fidelity=fidelity,
@@ -332,11 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coral", default=None, help="coral-images folder (default ../shared/data/coral-images)")
     ap.add_argument("--seen-people", type=int, default=20,
                     help="ORL people s1..sN used for the template and calibration; the rest stay unseen")
+    ap.add_argument("--activation-ranges", default="minmax",
+                    help="int8 activation ranges from calibration: minmax, mean or pNN (see converters.quantize)")
     args = ap.parse_args(argv)
     from edgeembed.errors import EdgeEmbedError
 
     try:
-        res = convert(args.out, args.dat, args.orl, args.coral, args.seen_people)
+        res = convert(args.out, args.dat, args.orl, args.coral, args.seen_people,
+                      activation_ranges=args.activation_ranges)
     except EdgeEmbedError as exc:
         print(f"dlib_resnet: error: {exc}", file=sys.stderr)
         return 2
