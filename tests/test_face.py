@@ -331,3 +331,26 @@ def test_video_goes_through_the_live_pipeline_per_face(tmp_path, photos):
     assert len({f["track"] for f in last}) == 2  # two face tracks, followed across frames
     appeared = {(e["label"], e["track"]) for e in rows if e.get("event") == "appeared"}
     assert {lbl for lbl, _ in appeared} == {"s9", "s2"} and len(appeared) == 2  # once each, not per frame
+
+
+def test_threshold_at_a_target_false_accept_rate(tmp_path, pipeline):
+    """Strangers' faces set the gallery threshold: at most 1 in 10 accepted at FAR 0.1, none at FAR 0."""
+    import edgeembed.gallery as g
+    from edgeembed.face import threshold_at_far
+    from edgeembed.recognizer import binding_for
+
+    gallery = g.Gallery.create(tmp_path / "gal", binding_for(pipeline.embedder.embedder, "face"))
+    known = [1, 3, 5, 7, 9, 11]
+    gallery.add([f"s{p}" for p in known], np.stack([pipeline.embed_one(_orl(p, 1)) for p in known]))
+    strangers = [ORL / f"s{p}" / f"{k}.pgm" for p in (2, 4, 6, 8, 10) for k in (1, 2, 3, 4)]
+    r = threshold_at_far(pipeline, gallery, strangers, far=0.1)
+    assert r["strangers"] == 20 and r["false_accepts"] <= 2 and r["far"] <= 0.1
+    r0 = threshold_at_far(pipeline, gallery, strangers, far=0.0, apply=True)
+    assert r0["false_accepts"] == 0 and r0["threshold"] >= r["threshold"]
+    assert gallery.threshold == pytest.approx(r0["threshold"], abs=1e-6)
+    # strangers now come back unknown, enrolled people are still recognized
+    rec = FaceRecognizer(pipeline, gallery)
+    assert all(x.label is None for s in strangers[:6] for x in rec.recognize(s))
+    named = [rec.recognize(_orl(p, 2))[0].label for p in known]
+    assert sum(n == f"s{p}" for n, p in zip(named, known)) >= 5
+    gallery.close()

@@ -179,3 +179,30 @@ class FaceRecognizer:
     def process(self, rgb_frame: np.ndarray) -> list[FaceResult]:
         """The live pipeline's hook: one RGB frame -> one result per face (box, label, score, matches)."""
         return self.recognize(rgb_frame, "RGB")
+
+
+def threshold_at_far(pipeline: FacePipeline, gallery: Gallery, strangers: list[ImageLike], far: float = 0.01,
+                     apply: bool = False) -> dict[str, Any]:
+    """The gallery threshold that accepts at most ``far`` of the strangers' faces (people never enrolled).
+
+    Each stranger photo's largest face is searched in the gallery; the threshold is set just
+    above the best scores of all but a ``far`` fraction of them. With ``apply`` the gallery
+    keeps it (as a user-set threshold). ``edgeembed eval --mode face`` reports the same figure
+    for a labelled folder (``threshold@far1%``).
+    """
+    if not 0.0 <= far < 1.0:
+        raise InputError(f"the target false-accept rate must be in [0, 1), got {far}")
+    if len(gallery) == 0:
+        raise InputError(f"gallery {gallery.path} is empty; enrol people before choosing its threshold")
+    vectors = [v for v in (pipeline.embed_one(s) for s in strangers) if v is not None]
+    if not vectors:
+        raise InputError(f"no face found in the {len(strangers)} stranger photo(s); the threshold needs faces of people not enrolled")
+    best = np.sort(np.array([m[0].score for m in gallery.search_many(np.stack(vectors), 1)], np.float64))
+    allowed = int(np.floor(far * len(best)))  # strangers that may still be accepted
+    t = float(np.nextafter(best[len(best) - allowed - 1], np.inf)) if allowed < len(best) else float(best[0])
+    t = min(1.0, max(-1.0, t))
+    if apply:
+        gallery.set_threshold(t)
+    accepted = int((best >= t).sum())
+    return {"threshold": round(t, 6), "strangers": len(best), "no_face": len(strangers) - len(best),
+            "false_accepts": accepted, "far": round(accepted / len(best), 6), "far_target": far}
