@@ -5,7 +5,7 @@
    ``compute_face_descriptor`` (dlib-bin), interleaved chip by chip, medians.
 2. Full pipeline on ORL, 1 enrolled picture per person (``edgeembed eval --mode face``, run as
    the real CLI: BlazeFace, template alignment, int8 embed) vs face_recognition (HOG detector,
-   5-point landmarks, dlib descriptor) on the same protocol (edgeembed.evaluate), on all 40
+   retried at 2x upsampling when it finds nothing, 5-point landmarks, dlib descriptor) on the same protocol (edgeembed.evaluate), on all 40
    people and on people s21..s40, whom the converter never saw (template and calibration come
    from s1..s20).
 3. Which alignment keeps accuracy: the int8 model fed dlib's own chips (shape predictor) vs the
@@ -82,6 +82,8 @@ def face_recognition_eval(dataset: Path) -> dict:
     def featurize(path: Path) -> np.ndarray | None:
         rgb = read_image(path)
         boxes = face_recognition.face_locations(rgb)  # HOG, 1 upsample
+        if not boxes:  # the same second chance as benchmarks/bench_face_peer.py: 2x upsampling
+            boxes = face_recognition.face_locations(rgb, number_of_times_to_upsample=2)
         if not boxes:
             raw[path] = None
             return None
