@@ -4,10 +4,11 @@ Baseline (invoke-only): the same Embedder's interpreter on input tensors prepare
 ``set_tensor`` + ``invoke`` + ``get_tensor`` per frame, nothing else. Measured (end to end):
 ``edgeembed.pipeline.Pipeline`` on the video file: decode on the capture thread, BGR->RGB,
 resize + quantize, invoke, dequantize + normalise, gallery search, smoothing, events and the
-JSON line of every frame (written to an in-memory stream). The two alternate round by round in
-one process so machine load hits both alike; the ratio of median throughputs is reported.
+JSON line of every frame (written to an in-memory stream). The two alternate in short rounds in
+one process (order flipped every round), so machine load hits both alike; the figure is the
+median of the per-round ratios end-to-end fps / invoke-only fps.
 
-    python benchmarks/bench_pipeline.py [--model M] [--threads 1] [--frames 300] [--size 640x480] [--rounds 5]
+    python benchmarks/bench_pipeline.py [--model M] [--threads 1] [--frames 150] [--size 640x480] [--rounds 15]
 """
 from __future__ import annotations
 
@@ -47,9 +48,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(SHARED / "models/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--size", default="640x480", help="clip frame size WxH")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -106,14 +107,20 @@ def main() -> int:
 
     invoke_only(), end_to_end()  # warm-up
     base, e2e = [], []
-    for _ in range(args.rounds):
-        base.append(invoke_only())
-        e2e.append(end_to_end())
+    for i in range(args.rounds):
+        if i % 2:
+            e2e.append(end_to_end())
+            base.append(invoke_only())
+        else:
+            base.append(invoke_only())
+            e2e.append(end_to_end())
+    ratios = [e / b for e, b in zip(e2e, base)]
     result = {
         "model": Path(args.model).name, "threads": args.threads, "frames": len(tensors), "size": args.size,
         "rounds": args.rounds, "gallery_entries": len(gallery),
         "invoke_only_fps": round(statistics.median(base), 2), "end_to_end_fps": round(statistics.median(e2e), 2),
-        "ratio": round(statistics.median(e2e) / statistics.median(base), 4),
+        "ratio": round(statistics.median(ratios), 4),
+        "ratio_quartiles": [round(float(q), 4) for q in np.percentile(ratios, [25, 75])],
         "stages_ms_last_round": stage_summary(last["stats"]),
         "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}, Python {platform.python_version()}",
     }
@@ -123,7 +130,8 @@ def main() -> int:
         print(json.dumps(result))
     else:
         print(f"{result['model']} threads={args.threads} {result['frames']} frames {args.size}: invoke-only "
-              f"{result['invoke_only_fps']} fps, end to end {result['end_to_end_fps']} fps, ratio {result['ratio']}")
+              f"{result['invoke_only_fps']} fps, end to end {result['end_to_end_fps']} fps, ratio {result['ratio']} "
+              f"(quartiles {result['ratio_quartiles']})")
         for k, v in result["stages_ms_last_round"].items():
             print(f"  {k:<11} mean {v['mean']:7.2f} ms  p50 {v['p50']:7.2f}  p95 {v['p95']:7.2f}")
     return 0

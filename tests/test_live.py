@@ -170,3 +170,44 @@ def test_smoother_one_event_per_change_and_face_tracks():
         events += [(e["event"], e["label"], e["track"]) for e in ev]
     assert events == [("appeared", "ann", 0), ("appeared", "bob", 1), ("left", "bob", 1)]
     assert [t.id for t in tracks] == [0]
+
+
+def test_processor_hook_tracks_each_box(coil, tmp_path, capsys):
+    """recognize_live(args, gallery, processor): what face mode plugs in. Here the 'faces' are the two
+    halves of a side-by-side clip (two COIL objects), embedded and searched for real."""
+    from edgeembed.cli import build_parser
+    from edgeembed.gallery import Gallery
+    from edgeembed.live import recognize_live
+    from edgeembed.recognizer import open_gallery_embedder
+
+    left = coil_segments(["obj01"])[0][1] + coil_segments(["obj02"])[0][1]
+    right = coil_segments(["obj05"])[0][1][:36] + coil_segments(["obj05"])[0][1][:36]
+    write_clip(tmp_path / "pair.avi", [("x", [np.hstack([a, b]) for a, b in zip(left, right)])])
+
+    gallery = Gallery.open(coil["gallery"])
+    emb = open_gallery_embedder(gallery, num_threads=1)
+
+    class Halves:
+        timings: dict = {}
+
+        def process(self, rgb):
+            h, w = rgb.shape[:2]
+            out = []
+            for x in (0, w // 2):
+                r = gallery.recognize(emb.embed(rgb[:, x : x + w // 2]).vector, k=2)
+                out.append({"box": (x, 0, w // 2, h), "label": r.label, "score": r.score, "matches": r.matches,
+                            "threshold": r.threshold})
+            return out
+
+    args = build_parser().parse_args(["recognize", "--gallery", str(coil["gallery"]), "--source",
+                                      str(tmp_path / "pair.avi"), "--json"])
+    try:
+        assert recognize_live(args, gallery, processor=Halves()) == 0
+    finally:
+        emb.close()
+    frames, events = parse_jsonl(capsys.readouterr().out)
+    assert len(frames) == 72 and all(len(f["faces"]) == 2 for f in frames)
+    last = {f["track"]: f["label"] for f in frames[-1]["faces"]}
+    assert last == {0: "obj02", 1: "obj05"}
+    appeared = [(e["label"], e["track"]) for e in events if e["event"] == "appeared"]
+    assert appeared == [("obj01", 0), ("obj05", 1), ("obj02", 0)]
