@@ -264,12 +264,13 @@ def convert(out: str | os.PathLike, model_path: str | os.PathLike | None = None,
     seen, unseen = orl_split(orl, seen_people)
     coral_faces = [coral / n for n in ("grace_hopper.bmp", "face.jpg") if (coral / n).exists()]
     files = _pictures(seen) + _pictures(unseen) + coral_faces
-    chips, labels = [], []
-    for f in progress(files, total=len(files), desc="dlib chips", enabled=show_progress):
+    chips, labels, descs = [], [], []
+    for f in progress(files, total=len(files), desc="dlib chips and descriptors", enabled=show_progress):
         chips.append(ref.chip(read_image(f)).chip)
+        descs.append(ref.descriptor(chips[-1]))
         labels.append(f.parent.name if f.parent.parent == orl else "coral:" + f.stem)
     chips_arr = np.stack(chips)
-    dlib_desc = ref.descriptors(chips_arr)
+    dlib_desc = np.stack(descs)
     labels_arr = np.asarray(labels)
     is_orl = np.array([not lab.startswith("coral:") for lab in labels])
     first_of_person = np.array([i == 0 or labels[i - 1] != labels[i] for i in range(len(labels))])
