@@ -105,7 +105,7 @@ def _pool(keras, x, layer: DlibLayer):
     return cls((nr, nc), strides=(sy, sx), padding="valid")(x)
 
 
-def build_keras(net: DlibNet):
+def build_keras(net: DlibNet) -> Any:
     """The Keras model for a parsed dlib face ResNet; its input is the normalised RGB image
     ``(pixel - mean) / 256`` (NHWC, float32), its output dlib's 128-d descriptor."""
     keras = _keras()
