@@ -258,15 +258,21 @@ _OPS = ("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "PAD", "CONV_2D", "DEPTHWISE_
 
 
 def quantize_tflite(model_bytes: bytes, calibration: np.ndarray, spec: ModelSpec | None = None,
-                    int8_io: bool = True) -> tuple[bytes, dict[str, float]]:
+                    int8_io: bool = True, show_progress: bool = True) -> bytes:
     """Full-integer int8 quantization of a float .tflite, calibrated on ``calibration``.
 
     ``calibration``: (N, H, W, 3) float inputs exactly as the float model takes them. The
     float graph is rebuilt in TensorFlow (checked against the .tflite on the calibration
-    inputs) and converted by TensorFlow's int8 converter. Returns the model (with ``spec`` in
-    its metadata) and fidelity figures: the rebuild's max error and the int8 model's mean
-    cosine to the float model's embeddings.
+    inputs) and converted by TensorFlow's int8 converter. Returns the int8 model, with
+    ``spec`` (fidelity figures added) in its edgeembed metadata.
     """
+    return quantize_tflite_report(model_bytes, calibration, spec, int8_io)[0]
+
+
+def quantize_tflite_report(model_bytes: bytes, calibration: np.ndarray, spec: ModelSpec | None = None,
+                           int8_io: bool = True) -> tuple[bytes, dict[str, float]]:
+    """``quantize_tflite`` plus its fidelity figures: the rebuild's max error and the int8 model's
+    cosine to the float model's outputs on (up to 8 of) the calibration inputs."""
     tf = require("tensorflow", "convert", "quantizing a .tflite")
     from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
@@ -324,7 +330,7 @@ def quantize_tflite(model_bytes: bytes, calibration: np.ndarray, spec: ModelSpec
 
 
 def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLike, calibration_faces: str | os.PathLike,
-                        limit: int = 50, mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
+                        limit: int | None = 50, mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
                         detector: str = "short", show_progress: bool = True) -> dict[str, Any]:
     """A float face embedder -> int8, calibrated on aligned crops of the faces in ``calibration_faces``.
 
@@ -352,7 +358,7 @@ def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLi
     template = template_for(emb.spec.extra, (h, w))
     base = emb.spec
     emb.close()
-    crops = aligned_face_crops(calibration_faces, (h, w), template, limit=limit, detector=detector,
+    crops = aligned_face_crops(calibration_faces, (h, w), template, limit=limit or 50, detector=detector,
                                show_progress=show_progress)
     batch = crops[..., ::-1] if pre.color_order == "BGR" else crops
     tensor = Preprocessor(pre, InputFormat(h, w, np.dtype(np.float32)))(list(batch))
@@ -363,7 +369,7 @@ def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLi
                      calibration={"source": str(calibration_faces), "images": int(len(crops)), "kind": "aligned face crops",
                                   "method": "TensorFlow full-integer post-training quantization of the rebuilt float graph"},
                      extra=extra)
-    out, fidelity = quantize_tflite(data, tensor, spec)
+    out, fidelity = quantize_tflite_report(data, tensor, spec)
     Path(out_path).write_bytes(out)
     return {"model": str(out_path), "from": str(src), "calibration_crops": int(len(crops)), "fidelity": fidelity,
             "bytes_float": len(data), "bytes_int8": len(out), "seconds": round(time.perf_counter() - t0, 1),

@@ -92,3 +92,14 @@ def test_quantizer_command_line_and_its_errors(tmp_path):
                        capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 2 and "already quantized" in p.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o.tflite").exists()
+
+
+def test_edgeembed_convert_tflite_with_calibration_faces(tmp_path):
+    """`edgeembed convert --tflite F --calibration-faces DIR` goes through this quantizer."""
+    out = tmp_path / "face_int8.tflite"
+    p = run_cli("convert", "--tflite", FLOAT, "--calibration-faces", ORL / "s3", "--out", out, "--json", "--quiet",
+                check=True)
+    report = json.loads(p.stdout.strip().splitlines()[-1])
+    assert report["calibration_crops"] == 10 and out.exists()
+    info = json.loads(run_cli("inspect", out, "--json", check=True).stdout)
+    assert info["task"] == "face" and info["input"]["dtype"] == "int8"
