@@ -354,3 +354,12 @@ def test_threshold_at_a_target_false_accept_rate(tmp_path, pipeline):
     named = [rec.recognize(_orl(p, 2))[0].label for p in known]
     assert sum(n == f"s{p}" for n, p in zip(named, known)) >= 5
     gallery.close()
+
+
+def test_face_mode_refuses_a_whole_image_model(tmp_path, photos):
+    image_model = next((p for p in (Path(__file__).resolve().parent.parent / "models").glob("mobilenet_v2*int8.tflite")), None)
+    if image_model is None:
+        pytest.skip("the shipped image model is not built in this checkout")
+    p = run_cli("enroll", photos, "--gallery", tmp_path / "g", "--model", image_model, "--mode", "face", "--quiet")
+    assert p.returncode == 2 and "whole-image embedding model" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "g").exists()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..embedder import Embedder, EmbedderOptions
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..gallery import Gallery, Match
 from ..preprocess import ImageLike, read_image, to_rgb
 from .align import AlignmentTemplate, align_face, template_for
@@ -31,6 +31,10 @@ def open_face_model(path: str | os.PathLike, **options: Any) -> Embedder:
     0.994 raw, 0.536 with the [-1, 1] image default). Pass mean/std to override.
     """
     emb = Embedder.create_from_options(EmbedderOptions(model_path=path, **options))
+    if emb.spec.source == "edgeembed-metadata" and emb.spec.task != "face":
+        emb.close()
+        raise ModelError(f"{path} is a whole-image embedding model (its metadata says task {emb.spec.task!r}); "
+                         "face mode needs a face embedding model (e.g. one made by edgeembed convert --calibration-faces)")
     if (emb.spec.source == "defaults" and options.get("mean") is None and options.get("std") is None
             and not np.issubdtype(emb.input_format.dtype, np.integer)):
         emb.close()
