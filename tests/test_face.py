@@ -363,3 +363,10 @@ def test_face_mode_refuses_a_whole_image_model(tmp_path, photos):
     p = run_cli("enroll", photos, "--gallery", tmp_path / "g", "--model", image_model, "--mode", "face", "--quiet")
     assert p.returncode == 2 and "whole-image embedding model" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "g").exists()
+
+
+def test_detector_stays_on_the_cpu_when_the_embedder_uses_the_edge_tpu():
+    from edgeembed.face.recognizer import detector_delegate
+
+    assert detector_delegate("edgetpu") == "cpu" and detector_delegate("edgetpu:usb") == "cpu"
+    assert detector_delegate("cpu") == "cpu" and detector_delegate("/opt/libgpu_delegate.so") == "/opt/libgpu_delegate.so"

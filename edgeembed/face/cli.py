@@ -21,7 +21,7 @@ from ..gallery import Gallery
 from ..preprocess import is_image_file, list_images, read_image
 from ..progress import progress
 from .detector import FaceDetector
-from .recognizer import FaceEmbedder, FacePipeline, FaceRecognizer
+from .recognizer import FaceEmbedder, FacePipeline, FaceRecognizer, detector_delegate
 
 DEFAULT_DETECTOR = "short"
 
@@ -45,7 +45,7 @@ def _detector(args: argparse.Namespace, default: str = DEFAULT_DETECTOR) -> Face
     rt = _runtime(args)
     return FaceDetector(getattr(args, "detector", None) or default, score_threshold=getattr(args, "face_score", None),
                         min_face=getattr(args, "min_face", None), backend=rt["backend"], num_threads=rt["num_threads"],
-                        delegate=rt["delegate"])
+                        delegate=detector_delegate(rt["delegate"]))
 
 
 def _print(obj: Any) -> None:

@@ -22,6 +22,16 @@ from .align import AlignmentTemplate, align_face, template_for
 from .detector import Detections, Face, FaceDetector
 
 
+def detector_delegate(delegate: str | None) -> str | None:
+    """The delegate for the (float) BlazeFace detector: the embedder's, except the Edge TPU's.
+
+    An Edge TPU runs only models compiled for it; the detector then stays on the CPU while
+    the compiled face embedder runs on the TPU.
+    """
+    text = (delegate or "cpu").strip().lower()
+    return "cpu" if text == "edgetpu" or text.startswith("edgetpu:") else delegate
+
+
 def open_face_model(path: str | os.PathLike, **options: Any) -> Embedder:
     """An Embedder for a face model. Preprocessing: the options, else the model's metadata, else raw pixels.
 
@@ -113,6 +123,7 @@ class FacePipeline:
     def create(cls, model: str | os.PathLike, detector: str | os.PathLike = "short", min_face: int | None = None,
                face_score: float | None = None, **embedder_options: Any) -> "FacePipeline":
         runtime = {k: embedder_options[k] for k in ("backend", "num_threads", "delegate") if k in embedder_options}
+        runtime["delegate"] = detector_delegate(runtime.get("delegate"))
         det = FaceDetector(detector, score_threshold=face_score, min_face=min_face, **runtime)
         return cls(det, FaceEmbedder.from_model_path(model, **embedder_options))
 
