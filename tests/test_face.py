@@ -304,6 +304,42 @@ def test_enrol_refuses_group_photo_and_photo_without_face(tmp_path, photos):
     assert p.returncode == 2 and "whole-image embeddings" in p.stderr
 
 
+def test_enrol_without_model_uses_the_shipped_face_embedder(tmp_path, photos):
+    """No --model: a new face gallery gets models/dlib_face_resnet_v1_int8.tflite, and recognizes with it."""
+    from edgeembed.face import default_face_model
+
+    shipped = default_face_model()
+    assert shipped.name == "dlib_face_resnet_v1_int8.tflite" and shipped.exists()
+    gal = tmp_path / "gal"
+    r = json.loads(run_cli("enroll", photos, "--gallery", gal, "--mode", "face", "--json", "--quiet", check=True).stdout)
+    assert r["enrolled"] == 3 and r["labels"] == ["s2", "s4", "s9"]
+    info = json.loads(run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout)
+    assert Path(info["model"]).resolve() == shipped.resolve() and info["dim"] == 128 and info["mode"] == "face"
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    shutil.copy(ORL / "s9" / "7.pgm", shots / "a_s9.pgm")
+    shutil.copy(ORL / "s2" / "5.pgm", shots / "b_s2.pgm")
+    shutil.copy(ORL / "s30" / "3.pgm", shots / "c_stranger.pgm")
+    run_cli("gallery", "threshold", "0.9", "--gallery", gal, check=True)
+    rows = [json.loads(line) for line in run_cli("recognize", "--gallery", gal, "--source", shots, "--json",
+                                                   check=True).stdout.splitlines()]
+    assert [row["faces"][0]["label"] for row in rows] == ["s9", "s2", None]
+    assert rows[2]["faces"][0]["score"] < min(rows[0]["faces"][0]["score"], rows[1]["faces"][0]["score"])
+    # $EDGEEMBED_FACE_MODEL overrides the shipped file; a wrong value is one clear line, nothing created
+    p = run_cli("enroll", photos, "--gallery", tmp_path / "g2", "--mode", "face", "--quiet",
+                env={"EDGEEMBED_FACE_MODEL": str(tmp_path / "missing.tflite")})
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "EDGEEMBED_FACE_MODEL" in p.stderr
+    assert not (tmp_path / "g2").exists()
+    r = json.loads(run_cli("enroll", photos, "--gallery", tmp_path / "g3", "--mode", "face", "--json", "--quiet", check=True,
+                           env={"EDGEEMBED_FACE_MODEL": str(FLOAT)}).stdout)
+    assert r["enrolled"] == 3
+    info = json.loads(run_cli("gallery", "list", "--gallery", tmp_path / "g3", "--json", check=True).stdout)
+    assert info["dim"] == 128 and Path(info["model"]).name == FLOAT.name
+    with FacePipeline.create(num_threads=2) as pipe:  # the Python API: model omitted = the shipped one
+        assert pipe.embedder.embedder.preprocessor.size == (150, 150)
+        assert pipe.embed_one(ORL / "s9" / "7.pgm").shape == (128,)
+
+
 def test_recognize_every_face_json(tmp_path, photos):
     gal = tmp_path / "gal"
     run_cli("enroll", photos, "--gallery", gal, "--model", FLOAT, "--mode", "face", "--quiet", check=True)

@@ -73,7 +73,10 @@ def _one_face(pipeline: FacePipeline, path: Path, pick: str | None) -> tuple[np.
 
 
 def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists: bool) -> int:
-    """Enrol the one face of each photo under its label; nothing is written unless every photo is usable."""
+    """Enrol the one face of each photo under its label; nothing is written unless every photo is usable.
+
+    A new gallery without ``--model`` uses the shipped face embedder (dlib's ResNet, int8).
+    """
     from ..recognizer import binding_for, open_gallery_embedder, update_auto_threshold
 
     rt = _runtime(args)
@@ -87,11 +90,9 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
         model = open_gallery_embedder(gallery, args.model, **rt)
         det_default = gallery.meta.get("face_detector", DEFAULT_DETECTOR)
     else:
-        if not args.model:
-            raise InputError(f"no gallery at {args.gallery} yet: give --model FACE_MODEL to create it")
         from .recognizer import open_face_model
 
-        model = open_face_model(args.model, **_pre_overrides(args), **rt)
+        model = open_face_model(args.model or None, **_pre_overrides(args), **rt)  # None: the shipped face model
         det_default = DEFAULT_DETECTOR
     pipeline = FacePipeline(_detector(args, det_default), FaceEmbedder(model))
     labels, vectors, sources, infos, skipped = [], [], [], [], []

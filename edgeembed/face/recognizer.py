@@ -8,8 +8,10 @@ is what the live pipeline (cameras, video) calls for every frame.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,14 +34,38 @@ def detector_delegate(delegate: str | None) -> str | None:
     return "cpu" if text == "edgetpu" or text.startswith("edgetpu:") else delegate
 
 
-def open_face_model(path: str | os.PathLike, **options: Any) -> Embedder:
-    """An Embedder for a face model. Preprocessing: the options, else the model's metadata, else raw pixels.
+DEFAULT_FACE_MODEL_NAME = "dlib_face_resnet_v1_int8.tflite"
+"""The shipped face embedder: dlib's face ResNet (public domain) as int8 TFLite (see models/README.md)."""
+
+
+def default_face_model() -> Path:
+    """The shipped face embedder: $EDGEEMBED_FACE_MODEL, else models/ beside the package (repo or install)."""
+    env = os.environ.get("EDGEEMBED_FACE_MODEL")
+    if env:
+        if not Path(env).exists():
+            raise InputError(f"EDGEEMBED_FACE_MODEL points to {env}, which does not exist; set it to a face "
+                             "embedding .tflite or unset it to use the shipped one")
+        return Path(env)
+    here = Path(__file__).resolve().parent.parent
+    installed = Path(sys.prefix) / "share" / "edgeembed" / "models"
+    for cand in (here.parent / "models" / DEFAULT_FACE_MODEL_NAME, installed / DEFAULT_FACE_MODEL_NAME):
+        if cand.exists():
+            return cand
+    raise InputError(f"the default face model {DEFAULT_FACE_MODEL_NAME} is not installed (looked in "
+                     f"{here.parent / 'models'} and {installed}); give --model FACE_MODEL (or set EDGEEMBED_FACE_MODEL)")
+
+
+def open_face_model(path: str | os.PathLike | None, **options: Any) -> Embedder:
+    """An Embedder for a face model (None: the shipped one, ``default_face_model()``).
+
+    Preprocessing: the options, else the model's metadata, else raw pixels.
 
     Face embedders in circulation (InsightFace's ArcFace and MobileFaceNet exports) carry
     their normalisation inside the graph and take raw 0..255 RGB; a float face model without
     metadata therefore gets mean 0, std 1 (measured on ORL with mobilefacenet.tflite: recall@1
     0.994 raw, 0.536 with the [-1, 1] image default). Pass mean/std to override.
     """
+    path = default_face_model() if path is None else path
     emb = Embedder.create_from_options(EmbedderOptions(model_path=path, **options))
     if emb.spec.source == "edgeembed-metadata" and emb.spec.task != "face":
         emb.close()
@@ -63,8 +89,8 @@ class FaceEmbedder:
             raise InputError(f"alignment template is for {self.template.size} but the model takes {tuple(size)}")
 
     @classmethod
-    def from_model_path(cls, path: str | os.PathLike, **options: Any) -> "FaceEmbedder":
-        """Open a face embedding model; see ``open_face_model`` for its preprocessing."""
+    def from_model_path(cls, path: str | os.PathLike | None = None, **options: Any) -> "FaceEmbedder":
+        """Open a face embedding model (None: the shipped one); see ``open_face_model`` for its preprocessing."""
         return cls(open_face_model(path, **options))
 
     def align(self, rgb: np.ndarray, face: Face) -> np.ndarray:
@@ -120,8 +146,9 @@ class FacePipeline:
         self.embedder = embedder
 
     @classmethod
-    def create(cls, model: str | os.PathLike, detector: str | os.PathLike = "short", min_face: int | None = None,
+    def create(cls, model: str | os.PathLike | None = None, detector: str | os.PathLike = "short", min_face: int | None = None,
                face_score: float | None = None, **embedder_options: Any) -> "FacePipeline":
+        """Detector + face embedder; ``model`` None is the shipped face embedder (``default_face_model()``)."""
         runtime = {k: embedder_options[k] for k in ("backend", "num_threads", "delegate") if k in embedder_options}
         runtime["delegate"] = detector_delegate(runtime.get("delegate"))
         det = FaceDetector(detector, score_threshold=face_score, min_face=min_face, **runtime)
