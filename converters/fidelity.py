@@ -89,6 +89,10 @@ def format_report(rep: dict) -> str:
         if "top1_float" in rep:
             s += f", top-1 float {rep['top1_float']:.3f} -> quantized {rep['top1_quant']:.3f} ({-rep['top1_drop_points']:+.1f} pt)"
         lines.append(s)
+    alt = rep.get("imagenet_center_crop_0.875")
+    if alt and "top1_agreement" in alt:
+        lines.append(f"  with ImageNet's centre crop 0.875: mean cosine {alt['mean_cosine']:.4f}, top-1 agreement "
+                     f"{alt['top1_agreement']:.3f}, top-1 float {alt['top1_float']:.3f} -> quantized {alt['top1_quant']:.3f}")
     if rep.get("passed") is None:
         lines.append("NOTE: " + rep.get("note", "not measured"))
     elif not rep["passed"]:

@@ -81,7 +81,7 @@ def test_efficientnet_lite0_real_weights_fidelity_report(tmp_path):
     assert side["fidelity"] == f and side["weights"].startswith("EfficientNet-Lite0")
     info = json.loads(run_cli("inspect", out, "--json", check=True).stdout)
     assert info["fidelity"] == f and info["embedding"]["dim"] == 1280
-    assert info["preprocessing"]["mean"] == [127.5] * 3 and info["preprocessing"]["crop_fraction"] == 0.875
+    assert info["preprocessing"]["mean"] == [127.5] * 3 and info["preprocessing"]["resize"] == "stretch"
     assert info["license"] == "Apache-2.0"
     # The classifier output still classifies: a goldfish picture -> ImageNet class 1.
     with Embedder.create_from_model_path(out) as emb:
@@ -164,3 +164,28 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_calib):
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", tiny_calib, "--out", tmp_path / "a.onnx"),
                     "must end in .tflite")
     assert not (tmp_path / "a.tflite").exists()
+
+
+SHIPPED = {"mobilenet_v2_1.0_224_int8.tflite": ("mobilenet_v2_1_224", "BSD-3-Clause", [123.675, 116.28, 103.53]),
+           "efficientnet_lite0_int8.tflite": ("efficientnet_lite0_224", "Apache-2.0", [127.5] * 3)}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_models_carry_their_spec_and_fidelity(name):
+    """`edgeembed inspect` shows preprocessing, dimension and fidelity from the file alone."""
+    path = REPO / "models" / name
+    arch, lic, mean = SHIPPED[name]
+    info = json.loads(run_cli("inspect", path, "--json", check=True).stdout)
+    assert info["spec_source"] == "edgeembed-metadata" and info["architecture"] == arch and info["license"] == lic
+    assert info["input"]["dtype"] == "int8" and (info["input"]["height"], info["input"]["width"]) == (224, 224)
+    assert info["embedding"]["dim"] == 1280 and info["preprocessing"]["mean"] == mean
+    f = info["fidelity"]
+    assert f["images"] == 500 and info["calibration"]["images"] == 500 and f["calibration_overlap"] == 0
+    side = json.loads((path.parent / (path.stem + ".fidelity.json")).read_text())
+    assert side["fidelity"] == f
+    # The standard metadata carries the same normalisation for other tools (MediaPipe, Task Library).
+    from edgeembed.spec import _tflite_metadata_normalization
+    from edgeembed.tflite_file import read_tflite
+
+    std_meta = read_tflite(path.read_bytes()).metadata["TFLITE_METADATA"]
+    assert _tflite_metadata_normalization(std_meta) == pytest.approx((mean, info["preprocessing"]["std"]), rel=1e-6)
