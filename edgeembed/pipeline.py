@@ -3,8 +3,10 @@
 Capture runs in its own thread so decoding or waiting for the camera overlaps inference.
 A live source is read with a latest-frame policy (the capture thread keeps only the newest
 frame, so the pipeline never works through a stale backlog); a recording goes through a
-small bounded queue, so every frame is processed. The rest runs on the caller's thread,
-one frame at a time, and is written below in the order a frame travels.
+small bounded queue, so every frame is processed, and is preprocessed on the capture thread
+too (overlapping inference; a live source is preprocessed on the caller's thread, so no work
+is spent on frames it drops). The rest runs on the caller's thread, one frame at a time, and
+is written in ``Pipeline.run`` in the order a frame travels.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from .errors import EdgeEmbedError
 from .smoothing import Result, Track, TrackSmoother
 from .sources.base import Frame, FrameSource
 
@@ -331,5 +332,5 @@ def stage_summary(stats: RunStats) -> dict[str, dict[str, float]]:
     return out
 
 
-__all__ = ["EdgeEmbedError", "FrameRecord", "ImageProcessor", "Pipeline", "Processor", "RunStats", "Sink", "STAGES",
+__all__ = ["FrameRecord", "ImageProcessor", "Pipeline", "Processor", "RunStats", "Sink", "STAGES",
            "stage_summary"]
