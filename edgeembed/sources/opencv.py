@@ -83,6 +83,9 @@ class OpenCVSource(FrameSource):
                     cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.resolution[1])
             return cap
         if self.kind == "stream":
+            if s.lower().startswith(("rtsp://", "rtsps://")):
+                # RTSP over TCP: UDP loses packets on Wi-Fi and smears frames; set the variable yourself to change it
+                os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
             return cv2.VideoCapture(s, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
                                                         cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS])
         if self.kind == "gstreamer":
