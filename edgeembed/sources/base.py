@@ -29,6 +29,8 @@ class Frame:
     rgb: np.ndarray
     capture_ms: float = 0.0
     origin: str | None = None  # the file a folder source read it from
+    prepared: Any = None  # the processor's prepare() output, when the capture thread ran it
+    prepare_ms: float = 0.0
 
 
 def parse_resolution(text: str | None) -> tuple[int, int] | None:
