@@ -9,7 +9,6 @@ then `edgeembed gallery threshold`.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import cv2

@@ -5,15 +5,12 @@ again, and leave the gallery as it was; a stream that never returns ends in one 
 """
 from __future__ import annotations
 
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
 
-from conftest import REPO, run_cli
-from test_live_support import MjpegServer, coil_view, enroll_coil, parse_jsonl
+from conftest import run_cli
+from test_live_support import MjpegServer, Running, coil_view, enroll_coil, parse_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -21,38 +18,6 @@ def gallery(tmp_path_factory):
     work = tmp_path_factory.mktemp("stream")
     enroll_coil(work / "g", ["obj01", "obj02", "obj04"], work)
     return work / "g"
-
-
-class Running:
-    """`edgeembed recognize` as a user runs it, with stdout/stderr read as they come."""
-
-    def __init__(self, *args: str, env: dict | None = None):
-        import os
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", *map(str, args)], cwd=REPO, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
-        self.out: list[str] = []
-        self.err: list[str] = []
-        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=lambda s=stream, k=sink: [k.append(line) for line in s], daemon=True).start()
-
-    def wait_for(self, predicate, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"timed out; stderr so far: {''.join(self.err)}")
-
-    def frames(self) -> int:
-        return sum(1 for line in list(self.out) if line.startswith('{"frame"'))
-
-    def finish(self, timeout: float = 60.0) -> int:
-        rc = self.proc.wait(timeout=timeout)
-        time.sleep(0.2)  # let the reader threads drain
-        return rc
 
 
 def test_stream_drop_back_off_resume(gallery):

@@ -6,7 +6,10 @@ through its views) or from the never-seen photo dataset of tests/unseen.py.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +19,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from conftest import DATA, V1_EMBED, run_cli
+from conftest import DATA, REPO, V1_EMBED, run_cli
 
 COIL = DATA / "coil20"
 GALLERY_VIEWS = (0, 18, 36, 54)  # 4 views per object, 90 degrees apart
@@ -156,3 +159,33 @@ class MjpegServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+class Running:
+    """`edgeembed recognize` as a user runs it, with stdout/stderr read as they come."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", *map(str, args)], cwd=REPO, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=lambda s=stream, k=sink: [k.append(line) for line in s], daemon=True).start()
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"timed out; stderr so far: {''.join(self.err)}")
+
+    def frames(self) -> int:
+        return sum(1 for line in list(self.out) if line.startswith('{"frame"'))
+
+    def finish(self, timeout: float = 60.0) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        time.sleep(0.2)  # let the reader threads drain
+        return rc

@@ -13,8 +13,7 @@ import time
 import pytest
 
 from conftest import run_cli
-from test_live_stream import Running
-from test_live_support import MjpegServer, coil_segments, coil_view, enroll_coil, free_port, parse_jsonl, write_clip
+from test_live_support import MjpegServer, Running, coil_segments, coil_view, enroll_coil, free_port, parse_jsonl, write_clip
 
 MOSQUITTO = shutil.which("mosquitto") or (shutil.which("mosquitto", path="/usr/sbin:/sbin"))
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install -y mosquitto)")

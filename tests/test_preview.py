@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, V1_EMBED, run_cli
-from test_live_stream import Running
-from test_live_support import MjpegServer, free_port
+from test_live_support import MjpegServer, Running, free_port
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
