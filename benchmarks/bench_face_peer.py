@@ -44,7 +44,7 @@ class FaceRecognitionPeer:
 
     name = "face_recognition (dlib HOG + 5-point + ResNet)"
 
-    def __init__(self):
+    def __init__(self, pick: str = "largest"):
         import warnings
 
         warnings.filterwarnings("ignore", category=UserWarning)
@@ -52,6 +52,7 @@ class FaceRecognitionPeer:
         import face_recognition
 
         self.fr = face_recognition
+        self.pick = pick  # largest, or center: the face nearest the picture's centre (as edgeembed --pick-face)
         self.version = f"face_recognition {face_recognition.__version__}, dlib {dlib.__version__}"
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
@@ -60,9 +61,23 @@ class FaceRecognitionPeer:
             boxes = self.fr.face_locations(rgb, number_of_times_to_upsample=2)
         if not boxes:
             return None
-        largest = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
-        v = np.asarray(self.fr.face_encodings(rgb, [largest], model="small")[0], np.float32)
+        if self.pick == "center":
+            h, w = rgb.shape[:2]
+            face = min(boxes, key=lambda b: float(np.hypot((b[1] + b[3]) / 2 - w / 2, (b[0] + b[2]) / 2 - h / 2)))
+        else:
+            face = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
+        v = np.asarray(self.fr.face_encodings(rgb, [face], model="small")[0], np.float32)
         return v / np.linalg.norm(v)
+
+
+    def faces(self, rgb: np.ndarray) -> list[tuple[tuple[float, float, float, float], np.ndarray]]:
+        """Every face: (box x, y, w, h, L2-normalised descriptor), with the same 2x-upsampling retry."""
+        boxes = self.fr.face_locations(rgb) or self.fr.face_locations(rgb, number_of_times_to_upsample=2)
+        if not boxes:
+            return []
+        vecs = self.fr.face_encodings(rgb, boxes, model="small")
+        return [((float(left), float(top), float(right - left), float(bottom - top)), np.asarray(v, np.float32) / np.linalg.norm(v))
+                for (top, right, bottom, left), v in zip(boxes, vecs)]
 
 
 class EdgeembedFaces:

@@ -331,8 +331,12 @@ def quantize_tflite_report(model_bytes: bytes, calibration: np.ndarray, spec: Mo
 
 def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLike, calibration_faces: str | os.PathLike,
                         limit: int | None = 50, mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
-                        detector: str = "short", show_progress: bool = True) -> dict[str, Any]:
+                        detector: str = "short", show_progress: bool = True,
+                        crops: np.ndarray | None = None) -> dict[str, Any]:
     """A float face embedder -> int8, calibrated on aligned crops of the faces in ``calibration_faces``.
+
+    ``crops``: (N, H, W, 3) RGB uint8 face crops already aligned for the model (e.g. dlib's
+    chips) to calibrate on instead; ``calibration_faces`` then only names them in the metadata.
 
     The preprocessing and alignment template come from the float model's metadata if it has
     one, else raw 0..255 pixels and the default template (see edgeembed.face). Returns a
@@ -358,8 +362,11 @@ def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLi
     template = template_for(emb.spec.extra, (h, w))
     base = emb.spec
     emb.close()
-    crops = aligned_face_crops(calibration_faces, (h, w), template, limit=limit or 50, detector=detector,
-                               show_progress=show_progress)
+    if crops is None:
+        crops = aligned_face_crops(calibration_faces, (h, w), template, limit=limit or 50, detector=detector,
+                                   show_progress=show_progress)
+    elif crops.ndim != 4 or tuple(crops.shape[1:3]) != (h, w):
+        raise InputError(f"calibration crops must be (N, {h}, {w}, 3) aligned faces, got {tuple(crops.shape)}")
     batch = crops[..., ::-1] if pre.color_order == "BGR" else crops
     tensor = Preprocessor(pre, InputFormat(h, w, np.dtype(np.float32)))(list(batch))
     extra = dict(base.extra)

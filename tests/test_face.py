@@ -134,6 +134,28 @@ def test_tightly_cropped_faces_are_found_by_the_padded_retry(full):
     assert sum(len(full.detect(f)) == 0 for f in missed) <= 1
 
 
+def test_small_faces_in_a_large_frame_are_found_by_the_tiled_retry():
+    """An ORL face pasted at 1.2x into a 640x480 photo is ~20 px of the 128x128 input: found in 2x2 tiles."""
+    import skimage.data
+
+    one_pass, tiled = FaceDetector("short", fallback_tiles=0, num_threads=2), FaceDetector("short", num_threads=2)
+    plain = found = 0
+    for bg_name in ("coffee", "chelsea"):
+        bg = cv2.resize(getattr(skimage.data, bg_name)(), (640, 480))
+        for p in (35, 32, 23, 26):
+            face = cv2.resize(_orl(p, 1), None, fx=1.2, fy=1.2, interpolation=cv2.INTER_CUBIC)
+            pic = bg.copy()
+            pic[60:60 + face.shape[0], 420:420 + face.shape[1]] = face
+            plain += len(one_pass.detect(pic)) > 0
+            dets = tiled.detect(pic)
+            cx, cy = 420 + face.shape[1] / 2, 60 + face.shape[0] / 2
+            found += len(dets) == 1 and dets.faces[0].box[0] < cx < sum(dets.faces[0].box[::2]) \
+                and dets.faces[0].box[1] < cy < sum(dets.faces[0].box[1::2]) and dets.faces[0].score >= 0.8
+    assert plain <= 1 and found >= 6
+    for bg_name in ("coffee", "chelsea", "rocket"):  # no face: the tiles find none either (a tile needs score >= 0.8)
+        assert len(tiled.detect(getattr(skimage.data, bg_name)())) == 0
+
+
 def test_detector_errors_are_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="not found"):
         FaceDetector(tmp_path / "nope.tflite")

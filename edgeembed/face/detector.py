@@ -8,7 +8,10 @@ sigmoid score threshold and MediaPipe's weighted non-max suppression, all vector
 The picture is letterboxed into the model's square input. A tightly cropped face (an ID
 photo, a dataset crop) fills the frame, which BlazeFace was not trained on; when nothing is
 found the picture is tried again inside a wider canvas (``fallback_pads``), which makes the
-face look like one seen from a normal distance.
+face look like one seen from a normal distance. A small face in a large frame shrinks to a
+few pixels of the 128x128 input; when still nothing is found, the picture is searched again
+in overlapping tiles (``fallback_tiles``: 2x2 tiles of 60% of each side, so 1.7x the
+resolution), the tiles' faces merged by the same weighted non-max suppression.
 """
 from __future__ import annotations
 
@@ -48,6 +51,10 @@ DETECTORS = {
     "full": DetectorConfig("face_detection_full_range.tflite", 192, (4,), 1, 0.6),
 }
 NMS_IOU = 0.3
+TILE_SCORE = 0.8
+"""Score a face found only in a tile must reach: zoomed in, short range also scores dog faces 0.70-0.88
+(19 of 300 ImageNet pictures gained a "face" at 0.7, 13 of them animals); the ORL faces it
+recovers in 640x480 backgrounds score 0.81-0.93."""
 SCORE_CLIP = 100.0
 
 
@@ -155,7 +162,7 @@ class FaceDetector:
     """BlazeFace on LiteRT. ``detect(picture)`` -> Detections. Not thread-safe: one per thread."""
 
     def __init__(self, model: str | os.PathLike = "short", score_threshold: float | None = None,
-                 min_face: int | None = None, fallback_pads: Sequence[float] = (1.0, 2.0),
+                 min_face: int | None = None, fallback_pads: Sequence[float] = (1.0, 2.0), fallback_tiles: int = 2,
                  backend: str = "auto", num_threads: int | None = None, delegate: str | None = "cpu"):
         name = str(model)
         if name in DETECTORS:
@@ -189,6 +196,7 @@ class FaceDetector:
             raise InputError(f"face score threshold must be between 0 and 1, got {self.score_threshold}")
         self.min_face = int(min_face or 0)
         self.fallback_pads = tuple(float(p) for p in fallback_pads) or (1.0,)
+        self.fallback_tiles = int(fallback_tiles or 0)
 
     # ------------------------------------------------------------------ the verb
     def detect(self, image: ImageLike, color: str = "RGB") -> Detections:
@@ -200,6 +208,8 @@ class FaceDetector:
             faces = self._detect_once(rgb, pad)
             if faces:
                 break
+        if not faces and self.fallback_tiles > 1 and max(h, w) >= 2 * self.size:
+            faces = self._detect_tiled(rgb, self.fallback_tiles)
         kept = [f for f in faces if f.size >= self.min_face]
         kept.sort(key=lambda f: -f.box[2] * f.box[3])
         return Detections(kept, len(faces) - len(kept), w, h)
@@ -236,6 +246,26 @@ class FaceDetector:
                 continue  # a face entirely in the padding
             faces.append(Face((float(x0), float(y0), float(x1 - x0), float(y1 - y0)), k.astype(np.float32), float(s)))
         return faces
+
+    def _detect_tiled(self, rgb: np.ndarray, n: int, fraction: float = 0.6) -> list[Face]:
+        """Faces found in n x n overlapping tiles (each ``fraction`` of the picture's sides), merged."""
+        h, w = rgb.shape[:2]
+        th, tw = max(1, int(h * fraction)), max(1, int(w * fraction))
+        found: list[Face] = []
+        for y in np.linspace(0, h - th, n).round().astype(int):
+            for x in np.linspace(0, w - tw, n).round().astype(int):
+                for f in self._detect_once(rgb[y:y + th, x:x + tw], 1.0):
+                    if f.score < max(self.score_threshold, TILE_SCORE):
+                        continue
+                    bx, by, bw, bh = f.box
+                    found.append(Face((bx + x, by + y, bw, bh), f.keypoints + np.array([x, y], np.float32), f.score))
+        if len(found) < 2:
+            return found
+        boxes = np.array([[f.box[0], f.box[1], f.box[0] + f.box[2], f.box[1] + f.box[3]] for f in found], np.float32)
+        boxes, keypoints, scores = weighted_nms(boxes, np.stack([f.keypoints for f in found]),
+                                                np.array([f.score for f in found], np.float32), NMS_IOU)
+        return [Face((float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])), k, float(sc))
+                for b, k, sc in zip(boxes, keypoints, scores)]
 
     def decode(self, raw: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Regressions (N, 16) and logits (N,) -> boxes (M, 4) x0,y0,x1,y1 and keypoints (M, 6, 2) in 0..1, scores (M,)."""
