@@ -24,6 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))  # the converters package, run from a checkout
 IMAGENET = SHARED / "data/imagenet-sample"
 SHIPPED = {"mobilenet_v2": "mobilenet_v2_1.0_224_int8.tflite", "efficientnet_lite0": "efficientnet_lite0_int8.tflite"}
 

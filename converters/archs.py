@@ -205,7 +205,7 @@ def keras_application(arch: str, size: int = 224, alpha: float = 1.0, weights: s
         feat = [l for l in layers if isinstance(l, keras.layers.Dropout)][-1].input
     else:
         feat = [l for l in layers if isinstance(l, keras.layers.GlobalAveragePooling2D)][-1].output
-    if len(feat.shape) == 4:  # (1, 1, C): a static Reshape (Flatten adds a SHAPE op the Edge TPU cannot map)
-        feat = keras.layers.Reshape((int(feat.shape[-1]),), name="embedding_flat")(feat)
+    if len(feat.shape) == 4:  # (1, 1, C) -> (C,) by a MEAN over one cell: Flatten/Reshape add a SHAPE op (dynamic
+        feat = keras.layers.GlobalAveragePooling2D(name="embedding_flat")(feat)  # batch) the Edge TPU cannot map
     model = _finish(keras, base.inputs, feat, base.outputs[0], keep_classifier, f"{arch}_{alpha}_{size}")
     return Built(model, arch, size, int(feat.shape[-1]), [], keep_classifier)
