@@ -56,23 +56,28 @@ def dlib_chips(files: list[Path], size: int = 112, padding: float = 0.25) -> dic
     return out
 
 
-def quantize_variants(tmp: Path, chips_s1_s20: np.ndarray, only_default: bool) -> dict[str, tuple[Path, dict]]:
+def quantize_variants(tmp: Path, chips_s1_s20: np.ndarray, only_default: bool,
+                      only: str | None = None) -> dict[str, tuple[Path, dict]]:
     """int8 files from the float model: the default calibration and the variants compared."""
     from converters.tflite_quant import quantize_face_model
 
-    out = {}
-    variants = [("int8, 50 runtime crops of s1..s20 (default)", 50)]
+    idx = np.linspace(0, len(chips_s1_s20) - 1, 50).round().astype(int)
+    variants = [("int8, 50 runtime crops of s1..s20 (default)", {"limit": 50})]
     if not only_default:
-        variants += [("int8, 20 runtime crops", 20), ("int8, 100 runtime crops", 100), ("int8, 200 runtime crops", 200)]
-    for name, limit in variants:
-        path = tmp / f"int8_{limit}.tflite"
-        rep = quantize_face_model(FLOAT, path, CALIB_PEOPLE, limit=limit, show_progress=False)
+        variants += [(f"int8, {n} runtime crops", {"limit": n}) for n in (20, 100, 200)]
+        # other activation range methods (converters.quantize), the same 50 crops
+        variants += [(f"int8, 50 runtime crops, {m} activation ranges", {"limit": 50, "activation_ranges": m})
+                     for m in ("mean", "mse", "p99")]
+        # calibrated on dlib's own chips (the inputs this protocol feeds), 50 of them
+        variants += [("int8, 50 dlib chips of s1..s20", {"crops": chips_s1_s20[idx]})]
+    out = {}
+    for k, (name, kw) in enumerate(variants):
+        if only and only not in name and k > 0:
+            continue
+        path = tmp / f"int8_{k}.tflite"
+        rep = quantize_face_model(FLOAT, path, CALIB_PEOPLE if "crops" not in kw else "dlib chips of ORL s1..s20",
+                                  show_progress=False, **kw)
         out[name] = (path, {"calibration_crops": rep["calibration_crops"], "seconds": rep["seconds"]})
-    if not only_default:  # calibrated on dlib's own chips (the inputs this protocol feeds), 50 of them
-        idx = np.linspace(0, len(chips_s1_s20) - 1, 50).round().astype(int)
-        path = tmp / "int8_dlibchips.tflite"
-        rep = quantize_face_model(FLOAT, path, "dlib chips of ORL s1..s20", crops=chips_s1_s20[idx], show_progress=False)
-        out["int8, 50 dlib chips of s1..s20"] = (path, {"calibration_crops": rep["calibration_crops"], "seconds": rep["seconds"]})
     return out
 
 
@@ -80,6 +85,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--padding", type=float, default=0.25, help="get_face_chip padding (dlib's default 0.25)")
     ap.add_argument("--only-default", action="store_true", help="quantize only with the default calibration")
+    ap.add_argument("--only", default=None, help="only the int8 variants whose name contains this (plus float and uint8)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     from edgeembed.evaluate import evaluate, split_dataset
@@ -97,7 +103,7 @@ def main() -> int:
            "dlib_chip": {"size": 112, "padding": args.padding, "seconds": round(chip_s, 1)}, "results": {}}
     with tempfile.TemporaryDirectory() as tmp:
         models = {"float": (FLOAT, {}), "shared uint8 file": (UINT8, {})}
-        models.update(quantize_variants(Path(tmp), calib_chips, args.only_default))
+        models.update(quantize_variants(Path(tmp), calib_chips, args.only_default, args.only))
         ref = None
         for name, (path, info) in models.items():
             emb = FaceEmbedder.from_model_path(path, num_threads=1)

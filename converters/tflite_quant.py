@@ -270,9 +270,13 @@ def quantize_tflite(model_bytes: bytes, calibration: np.ndarray, spec: ModelSpec
 
 
 def quantize_tflite_report(model_bytes: bytes, calibration: np.ndarray, spec: ModelSpec | None = None,
-                           int8_io: bool = True) -> tuple[bytes, dict[str, float]]:
+                           int8_io: bool = True, activation_ranges: str = "minmax") -> tuple[bytes, dict[str, float]]:
     """``quantize_tflite`` plus its fidelity figures: the rebuild's max error and the int8 model's
-    cosine to the float model's outputs on (up to 8 of) the calibration inputs."""
+    cosine to the float model's outputs on (up to 8 of) the calibration inputs.
+
+    ``activation_ranges``: minmax (TFLite's), mean, mse or pNN, as converters.quantize.to_tflite.
+    """
+    from converters.quantize import _ranges_patch  # noqa: PLC0415 - the converters' shared range methods
     tf = require("tensorflow", "convert", "quantizing a .tflite")
     from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
@@ -303,7 +307,8 @@ def quantize_tflite_report(model_bytes: bytes, calibration: np.ndarray, spec: Mo
     if int8_io:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    out = converter.convert()
+    with _ranges_patch(activation_ranges, False):
+        out = converter.convert()
 
     q = Interpreter(model_content=out, num_threads=1)
     q.allocate_tensors()
@@ -332,7 +337,7 @@ def quantize_tflite_report(model_bytes: bytes, calibration: np.ndarray, spec: Mo
 def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLike, calibration_faces: str | os.PathLike,
                         limit: int | None = 50, mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
                         detector: str = "short", show_progress: bool = True,
-                        crops: np.ndarray | None = None) -> dict[str, Any]:
+                        crops: np.ndarray | None = None, activation_ranges: str = "minmax") -> dict[str, Any]:
     """A float face embedder -> int8, calibrated on aligned crops of the faces in ``calibration_faces``.
 
     ``crops``: (N, H, W, 3) RGB uint8 face crops already aligned for the model (e.g. dlib's
@@ -374,9 +379,10 @@ def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLi
     spec = ModelSpec(preprocessing=pre, embedding_output=base.embedding_output, task="face",
                      architecture=base.architecture, weights=base.weights, license=base.license,
                      calibration={"source": str(calibration_faces), "images": int(len(crops)), "kind": "aligned face crops",
-                                  "method": "TensorFlow full-integer post-training quantization of the rebuilt float graph"},
+                                  "method": "TensorFlow full-integer post-training quantization of the rebuilt float graph",
+                                  "activation_ranges": activation_ranges},
                      extra=extra)
-    out, fidelity = quantize_tflite_report(data, tensor, spec)
+    out, fidelity = quantize_tflite_report(data, tensor, spec, activation_ranges=activation_ranges)
     Path(out_path).write_bytes(out)
     return {"model": str(out_path), "from": str(src), "calibration_crops": int(len(crops)), "fidelity": fidelity,
             "bytes_float": len(data), "bytes_int8": len(out), "seconds": round(time.perf_counter() - t0, 1),
