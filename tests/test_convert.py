@@ -191,3 +191,18 @@ def test_shipped_models_carry_their_spec_and_fidelity(name):
     got_mean, got_std = _tflite_metadata_normalization(std_meta)
     assert np.allclose(got_mean, mean, rtol=1e-6) and np.allclose(got_std, info["preprocessing"]["std"], rtol=1e-6)
     assert info["preprocessing"]["resize"] == "stretch"  # the whole picture (models/README.md: why)
+
+
+def test_float_tflite_requantized_through_convert(tmp_path, tiny_calib):
+    """--tflite FLOAT.tflite: the float model's own spec drives calibration (converters.tflite_quant)."""
+    pytest.importorskip("ai_edge_quantizer")
+    from edgeembed import Embedder
+
+    flt, _ = _convert(tmp_path, "float", "--arch", "mobilenet_v2", "--alpha", "0.35", "--size", "96", "--weights", "random",
+                      "--calibration", tiny_calib, "--output-type", "float32")
+    out = tmp_path / "requant.tflite"
+    proc = run_cli("convert", "--tflite", flt, "--calibration", tiny_calib, "--out", out, "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    with Embedder.create_from_model_path(out) as q, Embedder.create_from_model_path(flt) as f:
+        assert q.describe()["input"]["dtype"] == "int8" and q.spec.preprocessing == f.spec.preprocessing
+        assert q.embed(DATA / "coral-images" / "owl.jpg").vector.shape == (1280,)
