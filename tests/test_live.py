@@ -69,6 +69,24 @@ def test_coil_clip_smoothed_labels_and_one_appeared_per_appearance(coil):
     assert len(left) == len(CLIP_ORDER) and left[-1].get("reason") == "end"
 
 
+def test_coil_clip_with_the_default_model_and_automatic_threshold(tmp_path):
+    """What a user gets with no tuning: the shipped model, `enroll`, then `recognize`."""
+    model = Path(__file__).resolve().parent.parent / "models" / "mobilenet_v2_1.0_224_int8.tflite"
+    gallery = tmp_path / "gallery"
+    enroll_coil(gallery, KNOWN, tmp_path, model=model)
+    thr = json.loads(run_cli("gallery", "threshold", "--gallery", gallery, "--json", check=True).stdout)
+    assert thr["source"] == "auto"
+    truth = write_clip(tmp_path / "clip.avi", coil_segments(CLIP_ORDER))
+    p = run_cli("recognize", "--gallery", gallery, "--source", tmp_path / "clip.avi", "--json")
+    assert p.returncode == 0, p.stderr
+    frames, events = parse_jsonl(p.stdout)
+    acc, counted = smoothed_accuracy(frames, truth)
+    print(f"COIL clip, default model, automatic threshold {thr['threshold']:.4f}: smoothed accuracy {acc:.4f} "
+          f"on {counted} frames")
+    assert acc >= 0.98
+    _check_events(events, truth)
+
+
 def test_unseen_photos_with_strangers(tmp_path):
     from unseen import write_unseen_dataset
 

@@ -50,14 +50,14 @@ def coil_segments(objects: Sequence[str], step: int = 2, labels: dict | None = N
     return [((labels or {}).get(o, o), [coil_view(o, v) for v in range(0, 72, step)]) for o in objects]
 
 
-def enroll_coil(gallery: Path, objects: Sequence[str], work: Path) -> None:
+def enroll_coil(gallery: Path, objects: Sequence[str], work: Path, model: Path = V1_EMBED) -> None:
     """A gallery of 4 views per object, enrolled with the real CLI."""
     for o in objects:
         d = work / "enroll" / o
         d.mkdir(parents=True, exist_ok=True)
         for v in GALLERY_VIEWS:
             cv2.imwrite(str(d / f"{v:03d}.png"), coil_view(o, v))
-    run_cli("enroll", work / "enroll", "--gallery", gallery, "--model", V1_EMBED, "--quiet", check=True)
+    run_cli("enroll", work / "enroll", "--gallery", gallery, "--model", model, "--quiet", check=True)
 
 
 def parse_jsonl(text: str) -> tuple[list[dict], list[dict]]:
