@@ -438,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     try:  # the converters need TensorFlow: registered only when they are importable
         from converters.cli import add_parser as add_convert_parser  # noqa: PLC0415
-    except ImportError:
+    except ModuleNotFoundError as exc:  # only a missing package falls back; a broken one shows itself
+        if exc.name not in ("converters", "converters.cli"):
+            raise
         p = sub.add_parser("convert", help="convert a model to int8 TFLite (needs: pip install 'edgeembed[convert]')")
         p.set_defaults(func=_convert_missing)
     else:
