@@ -68,6 +68,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(f"--out must end in .tflite, got {out.name}")
     if args.tflite:
         return _requantize(args)
+    if args.calibration_faces:
+        raise InputError("--calibration-faces calibrates a float face model given with --tflite FLOAT.tflite; "
+                         "for an architecture use --calibration DIR")
     require("tensorflow", "convert", "converting models")
     from .convert import ConvertOptions, convert  # noqa: PLC0415 - pulls in TensorFlow
 

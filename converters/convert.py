@@ -240,7 +240,8 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
             outs = runner(x)
             return outs[ei], (outs[1 - ei] if has_cls else None)
 
-        report = fidelity.fidelity_report(float_fn, quant_fn, held, labels, o.thresholds, meaningful=fm.meaningful)
+        report = fidelity.fidelity_report(float_fn, quant_fn, held, labels, o.thresholds, meaningful=fm.meaningful,
+                                          show_progress=o.show_progress)
         report["calibration_overlap"] = 0
         report["preprocessing"] = f"the model's own ({fm.pre.resize}, crop fraction {fm.pre.crop_fraction})"
         if labels is not None and (fm.pre.resize, fm.pre.crop_fraction) != ("center_crop", 0.875):

@@ -54,14 +54,17 @@ def check(report: dict, thresholds: dict | None = None) -> list[str]:
 
 
 def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, labels: Sequence[int] | None = None,
-                    thresholds: dict | None = None, meaningful: bool = True, batch: int = 32) -> dict:
+                    thresholds: dict | None = None, meaningful: bool = True, batch: int = 32,
+                    show_progress: bool = False) -> dict:
     """Run both models on ``images`` (float-preprocessed (N, H, W, 3)) and compare them.
 
     Each fn maps a batch to ``(embeddings, logits or None)``. ``meaningful=False`` (random weights)
     keeps the figures for debugging but marks them as not a measure of anything.
     """
+    from edgeembed.progress import progress
+
     fe, qe, fl, ql = [], [], [], []
-    for i in range(0, len(images), batch):
+    for i in progress(range(0, len(images), batch), desc="fidelity (float vs quantized)", enabled=show_progress):
         a, la = float_fn(images[i:i + batch])
         b, lb = quant_fn(images[i:i + batch])
         fe.append(a), qe.append(b)

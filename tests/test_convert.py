@@ -163,6 +163,8 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_calib):
                             "--out", tmp_path / "a.tflite"), "supports mobilenet_v2 and efficientnet_lite")
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", tiny_calib, "--out", tmp_path / "a.onnx"),
                     "must end in .tflite")
+    _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration-faces", tiny_calib, "--out",
+                            tmp_path / "a.tflite"), "--calibration-faces calibrates a float face model")
     assert not (tmp_path / "a.tflite").exists()
 
 
