@@ -10,8 +10,8 @@ on dlib-aligned chips) and asks edgeembed's own int8 to beat it. One run, one pr
 * the runtime's standard pipeline: BlazeFace short range + template alignment (FacePipeline).
 
 Models: the float MobileFaceNet, the shared uint8 file, and int8 files quantized in this run by
-converters.tflite_quant with different calibration sets (the default: 50 runtime-aligned crops
-of ORL s1..s20; variants below). Embedding fidelity: mean cosine to the float model's
+converters.tflite_quant with different calibration sets and activation-range methods (the
+default: 100 runtime-aligned crops of ORL s1..s20, "mean" ranges; variants below). Embedding fidelity: mean cosine to the float model's
 embeddings on the chips of s21..s40 (people no calibration set contains).
 
     python benchmarks/bench_face_int8.py [--padding 0.25] [--json out.json]
@@ -62,14 +62,17 @@ def quantize_variants(tmp: Path, chips_s1_s20: np.ndarray, only_default: bool,
     from converters.tflite_quant import quantize_face_model
 
     idx = np.linspace(0, len(chips_s1_s20) - 1, 50).round().astype(int)
-    variants = [("int8, 50 runtime crops of s1..s20 (default)", {"limit": 50})]
+    variants = [("int8, 100 runtime crops of s1..s20, mean ranges (default)", {})]
     if not only_default:
-        variants += [(f"int8, {n} runtime crops", {"limit": n}) for n in (20, 100, 200)]
+        variants += [(f"int8, {n} runtime crops, minmax activation ranges", {"limit": n, "activation_ranges": "minmax"})
+                     for n in (20, 50, 100, 200)]
         # other activation range methods (converters.quantize), the same 50 crops
         variants += [(f"int8, 50 runtime crops, {m} activation ranges", {"limit": 50, "activation_ranges": m})
                      for m in ("mean", "mse", "p99")]
+        variants += [(f"int8, {n} runtime crops, {m} activation ranges", {"limit": n, "activation_ranges": m})
+                     for m, n in (("mean", 200), ("mse", 100), ("mse", 200))]
         # calibrated on dlib's own chips (the inputs this protocol feeds), 50 of them
-        variants += [("int8, 50 dlib chips of s1..s20", {"crops": chips_s1_s20[idx]})]
+        variants += [("int8, 50 dlib chips of s1..s20, mean ranges", {"crops": chips_s1_s20[idx]})]
     out = {}
     for k, (name, kw) in enumerate(variants):
         if only and only not in name and k > 0:

@@ -124,7 +124,7 @@ def run(limit: int | None, with_int8: bool) -> dict:
 
         int8 = Path(tmp.name) / "mobilefacenet_int8.tflite"
         calib = [ORL / f"s{i}" for i in range(1, 21)]  # people s1..s20; fidelity is measured on s21..s40
-        quant_report = quantize_face_model(FLOAT, int8, calib, limit=50, show_progress=False)
+        quant_report = quantize_face_model(FLOAT, int8, calib, show_progress=False)
         methods.append(EdgeembedFaces(int8, "edgeembed int8 MobileFaceNet (quantized by edgeembed)"))
     peer = FaceRecognitionPeer()
     methods.append(peer)

@@ -250,7 +250,7 @@ def edgeembed_models(tmp: Path, with_int8: bool) -> dict[str, Path]:
         from converters.tflite_quant import quantize_face_model
 
         out = tmp / "mobilefacenet_int8.tflite"
-        quantize_face_model(models["mobilefacenet float"], out, [ORL / f"s{i}" for i in range(1, 21)], limit=50,
+        quantize_face_model(models["mobilefacenet float"], out, [ORL / f"s{i}" for i in range(1, 21)],
                             show_progress=False)
         models["mobilefacenet int8 (edgeembed)"] = out
     models["dlib resnet int8 (shipped)"] = REPO / "models" / "dlib_face_resnet_v1_int8.tflite"

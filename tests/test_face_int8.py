@@ -46,7 +46,7 @@ def test_int8_metadata_and_fidelity(int8_model):
     from edgeembed import Embedder
 
     path, report = int8_model
-    assert report["calibration_crops"] == 50 and report["bytes_int8"] < report["bytes_float"] / 2
+    assert report["calibration_crops"] == 100 and report["bytes_int8"] < report["bytes_float"] / 2
     assert report["fidelity"]["rebuild_max_abs_error"] < 1e-3
     with Embedder.create_from_model_path(path) as emb:
         info = emb.describe()
@@ -54,7 +54,7 @@ def test_int8_metadata_and_fidelity(int8_model):
     assert tuple(info["preprocessing"]["mean"]) == (0.0, 0.0, 0.0) and tuple(info["preprocessing"]["std"]) == (1.0, 1.0, 1.0)
     fa = info["extra"]["face_alignment"]
     assert fa["keypoints"] == ["right_eye", "left_eye", "nose_tip", "mouth_center"] and len(fa["template"]) == 4
-    assert info["calibration"]["kind"] == "aligned face crops"
+    assert info["calibration"]["kind"] == "aligned face crops" and info["calibration"]["activation_ranges"] == "mean"
     assert not any(p.name.startswith("mobilefacenet") for p in REPO.rglob("*.tflite"))  # never in the repository
 
 
