@@ -208,3 +208,16 @@ def test_float_tflite_requantized_through_convert(tmp_path, tiny_calib):
     with Embedder.create_from_model_path(out) as q, Embedder.create_from_model_path(flt) as f:
         assert q.describe()["input"]["dtype"] == "int8" and q.spec.preprocessing == f.spec.preprocessing
         assert q.embed(DATA / "coral-images" / "owl.jpg").vector.shape == (1280,)
+
+
+@pytest.mark.parametrize("output_type,in_dtype", [("uint8", "uint8"), ("float16", "float32"), ("dynamic", "float32")])
+def test_other_output_types(tmp_path, tiny_calib, output_type, in_dtype):
+    from edgeembed import Embedder
+
+    out, proc = _convert(tmp_path, output_type, "--arch", "mobilenet_v1", "--alpha", "0.25", "--size", "128",
+                         "--weights", "random", "--calibration", tiny_calib, "--output-type", output_type)
+    s = json.loads(proc.stdout)
+    assert s["output_type"] == output_type and s["calibration"]["method"].startswith(f"TFLite post-training {output_type}")
+    with Embedder.create_from_model_path(out) as emb:
+        assert emb.describe()["input"]["dtype"] == in_dtype and emb.spec.extra["output_type"] == output_type
+        assert np.isfinite(emb.embed(DATA / "coral-images" / "cat.bmp").vector).all()
