@@ -65,7 +65,6 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
 def apply_state_dict(model: Any, torch_map: list[tuple[str, str, str]], sd: dict[str, np.ndarray], source: str = "weights") -> None:
     """Copy the state dict into the Keras layers named in ``torch_map``; every shape must match."""
-    used = set()
     for layer_name, prefix, kind in torch_map:
         layer = model.get_layer(layer_name)
         try:
@@ -88,7 +87,6 @@ def apply_state_dict(model: Any, torch_map: list[tuple[str, str, str]], sd: dict
             raise ModelError(f"{source}: {prefix} has shapes {got}, the {layer_name} layer needs {expected}; "
                              "the weights are for another architecture or width")
         layer.set_weights([np.ascontiguousarray(v, np.float32) for v in w])
-        used.update(k for k in sd if k.startswith(prefix + "."))
 
 
 # --------------------------------------------------------------------------- PyTorch references
