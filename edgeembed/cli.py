@@ -172,7 +172,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from .gallery import DB_NAME, Gallery
-    from .recognizer import binding_for, collect_labelled, enroll, open_gallery_embedder
+    from .recognizer import binding_for, collect_labelled, create_gallery, enroll, open_gallery_embedder
 
     if args.label:
         items = []
@@ -202,7 +202,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if not args.model:
             raise InputError(f"no gallery at {args.gallery} yet: give --model MODEL to create it")
         emb = _open_embedder(args, args.model)
-        gallery = Gallery.create(args.gallery, binding_for(emb, "image"))
+        gallery = create_gallery(args.gallery, emb, "image")
     with emb, gallery:
         report = enroll(gallery, lambda p: emb.embed(p).vector, items, skip_bad=args.skip_bad,
                         show_progress=not args.quiet)

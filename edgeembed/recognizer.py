@@ -31,6 +31,22 @@ def binding_for(embedder: Embedder, mode: str = "image") -> ModelBinding:
                         output=embedder.options.output)
 
 
+def model_threshold(embedder: Embedder) -> float | None:
+    """The similarity threshold the model's metadata recommends (e.g. at 1% false accepts), if any."""
+    rec = (embedder.spec.extra or {}).get("recommended_threshold")
+    value = rec.get("value") if isinstance(rec, dict) else rec
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "image") -> Gallery:
+    """A new gallery bound to ``embedder``'s model, starting from the model's recommended threshold."""
+    rec = model_threshold(embedder)
+    gallery = Gallery.create(path, binding_for(embedder, mode), threshold=rec)
+    if rec is not None:
+        gallery._set_meta({"model_threshold": rec})
+    return gallery
+
+
 def open_gallery_embedder(gallery: Gallery, model: str | os.PathLike | None = None, **options: Any) -> Embedder:
     """Open the model a gallery was built with (or ``model``, which must be that same model)."""
     b = gallery.binding
@@ -100,8 +116,9 @@ def update_auto_threshold(gallery: Gallery) -> float:
     COIL-20 with 4 views per object accepts about 90-97% of unseen views of enrolled objects and
     4% of strangers (the 99th percentile of impostor scores used before accepted only 65-93%).
     Labels with one entry give no genuine score: with fewer than 4 genuine scores the threshold
-    is the 99th percentile of the impostor scores. Floor 0.5. ``eval`` prints the best threshold
-    for a labelled set and ``gallery threshold`` sets it.
+    is the 99th percentile of the impostor scores. Floor: 0.5, or the threshold the model's
+    metadata recommends (a face model's threshold at 1% false accepts), whichever is higher.
+    ``eval`` prints the best threshold for a labelled set and ``gallery threshold`` sets it.
     """
     if gallery.meta.get("threshold_source") == "user":
         return gallery.threshold
@@ -125,6 +142,6 @@ def update_auto_threshold(gallery: Gallery) -> float:
         t = (float(np.median(best_same)) + float(np.median(best_other))) / 2
     else:
         t = float(np.quantile(best_other, AUTO_THRESHOLD_QUANTILE))
-    t = max(AUTO_THRESHOLD_FLOOR, t)
+    t = max(AUTO_THRESHOLD_FLOOR, float(gallery.meta.get("model_threshold") or 0.0), t)
     gallery._set_meta({"threshold": round(t, 6), "threshold_source": "auto"})
     return t

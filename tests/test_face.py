@@ -444,3 +444,38 @@ def test_detector_stays_on_the_cpu_when_the_embedder_uses_the_edge_tpu():
 
     assert detector_delegate("edgetpu") == "cpu" and detector_delegate("edgetpu:usb") == "cpu"
     assert detector_delegate("cpu") == "cpu" and detector_delegate("/opt/libgpu_delegate.so") == "/opt/libgpu_delegate.so"
+
+
+def test_small_face_gallery_with_the_shipped_model_says_unknown_to_strangers(tmp_path):
+    """5 people, one photo each, shipped dlib model, no tuning: strangers stay unknown.
+
+    dlib's descriptors are not centred (unrelated faces score cosine 0.8-0.9), so a gallery of a
+    few people cannot estimate its own threshold; it starts from the model's recommended one.
+    """
+    orl = DATA / "orl-faces"
+    enrol, known, strangers = tmp_path / "enrol", tmp_path / "known", tmp_path / "strangers"
+    for i in range(1, 6):
+        (enrol / f"s{i}").mkdir(parents=True)
+        shutil.copy(orl / f"s{i}" / "1.pgm", enrol / f"s{i}" / "1.pgm")
+        known.mkdir(exist_ok=True)
+        for k in range(2, 11):
+            shutil.copy(orl / f"s{i}" / f"{k}.pgm", known / f"s{i}_{k}.pgm")
+    strangers.mkdir()
+    for i in range(6, 41):
+        for k in (1, 5):
+            shutil.copy(orl / f"s{i}" / f"{k}.pgm", strangers / f"s{i}_{k}.pgm")
+    gallery = tmp_path / "gallery"
+    run_cli("enroll", "--mode", "face", "--gallery", gallery, enrol, "--quiet", check=True)
+    thr = json.loads(run_cli("gallery", "threshold", "--gallery", gallery, "--json", check=True).stdout)["threshold"]
+
+    def faces(folder):
+        out = run_cli("recognize", "--gallery", gallery, "--source", folder, "--json", check=True).stdout
+        return [(Path(r["source"]).name.split("_")[0], f) for r in map(json.loads, out.splitlines()) for f in r["faces"]]
+
+    k = faces(known)
+    s = faces(strangers)
+    right = sum(f["label"] == person for person, f in k)
+    accepted = sum(f["label"] is not None for _, f in s)
+    print(f"threshold {thr:.4f}: known {right}/45, strangers accepted {accepted}/{len(s)}")
+    assert len(s) == 70 and accepted <= 1
+    assert right >= 40

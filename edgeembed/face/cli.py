@@ -77,7 +77,7 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
 
     A new gallery without ``--model`` uses the shipped face embedder (dlib's ResNet, int8).
     """
-    from ..recognizer import binding_for, open_gallery_embedder, update_auto_threshold
+    from ..recognizer import create_gallery, open_gallery_embedder, update_auto_threshold
 
     rt = _runtime(args)
     gallery = None
@@ -114,7 +114,7 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
             if not vectors:
                 raise InputError(f"no usable face in the {len(items)} photo(s) given; nothing was enrolled and "
                                  f"no gallery was created at {args.gallery}")
-            gallery = Gallery.create(args.gallery, binding_for(model, "face"))
+            gallery = create_gallery(args.gallery, model, "face")
             gallery._set_meta({"face_detector": str(getattr(args, "detector", None) or DEFAULT_DETECTOR)})
         if vectors:
             gallery.add(labels, np.stack(vectors), sources, infos)
