@@ -197,7 +197,6 @@ def test_shipped_models_carry_their_spec_and_fidelity(name):
 
 def test_float_tflite_requantized_through_convert(tmp_path, tiny_calib):
     """--tflite FLOAT.tflite: the float model's own spec drives calibration (converters.tflite_quant)."""
-    pytest.importorskip("ai_edge_quantizer")
     from edgeembed import Embedder
 
     flt, _ = _convert(tmp_path, "float", "--arch", "mobilenet_v2", "--alpha", "0.35", "--size", "96", "--weights", "random",
