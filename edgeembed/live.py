@@ -31,6 +31,17 @@ def limit_opencv_threads() -> None:
     cv2.setNumThreads(1)
 
 
+def leave_a_core_for_capture(args: argparse.Namespace) -> None:
+    """Default interpreter threads for a live pipeline: all cores but one, which decodes frames.
+
+    With every core inferring, decoding steals from ``invoke``: on 2 cores at 640x480, end-to-end
+    throughput was 0.74 of invoke-only with 2 interpreter threads and 0.96 with 1
+    (benchmarks/RESULTS.md, "Live pipeline"). ``--threads`` overrides.
+    """
+    if getattr(args, "threads", None) is None:
+        args.threads = max(1, (os.cpu_count() or 2) - 1)
+
+
 def _reconnect_timeout() -> float:
     text = os.environ.get("EDGEEMBED_RECONNECT_TIMEOUT")
     if not text:
@@ -125,6 +136,7 @@ def recognize_live(args: argparse.Namespace, gallery: Any, processor: Any = None
         raise InputError(f"--smooth must be >= 1 frame, got {args.smooth}")
     face_mode = processor is not None and getattr(processor, "face_mode", True)
     limit_opencv_threads()
+    leave_a_core_for_capture(args)
     owned: list[Any] = [gallery]
     status: queue.Queue[dict] = queue.Queue()
     try:
@@ -161,6 +173,7 @@ def bench_source(args: argparse.Namespace) -> int:
     owned: list[Any] = []
     status: queue.Queue[dict] = queue.Queue()
     limit_opencv_threads()
+    leave_a_core_for_capture(args)
     try:
         gallery = None
         if args.gallery:
