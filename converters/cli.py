@@ -4,6 +4,7 @@ no TensorFlow or torch at import time (they are imported inside :func:`cmd_conve
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 from pathlib import Path
@@ -60,12 +61,31 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def quiet_tensorflow() -> None:
+    """Import TensorFlow with its start-up log lines (CUDA probing, oneDNN notices) kept off the screen."""
+    from edgeembed.backends import _quiet_native_stderr  # noqa: PLC0415
+
+    if not os.environ.get("EDGEEMBED_DEBUG"):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not os.environ.get("EDGEEMBED_DEBUG"):
+        import warnings  # noqa: PLC0415
+
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(tensorflow|ai_edge_litert)\b")
+    with _quiet_native_stderr():
+        require("tensorflow", "convert", "converting models")
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     if not args.out:
         raise InputError("--out PATH is needed: where to write the .tflite")
     out = Path(args.out)
     if out.suffix != ".tflite":
         raise InputError(f"--out must end in .tflite, got {out.name}")
+    for flag, folder in (("--calibration", args.calibration), ("--calibration-faces", args.calibration_faces),
+                         ("--fidelity-dir", args.fidelity_dir)):
+        if folder and not Path(folder).is_dir():  # before TensorFlow loads: a typo costs no wait
+            raise InputError(f"{flag} folder not found: {folder} (give a folder of pictures like those the model will see)")
+    quiet_tensorflow()
     if args.tflite:
         return _requantize(args)
     if args.calibration_faces:
