@@ -109,16 +109,9 @@ def _print(obj: Any) -> None:
 
 def default_model() -> Path:
     """The shipped default model: $EDGEEMBED_MODEL, else models/ beside the package (repo or install)."""
-    env = os.environ.get("EDGEEMBED_MODEL")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    installed = Path(sys.prefix) / "share" / "edgeembed" / "models"
-    for cand in (here.parent / "models" / DEFAULT_MODEL_NAME, installed / DEFAULT_MODEL_NAME):
-        if cand.exists():
-            return cand
-    raise InputError(f"the default model {DEFAULT_MODEL_NAME} is not installed; give a model path "
-                     "(or set EDGEEMBED_MODEL)")
+    from .shipped import shipped_model
+
+    return shipped_model(DEFAULT_MODEL_NAME, "EDGEEMBED_MODEL")
 
 
 # --------------------------------------------------------------------------- commands
@@ -148,8 +141,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .embedder import EmbedderOptions
-
     opts = _embedder_options(args, args.model)
     opts.quantize = args.int8
     from .embedder import Embedder

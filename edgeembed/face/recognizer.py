@@ -8,7 +8,6 @@ is what the live pipeline (cameras, video) calls for every frame.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..embedder import Embedder, EmbedderOptions
 from ..errors import InputError, ModelError
 from ..gallery import Gallery, Match
 from ..preprocess import ImageLike, read_image, to_rgb
+from ..shipped import shipped_model
 from .align import AlignmentTemplate, align_face, template_for
 from .detector import Detections, Face, FaceDetector
 
@@ -40,19 +40,7 @@ DEFAULT_FACE_MODEL_NAME = "dlib_face_resnet_v1_int8.tflite"
 
 def default_face_model() -> Path:
     """The shipped face embedder: $EDGEEMBED_FACE_MODEL, else models/ beside the package (repo or install)."""
-    env = os.environ.get("EDGEEMBED_FACE_MODEL")
-    if env:
-        if not Path(env).exists():
-            raise InputError(f"EDGEEMBED_FACE_MODEL points to {env}, which does not exist; set it to a face "
-                             "embedding .tflite or unset it to use the shipped one")
-        return Path(env)
-    here = Path(__file__).resolve().parent.parent
-    installed = Path(sys.prefix) / "share" / "edgeembed" / "models"
-    for cand in (here.parent / "models" / DEFAULT_FACE_MODEL_NAME, installed / DEFAULT_FACE_MODEL_NAME):
-        if cand.exists():
-            return cand
-    raise InputError(f"the default face model {DEFAULT_FACE_MODEL_NAME} is not installed (looked in "
-                     f"{here.parent / 'models'} and {installed}); give --model FACE_MODEL (or set EDGEEMBED_FACE_MODEL)")
+    return shipped_model(DEFAULT_FACE_MODEL_NAME, "EDGEEMBED_FACE_MODEL", "face embedding model")
 
 
 def open_face_model(path: str | os.PathLike | None, **options: Any) -> Embedder:

@@ -1,0 +1,27 @@
+"""Where the models the project ships are found: an environment variable, the repository's models/
+folder (editable installs, clones), or sys.prefix/share/edgeembed/models (wheel installs)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+INSTALLED_MODELS = Path(sys.prefix) / "share" / "edgeembed" / "models"
+
+
+def shipped_model(name: str, env_var: str, what: str = "model") -> Path:
+    """The shipped ``name``, unless ``env_var`` names another file (which must exist)."""
+    env = os.environ.get(env_var)
+    if env:
+        if not Path(env).exists():
+            raise InputError(f"{env_var} points to {env}, which does not exist; set it to a .tflite {what} "
+                             "or unset it to use the shipped one")
+        return Path(env)
+    for folder in (REPO_MODELS, INSTALLED_MODELS):
+        if (folder / name).exists():
+            return folder / name
+    raise InputError(f"the default {what} {name} is not installed (looked in {REPO_MODELS} and {INSTALLED_MODELS}); "
+                     f"give a model path (or set {env_var})")
