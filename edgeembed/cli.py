@@ -255,23 +255,19 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 def cmd_recognize(args: argparse.Namespace) -> int:
     from .gallery import Gallery
-    from .preprocess import is_image_file, list_images
+    from .preprocess import still_images
     from .recognizer import open_gallery_embedder
 
-    source = Path(args.source)
-    is_stills = source.is_dir() or (source.is_file() and is_image_file(source))
     gallery = Gallery.open(args.gallery)
     if gallery.binding.mode == "face" or args.mode == "face":
         from .face.cli import recognize_faces  # noqa: PLC0415
 
         return recognize_faces(args, gallery)
-    if not is_stills:
+    files = still_images(args.source)
+    if files is None:
         from .live import recognize_live  # noqa: PLC0415 - video, cameras and streams
 
         return recognize_live(args, gallery)
-    files = list_images(source, recursive=True) if source.is_dir() else [source]
-    if not files:
-        raise InputError(f"{source} holds no images (expected .jpg, .png, .bmp, .pgm, ...)")
     with open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args)) as emb, gallery:
         for i, f in enumerate(files):
             t0 = time.perf_counter()

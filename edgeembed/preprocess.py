@@ -229,3 +229,17 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     it: Iterable[Path] = root.rglob("*") if recursive else root.iterdir()
     files = [p for p in it if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
     return sorted(files)
+
+
+def still_images(source: str | os.PathLike) -> list[Path] | None:
+    """The pictures of a still source (an image file, or a folder of them, recursively); None for
+    anything else (a video, a camera, a stream), which the live pipeline reads."""
+    src = Path(source)
+    if src.is_file() and is_image_file(src):
+        return [src]
+    if not src.is_dir():
+        return None
+    files = list_images(src, recursive=True)
+    if not files:
+        raise InputError(f"{src} holds no images (expected .jpg, .png, .bmp, .pgm, ...)")
+    return files

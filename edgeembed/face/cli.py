@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import EdgeEmbedError, GalleryError, ImageError, InputError, SourceError
 from ..gallery import Gallery
-from ..preprocess import is_image_file, list_images, read_image
+from ..preprocess import read_image, still_images
 from ..progress import progress
 from .detector import FaceDetector
 from .recognizer import FaceEmbedder, FacePipeline, FaceRecognizer, detector_delegate
@@ -149,14 +149,10 @@ def open_face_recognizer(args: argparse.Namespace, gallery: Gallery) -> FaceReco
 
 def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
     """Every face of every picture (or video frame): box, label or null (unknown), score."""
-    source = Path(args.source)
-    is_stills = source.is_dir() or (source.is_file() and is_image_file(source))
+    files = still_images(args.source)
     recognizer = open_face_recognizer(args, gallery)
-    if not is_stills:  # video files, cameras, streams: smoothed per face track by the live pipeline
+    if files is None:  # video files, cameras, streams: smoothed per face track by the live pipeline
         return _recognize_live(args, gallery, recognizer)
-    files = list_images(source, recursive=True) if source.is_dir() else [source]
-    if not files:
-        raise InputError(f"{source} holds no images (expected .jpg, .png, .bmp, .pgm, ...)")
     try:
         for i, f in enumerate(files):
             t0 = time.perf_counter()
