@@ -46,6 +46,15 @@ class _Unit:
         return self.act or self.bn or self.layer
 
 
+def _operations(model) -> list:
+    """Every operation of a functional model in graph order: layers and the bare ops (``x + 3.0``) between them."""
+    return list(getattr(model, "operations", model.layers))
+
+
+def _out(op):
+    return op._inbound_nodes[0].output_tensors[0]
+
+
 def _consumers(layer) -> list:
     return [n.operation for n in getattr(layer, "_outbound_nodes", [])]
 
@@ -139,10 +148,10 @@ def activation_ranges(model, images: np.ndarray, batch: int = 25) -> dict[int, t
     import keras
     from keras import ops
 
-    layers = [l for l in model.layers if type(l).__name__ not in _NO_QUANT]
+    layers = [l for l in _operations(model) if type(l).__name__ not in _NO_QUANT]
     outs = []
     for l in layers:
-        t = l.output
+        t = _out(l)
         axes = tuple(range(1, len(t.shape)))
         outs += [ops.min(t, axis=axes), ops.max(t, axis=axes)]
     stats = keras.Model(model.inputs, outs).predict(images, batch_size=batch, verbose=0)
@@ -152,7 +161,7 @@ def activation_ranges(model, images: np.ndarray, batch: int = 25) -> dict[int, t
     ranges = {}
     for i, l in enumerate(layers):
         lo, hi = stats[2 * i], stats[2 * i + 1]
-        lo, hi = (lo.min(), hi.max()) if id(l.output) in final else (lo.mean(), hi.mean())
+        lo, hi = (lo.min(), hi.max()) if id(_out(l)) in final else (lo.mean(), hi.mean())
         ranges[id(l)] = (float(min(lo, 0.0)), float(max(hi, 0.0)))
     return ranges
 
@@ -170,7 +179,7 @@ def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], range
 
     def forward(x):
         values = {id(model.inputs[0]): fq(x, input_range)}
-        for layer in model.layers:
+        for layer in _operations(model):
             if isinstance(layer, keras.layers.InputLayer) or id(layer) in skipped:
                 continue
             node = layer._inbound_nodes[0]
@@ -188,13 +197,13 @@ def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], range
                 y = y + fd.bias
                 if unit.act is not None:
                     y = unit.act(y)
-                values[id(unit.last.output)] = fq(y, ranges[id(unit.last)])
+                values[id(_out(unit.last))] = fq(y, ranges[id(unit.last)])
                 continue
             args, kwargs = node.arguments.fill_in(values)
             y = layer(*args, **kwargs)
             if type(layer).__name__ not in _NO_QUANT:
                 y = fq(y, ranges[id(layer)])
-            values[id(layer.output)] = y
+            values[id(_out(layer))] = y
         out = model.outputs
         return [values[id(t)] for t in out]
 
@@ -237,7 +246,9 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
         return loss
 
     infer = tf.function(forward, reduce_retracing=True)
-    summary: dict = {"epochs": o.epochs, "lr": o.lr, "batch": o.batch, "images": int(len(images)), "loss": [], "held": []}
+    summary: dict = {"epochs": o.epochs, "lr": o.lr, "batch": o.batch, "images": int(len(images)), "loss": []}
+    if held is not None:
+        summary["held"] = []
 
     def agreement(data, ref):
         if ref is None or len(ref) < 2:
@@ -282,7 +293,8 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
                 bar.update()
         summary["loss"].append(round(float(np.mean(losses)), 5))
         a = agreement(held, held_teacher)
-        summary["held"].append(a)
+        if a is not None:
+            summary["held"].append(a)
         if log:
             log(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}" + (f", simulated held-aside agreement {a:.3f}" if a is not None else ""))
     for fd in folded.values():

@@ -183,6 +183,8 @@ def test_shipped_models_carry_their_spec_and_fidelity(name):
     assert info["embedding"]["dim"] == 1280 and info["preprocessing"]["mean"] == mean
     f = info["fidelity"]
     assert f["images"] == 500 and info["calibration"]["images"] == 500 and f["calibration_overlap"] == 0
+    assert info["calibration"]["int8_tuning"]["epochs"] == 3 and "tuned for int8" in info["calibration"]["method"]
+    assert f["mean_cosine"] >= 0.99 and f["top1_drop_points"] <= 1.0
     side = json.loads((path.parent / (path.stem + ".fidelity.json")).read_text())
     assert side["fidelity"] == f
     # The standard metadata carries the same normalisation for other tools (MediaPipe, Task Library).

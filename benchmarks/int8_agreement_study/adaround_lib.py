@@ -36,39 +36,7 @@ class RoundingOptions:
     seed: int = 0
 
 
-@dataclass
-class _Unit:
-    """A weight layer, the batch norm folded into it by TFLite, and the activation after it."""
-    layer: Any
-    bn: Any | None
-    act: Any | None
-
-    @property
-    def out(self):
-        return (self.act or self.bn or self.layer)
-
-
-def _consumers(layer) -> list:
-    return [n.operation for n in getattr(layer, "_outbound_nodes", [])]
-
-
-def weight_units(model) -> list[_Unit]:
-    """Conv2D / DepthwiseConv2D / Dense layers in graph order with their batch norm and ReLU."""
-    import keras
-
-    units = []
-    for layer in model.layers:
-        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
-            continue
-        bn = act = None
-        nxt = _consumers(layer)
-        if len(nxt) == 1 and isinstance(nxt[0], keras.layers.BatchNormalization):
-            bn = nxt[0]
-            nxt = _consumers(bn)
-        if len(nxt) == 1 and isinstance(nxt[0], keras.layers.ReLU):
-            act = nxt[0]
-        units.append(_Unit(layer, bn, act))
-    return units
+from converters.qat import _Unit, weight_units  # noqa: E402 - the same layer walk as the converter's tuning
 
 
 def _fold(unit: _Unit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,7 +136,7 @@ def round_weights(model, calibration: np.ndarray, options: RoundingOptions | Non
             batch = calibration[pick]
             x = keras.Model(inputs, unit.layer.input).predict(batch, batch_size=16, verbose=0)
             ru = ref_units[unit.layer.name]
-            y = keras.Model(ref.inputs[0], ru.out.output).predict(batch, batch_size=16, verbose=0)
+            y = keras.Model(ref.inputs[0], ru.last.output).predict(batch, batch_size=16, verbose=0)
             if rows_mode:
                 x = x.reshape(-1, x.shape[-1])
                 y = y.reshape(-1, y.shape[-1])
