@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "outliers), minmax (TFLite's extremes over all pictures) or pNN (percentile of per-picture extremes)")
     p.add_argument("--int8-tuning", type=int, default=3, metavar="EPOCHS",
                    help="int8/uint8: fine-tune the weights for int8 over the calibration pictures with the float model as "
-                        "teacher, this many passes (default 3; 0 = plain post-training quantization)")
+                        "teacher, this many passes (default 3; 0 = plain post-training quantization; not used with --tflite)")
     p.add_argument("--out", required=False, help="output .tflite path")
     p.add_argument("--keep-classifier", action="store_true", help="keep the classifier logits as a second output")
     p.add_argument("--accept-low-fidelity", action="store_true", help="exit 0 even when fidelity is below the thresholds")
