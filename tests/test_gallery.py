@@ -1,9 +1,9 @@
 """The gallery: search, editing, model binding, and atomic enrolment under SIGKILL."""
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -97,8 +97,24 @@ def _link_images(src: Path, dst: Path, names: list[str], label_of) -> None:
         os.symlink(src / n, d / n)
 
 
+def _enrolment_reaching(gal, folder, fraction: float) -> subprocess.Popen:
+    """Start `edgeembed enroll` and return once its progress lines report ``fraction`` of the pictures embedded.
+
+    Waiting on the progress (not on a clock) puts the interruption at the same point on any machine.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(folder)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        m = re.search(r"\] (\d+)/(\d+) ", line)
+        if m and int(m[1]) >= fraction * int(m[2]):
+            return proc
+    raise AssertionError(f"the enrolment ended (exit {proc.wait()}) before {fraction:.0%} of its pictures")
+
+
 def test_imagenet_gallery_survives_sigkill_of_second_enrolment(tmp_path):
-    """1000 images enrolled in one go; a second enrolment killed half way changes nothing."""
+    """1000 images enrolled in one go; a second enrolment killed or interrupted half way changes nothing."""
+    import json
+
     src = DATA / "imagenet-sample"
     names = sorted(os.listdir(src))
     assert len(names) == 1000
@@ -108,27 +124,33 @@ def test_imagenet_gallery_survives_sigkill_of_second_enrolment(tmp_path):
     gal = tmp_path / "gallery"
     run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, first, "--quiet", check=True)
     before = run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout
-    for delay in (1.5, 4.0):  # during embedding, and (on a fast machine) near the write
-        proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(second)],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL
-        after = run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout
-        assert after == before
-    # Ctrl-C: one line saying nothing was committed, exit 130, gallery unchanged.
-    proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(second)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    # SIGKILL a quarter of the way through the embedding: nothing of it is in the gallery.
+    proc = _enrolment_reaching(gal, second, 0.25)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout == before
+    # Ctrl-C at the same point: one line saying nothing was committed, exit 130, gallery unchanged.
+    proc = _enrolment_reaching(gal, second, 0.25)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "not committed" in err and "Traceback" not in err
-    after = run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout
-    assert after == before
-    import json
-
-    assert json.loads(after)["entries"] == 1000
+    assert run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout == before
+    assert json.loads(before)["entries"] == 1000
+    # SIGKILL once every picture is embedded, around the write: all of the enrolment or none of it.
+    proc = _enrolment_reaching(gal, second, 1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    after = json.loads(run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout)
+    old = json.loads(before)
+    if after != old:
+        assert after["entries"] == 1600
+        assert {k: v for k, v in after["labels"].items() if not k.startswith("again_")} == old["labels"]
+        assert sum(v for k, v in after["labels"].items() if k.startswith("again_")) == 600
+    # and the gallery still takes an enrolment
+    run_cli("enroll", "--gallery", gal, first / names[0].split("_", 1)[1].rsplit(".", 1)[0], "--label", "one_more",
+            "--quiet", check=True)
+    assert json.loads(run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout)["entries"] == after["entries"] + 1
 
 
 def test_binding_from_real_embedder(tmp_path):
