@@ -84,6 +84,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".tflite":
         raise InputError(f"--out must end in .tflite, got {out.name}")
+    if args.int8_tuning < 0:
+        raise InputError(f"--int8-tuning must be a number of epochs >= 0 (0 = off), got {args.int8_tuning}")
     for flag, folder in (("--calibration", args.calibration), ("--calibration-faces", args.calibration_faces),
                          ("--fidelity-dir", args.fidelity_dir)):
         if folder and not Path(folder).is_dir():  # before TensorFlow loads: a typo costs no wait

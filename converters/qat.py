@@ -226,6 +226,8 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
                     if held is not None else None)
     var = [float(np.var(t)) or 1.0 for t in teacher]
     units = weight_units(model)
+    if not units:
+        return {"epochs": 0, "images": int(len(images)), "skipped": "no Conv2D, DepthwiseConv2D or Dense layer to tune"}
     folded = {id(u.layer): _Folded(tf, u) for u in units}
     ranges = activation_ranges(model, images)
     input_range = (float(min(images.min(), 0.0)), float(max(images.max(), 0.0)))

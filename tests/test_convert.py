@@ -165,7 +165,20 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_calib):
                     "must end in .tflite")
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration-faces", tiny_calib, "--out",
                             tmp_path / "a.tflite"), "--calibration-faces calibrates a float face model")
+    _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", tiny_calib, "--int8-tuning", "-1",
+                            "--out", tmp_path / "a.tflite"), "--int8-tuning must be a number of epochs >= 0")
     assert not (tmp_path / "a.tflite").exists()
+
+
+def test_int8_tuning_skips_a_model_without_weight_layers():
+    import keras
+
+    from converters import qat
+
+    i = keras.Input((32, 32, 3))
+    m = keras.Model(i, {"embedding": keras.layers.GlobalAveragePooling2D()(i)})
+    s = qat.fine_tune(m, np.random.default_rng(0).random((4, 32, 32, 3), np.float32), show_progress=False)
+    assert s["epochs"] == 0 and "no Conv2D" in s["skipped"]
 
 
 SHIPPED = {"mobilenet_v2_1.0_224_int8.tflite": ("mobilenet_v2_1_224", "BSD-3-Clause", [123.675, 116.28, 103.53]),
