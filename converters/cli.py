@@ -69,10 +69,9 @@ def quiet_tensorflow() -> None:
     from edgeembed.backends import _quiet_native_stderr  # noqa: PLC0415
 
     if not os.environ.get("EDGEEMBED_DEBUG"):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if not os.environ.get("EDGEEMBED_DEBUG"):
         import warnings  # noqa: PLC0415
 
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         warnings.filterwarnings("ignore", category=UserWarning, module=r"(tensorflow|ai_edge_litert)\b")
     with _quiet_native_stderr():
         require("tensorflow", "convert", "converting models")
@@ -96,7 +95,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.calibration_faces:
         raise InputError("--calibration-faces calibrates a float face model given with --tflite FLOAT.tflite; "
                          "for an architecture use --calibration DIR")
-    require("tensorflow", "convert", "converting models")
     from .convert import ConvertOptions, convert  # noqa: PLC0415 - pulls in TensorFlow
 
     pre = {"mean": _vals(args.mean), "std": _vals(args.std), "color_order": args.color_order,

@@ -261,9 +261,9 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
                    "held_aside_images": len(held_files)}
     if tuning is not None:
         calibration["int8_tuning"] = tuning
-    if tuning is not None and tuning["epochs"] > 0:
-        calibration["method"] += (f", weights and biases tuned for int8 ({tuning['epochs']} epochs over the calibration "
-                                  "pictures, float model as teacher)")
+        if tuning["epochs"] > 0:
+            calibration["method"] += (f", weights and biases tuned for int8 ({tuning['epochs']} epochs over the "
+                                      "calibration pictures, float model as teacher)")
     spec = ModelSpec(preprocessing=fm.pre, embedding_output=ei, embedding_dim=b.embedding_dim, task="image",
                      architecture=fm.name, weights=fm.weights, license=fm.license, calibration=calibration,
                      fidelity=report, extra={"output_type": o.output_type, "classifier_output": (1 - ei) if b.has_classifier and len(runner.outs) > 1 else None,

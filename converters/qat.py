@@ -27,7 +27,7 @@ _NO_QUANT = ("ZeroPadding2D", "Reshape", "Flatten", "Dropout", "InputLayer", "Ac
 
 @dataclass
 class QatOptions:
-    epochs: int = 4
+    epochs: int = 3  # as `edgeembed convert --int8-tuning`
     batch: int = 16
     lr: float = 1e-5
     augment: bool = True
