@@ -102,8 +102,11 @@ def _enrolment_reaching(gal, folder, fraction: float) -> subprocess.Popen:
 
     Waiting on the progress (not on a clock) puts the interruption at the same point on any machine.
     """
+    # Ctrl-C as in a terminal: a test runner started in the background (CI, nohup, `cmd &`) passes on an
+    # ignored SIGINT, and Python keeps ignoring it.
     proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(folder)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:
         m = re.search(r"\] (\d+)/(\d+) ", line)
         if m and int(m[1]) >= fraction * int(m[2]):
