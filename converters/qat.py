@@ -31,10 +31,6 @@ class QatOptions:
     batch: int = 16
     lr: float = 1e-5
     augment: bool = True
-    step_units: bool = False  # lr in int8 steps of each weight channel / output
-    features: float = 0.0  # weight of matching every layer's output too (sum over layers), beside the outputs
-    grayscale: float = 0.0  # fraction of views turned grey (needs the pixel normalization)
-    mixup: float = 0.0  # fraction of each batch blended with another picture (teacher sees the same blend)
     seed: int = 0
 
 
@@ -103,7 +99,7 @@ def _bn_factor(unit: _Unit, cout: int) -> tuple[np.ndarray, np.ndarray]:
 class _Folded:
     """Trainable folded kernel and bias of one unit, and how to write them back."""
 
-    def __init__(self, tf, unit: _Unit, out_step: float | None = None):
+    def __init__(self, tf, unit: _Unit):
         self.unit = unit
         w = unit.layer.get_weights()
         kernel = w[0].astype(np.float32)
@@ -111,24 +107,8 @@ class _Folded:
         cout = kernel.shape[2] * kernel.shape[3] if self.dw else kernel.shape[-1]
         self.f, shift = _bn_factor(unit, cout)
         bias = w[1].astype(np.float32) if len(w) > 1 else np.zeros(cout, np.float32)
-        kernel = kernel * self._shape(self.f, kernel)
-        bias = bias * self.f + shift
-        # Trained in units of each one's int8 step (weights: per output channel; bias: the output's
-        # activation step), so one learning rate moves every layer by the same fraction of its grid.
-        flat = kernel.reshape(-1, cout)
-        self.kscale = np.ones_like(kernel) if out_step is None else np.broadcast_to(
-            self._shape(np.maximum(np.abs(flat).max(0), 1e-12) / QMAX, kernel), kernel.shape).astype(np.float32)
-        self.bscale = np.float32(1.0 if out_step is None else max(out_step, 1e-12))
-        self.kvar = tf.Variable(kernel / self.kscale)
-        self.bvar = tf.Variable(bias / self.bscale)
-
-    @property
-    def kernel(self):
-        return self.kvar * self.kscale
-
-    @property
-    def bias(self):
-        return self.bvar * self.bscale
+        self.kernel = tf.Variable(kernel * self._shape(self.f, kernel))
+        self.bias = tf.Variable(bias * self.f + shift)
 
     def _shape(self, v, kernel):
         if self.dw:
@@ -187,7 +167,7 @@ def activation_ranges(model, images: np.ndarray, batch: int = 25) -> dict[int, t
 
 
 def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], ranges: dict[int, tuple[float, float]],
-                input_range: tuple[float, float], extra: list = ()) -> Callable:
+                input_range: tuple[float, float]) -> Callable:
     """model's graph with int8 simulated: weights per channel, activations at each op output."""
     import keras
 
@@ -224,15 +204,14 @@ def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], range
             if type(layer).__name__ not in _NO_QUANT:
                 y = fq(y, ranges[id(layer)])
             values[id(_out(layer))] = y
-        out = list(model.outputs) + list(extra)
+        out = model.outputs
         return [values[id(t)] for t in out]
 
     return forward
 
 
 def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show_progress: bool = True,
-              log: Callable[[str], None] | None = None, held: np.ndarray | None = None,
-              normalization: tuple | None = None) -> dict:
+              log: Callable[[str], None] | None = None, held: np.ndarray | None = None) -> dict:
     """Fine-tune ``model`` (in place) for int8 on float-preprocessed ``images``; returns a summary.
 
     ``held``: optional held-aside pictures on which the simulated int8 agreement is logged per epoch.
@@ -249,19 +228,11 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
     units = weight_units(model)
     if not units:
         return {"epochs": 0, "images": int(len(images)), "skipped": "no Conv2D, DepthwiseConv2D or Dense layer to tune"}
+    folded = {id(u.layer): _Folded(tf, u) for u in units}
     ranges = activation_ranges(model, images)
-    folded = {id(u.layer): _Folded(tf, u, (ranges[id(u.last)][1] - ranges[id(u.last)][0]) / 255 if o.step_units else None)
-              for u in units}
     input_range = (float(min(images.min(), 0.0)), float(max(images.max(), 0.0)))
-    final = {id(t) for t in model.outputs}
-    feats = [_out(u.last) for u in units if id(_out(u.last)) not in final] if o.features > 0 else []
-    forward = _forward_fn(tf, model, units, folded, ranges, input_range, feats)
-    nout = len(model.outputs)
-    teacher_model = keras.Model(model.inputs, list(model.outputs) + feats) if feats else None
-    if feats:
-        var = var + [float(np.var(np.asarray(a))) or 1.0 for a in teacher_model(images[:32], training=False)[nout:]]
-    weights = [1.0] * nout + [o.features / max(len(feats), 1)] * len(feats)
-    params = [v for fd in folded.values() for v in (fd.kvar, fd.bvar)]
+    forward = _forward_fn(tf, model, units, folded, ranges, input_range)
+    params = [v for fd in folded.values() for v in (fd.kernel, fd.bias)]
     steps = int(np.ceil(len(images) / o.batch))
     # cosine decay to zero: the last steps only settle the weights, so the result does not depend on
     # where the last noisy step happened to leave them
@@ -272,11 +243,11 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
         with tf.GradientTape() as tape:
             outs = forward(x)
             # every output (embedding, logits) matched to the float model's, each scaled by its variance
-            loss = tf.add_n([w * tf.reduce_mean(tf.square(a - t)) / v for a, t, v, w in zip(outs, targets, var, weights)])
+            loss = tf.add_n([tf.reduce_mean(tf.square(a - t)) / v for a, t, v in zip(outs, targets, var)])
         opt.apply_gradients(zip(tape.gradient(loss, params), params))
         return loss
 
-    infer = tf.function(lambda x: forward(x)[:nout], reduce_retracing=True)
+    infer = tf.function(forward, reduce_retracing=True)
     summary: dict = {"epochs": o.epochs, "lr": o.lr, "batch": o.batch, "images": int(len(images)), "loss": []}
     if held is not None:
         summary["held"] = []
@@ -286,8 +257,8 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
             return None
         outs = [np.concatenate(c) for c in zip(*[[a.numpy() for a in infer(tf.constant(data[i:i + 50]))]
                                                  for i in range(0, len(data), 50)])]
-        loss = sum(float(np.mean((a - t) ** 2)) / v for a, t, v in zip(outs[:nout], ref, var))
         if log:
+            loss = sum(float(np.mean((a - t) ** 2)) / v for a, t, v in zip(outs, ref, var))
             log(f"held-aside simulated loss {loss:.4f}")
         return float((outs[1].argmax(1) == ref[1].argmax(1)).mean())
 
@@ -300,7 +271,7 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
 
     @tf.function(reduce_retracing=True)
     def augment(x, boxes):
-        # random crops (40-100% of each side) and mirror images, resized back: 500 calibration
+        # random crops (60-100% of each side) and mirror images, resized back: 500 calibration
         # pictures become many different views, so the tuning does not just learn those pictures
         return tf.image.crop_and_resize(x, boxes, tf.range(tf.shape(x)[0]), size)
 
@@ -319,23 +290,9 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
                     flip = rng.random(n) < 0.5
                     boxes[flip] = boxes[flip][:, [0, 3, 2, 1]]  # x1 < x0 mirrors the crop
                     x = augment(tf.constant(x), tf.constant(boxes, tf.float32))
-                    if o.grayscale > 0 and normalization is not None:
-                        mean = np.asarray(normalization[0], np.float32).reshape(1, 1, 1, -1)
-                        std = np.asarray(normalization[1], np.float32).reshape(1, 1, 1, -1)
-                        grey = (rng.random(n) < o.grayscale).reshape(-1, 1, 1, 1)
-                        pix = x.numpy() * std + mean
-                        g = pix @ np.array([0.299, 0.587, 0.114], np.float32)
-                        x = tf.constant(np.where(grey, (g[..., None] - mean) / std, x.numpy()).astype(np.float32))
-                    if o.mixup > 0:
-                        mixed = rng.random(n) < o.mixup
-                        lam = np.where(mixed, rng.uniform(0, 1, n), 1.0).astype(np.float32).reshape(-1, 1, 1, 1)
-                        perm = rng.permutation(n)
-                        x = lam * x + (1 - lam) * tf.gather(x, perm)
+                    tgt = [tf.constant(np.asarray(a)) for a in _as_list(model(x, training=False))]
                 else:
                     x = tf.constant(x)
-                if o.augment or feats:
-                    tgt = [tf.constant(np.asarray(a)) for a in _as_list((teacher_model or model)(x, training=False))]
-                else:
                     tgt = [tf.constant(t[idx]) for t in teacher]
                 losses.append(float(step(x, tgt)))
                 bar.update()
