@@ -18,7 +18,7 @@ for m in sys.argv[3:5]:
     pl = _per_label_scores(x[ng:], x[:ng], labels[:ng], len(split.classes))
     ok.append(_rank_of_true(pl, labels[ng:]) < 1)
 a, b = ok
-print("int8", a.mean(), "float", b.mean())
+print(f"A = {sys.argv[3]}: recall@1 {a.mean():.4f}; B = {sys.argv[4]}: recall@1 {b.mean():.4f}")
 n01 = int((~a & b).sum()); n10 = int((a & ~b).sum()); n = n01 + n10
 p = min(1.0, 2 * sum(comb(n, i) for i in range(0, min(n01, n10) + 1)) / 2 ** n)
-print(f"int8 wrong, float right: {n01}; int8 right, float wrong: {n10}; exact McNemar two-sided p = {p:.3f}")
+print(f"right only in B: {n01}; right only in A: {n10}; exact McNemar two-sided p = {p:.3f}")
