@@ -42,3 +42,44 @@ def calibrated_extremes(keras_model, calib):
         for j, t in enumerate(idx):
             v = interp.get_tensor(t); lo[n, j], hi[n, j] = v.min(), v.max()
     return calibrated, idx, lo, hi, sg
+
+
+def relu6_depthwise_pairs(keras_model):
+    """(unit, depthwise layer) for every ReLU6 output that feeds a depthwise convolution only (eq.py, simcheck.py).
+
+    Call before any conversion: converting a Keras model adds nodes to its layers.
+    """
+    import keras
+    from converters import qat
+
+    pairs = []
+    for u in qat.weight_units(keras_model):
+        if u.bn is None or not isinstance(u.act, keras.layers.ReLU) or float(u.act.max_value or 0) != 6.0:
+            continue
+        nxt = qat._consumers(u.act)
+        if len(nxt) == 1 and isinstance(nxt[0], keras.layers.ZeroPadding2D):
+            nxt = qat._consumers(nxt[0])
+        if len(nxt) == 1 and isinstance(nxt[0], keras.layers.DepthwiseConv2D):
+            pairs.append((u, nxt[0]))
+    return pairs
+
+
+def equalize(keras_model, pairs, calib, h):
+    """Scale channel c of each pair's ReLU6 output by 6 / (h * M_c) (batch norm gamma and beta) and the depthwise kernel by
+    its inverse; M_c = the channel's calibration maximum, channels reaching 6 keep 1. Returns each pair's median scale."""
+    import keras
+    from converters import qat
+
+    stats = keras.Model(keras_model.inputs, [keras.ops.max(qat._out(u.bn), axis=(1, 2)) for u, _ in pairs]).predict(
+        calib, batch_size=25, verbose=0)
+    medians = []
+    for (u, dw), mx in zip(pairs, stats):
+        m = np.clip(mx.max(0), 0, 6)
+        s = np.clip(np.where((m > 1e-3) & (m < 6), 6.0 / (h * np.maximum(m, 1e-3)), 1.0), 1.0, 64.0).astype(np.float32)
+        medians.append(float(np.median(s)))
+        u.bn.gamma.assign(u.bn.gamma.numpy() * s)
+        u.bn.beta.assign(u.bn.beta.numpy() * s)
+        w = dw.get_weights()
+        w[0] = w[0] / s.reshape(1, 1, -1, 1)
+        dw.set_weights(w)
+    return medians
