@@ -6,6 +6,7 @@ import common
 from converters import quantize, convert as cv, qat
 from converters.fidelity import compare
 arch = sys.argv[1]; epochs = int(sys.argv[2]); lr = float(sys.argv[3])
+seed = int(sys.argv[5]) if len(sys.argv) > 5 else 0  # the order of pictures and the random views
 o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
 m = fm.built.model
 print("outputs", m.output_names)
@@ -15,10 +16,10 @@ held = quantize.load_batch(held_files, prep, show_progress=False)
 heldc = quantize.load_batch(held_files, crop, show_progress=False)
 f = m.predict(held, batch_size=50, verbose=0); fc = m.predict(heldc, batch_size=50, verbose=0)
 t = time.time()
-s = qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs, lr=lr, augment=(len(sys.argv) < 5 or sys.argv[4] != 'noaug')), show_progress=False, log=print, held=held)
+s = qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs, lr=lr, augment=(len(sys.argv) < 5 or sys.argv[4] != 'noaug'), seed=seed), show_progress=False, log=print, held=held)
 print(f"tuning {time.time() - t:.0f} s")
 model = quantize.to_tflite(m, [calib], "int8", False, "mean")
-open(f"/tmp/qat_{arch}_{epochs}_{lr}.tflite", "wb").write(model)
+open(f"/tmp/qat_{arch}_{epochs}_{lr}_{seed}.tflite", "wb").write(model)
 run = quantize.TFLiteRunner(model)
 for name, x, ref in (("stretch", held, f), ("crop", heldc, fc)):
     outs = run(x)
