@@ -20,6 +20,32 @@ def recipe(arch):
     return o, fm, prep, calib_files, held_files, labels
 
 
+def pictures(fm, prep, calib_files, held_files):
+    """Calibration and held-aside batches (stretch, and held-aside with ImageNet's centre crop 0.875), and the float
+    model's outputs on both held-aside batches: (calib, held, held_crop, float_held, float_held_crop)."""
+    from dataclasses import replace
+
+    crop = quantize.float_preprocessor(replace(fm.pre, resize="center_crop", crop_fraction=0.875), fm.built.input_size)
+    calib = quantize.load_batch(calib_files, prep, show_progress=False)
+    held = quantize.load_batch(held_files, prep, show_progress=False)
+    heldc = quantize.load_batch(held_files, crop, show_progress=False)
+    m = fm.built.model
+    return calib, held, heldc, m.predict(held, batch_size=50, verbose=0), m.predict(heldc, batch_size=50, verbose=0)
+
+
+def report(model_bytes, fm, labels, held, heldc, f, fc, tag):
+    """Print the .tflite's cosine, top-1 agreement and top-1 change against the float outputs, stretch and crop."""
+    from converters.fidelity import compare
+
+    run = quantize.TFLiteRunner(model_bytes)
+    for name, x, ref in (("stretch", held, f), ("crop", heldc, fc)):
+        outs = run(x)
+        rep = compare(ref["embedding"], outs[run.output_index(fm.built.embedding_dim)], ref["logits"],
+                      outs[run.output_index(1000)], labels)
+        print(f"{tag} {name}: cos {rep['mean_cosine']:.4f} agreement {rep['top1_agreement']:.3f} "
+              f"drop {rep['top1_drop_points']:+.1f}", flush=True)
+
+
 def calibrated_extremes(keras_model, calib):
     """TFLite's calibrated (min/max) model, its single-range tensors, each one's min and max per picture, and its subgraph."""
     import tensorflow as tf

@@ -8,28 +8,18 @@ stays below its calibration maximum times h.
 usage: eq.py ARCH H [EPOCHS]
 """
 import sys, time, numpy as np
-from dataclasses import replace
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
 import common
 from converters import quantize, qat
-from converters.fidelity import compare
 
 arch = sys.argv[1]; h = float(sys.argv[2]); epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
 m = fm.built.model
-crop = quantize.float_preprocessor(replace(fm.pre, resize="center_crop", crop_fraction=0.875), fm.built.input_size)
-calib = quantize.load_batch(calib_files, prep, show_progress=False)
-held = quantize.load_batch(held_files, prep, show_progress=False)
-heldc = quantize.load_batch(held_files, crop, show_progress=False)
-f = m.predict(held, batch_size=50, verbose=0); fc = m.predict(heldc, batch_size=50, verbose=0)
+calib, held, heldc, f, fc = common.pictures(fm, prep, calib_files, held_files)
 
 
 def report(model_bytes, tag):
-    run = quantize.TFLiteRunner(model_bytes)
-    for name, x, ref in (("stretch", held, f), ("crop", heldc, fc)):
-        outs = run(x)
-        rep = compare(ref["embedding"], outs[run.output_index(fm.built.embedding_dim)], ref["logits"], outs[run.output_index(1000)], labels)
-        print(f"{tag} {name}: cos {rep['mean_cosine']:.4f} agreement {rep['top1_agreement']:.3f} drop {rep['top1_drop_points']:+.1f}", flush=True)
+    common.report(model_bytes, fm, labels, held, heldc, f, fc, tag)
 
 
 pairs = common.relu6_depthwise_pairs(m)
@@ -45,5 +35,5 @@ if epochs:
     qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs), show_progress=False, log=print, held=held)
     print(f"tuning {time.time() - t:.0f} s", flush=True)
     b = quantize.to_tflite(m, [calib], "int8", False, "mean")
-    open(f"/tmp/eq/eq_{arch}_{h}_{epochs}.tflite", "wb").write(b)
+    open(f"/tmp/eq_{arch}_{h}_{epochs}.tflite", "wb").write(b)
     report(b, f"tuned{epochs} eq h={h}")
