@@ -32,7 +32,6 @@ class QatOptions:
     lr: float = 1e-5
     augment: bool = True
     seed: int = 0
-    drop: float = 0.0  # QDrop: while training, each activation element skips its int8 rounding with this probability
 
 
 @dataclass
@@ -168,21 +167,18 @@ def activation_ranges(model, images: np.ndarray, batch: int = 25) -> dict[int, t
 
 
 def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], ranges: dict[int, tuple[float, float]],
-                input_range: tuple[float, float], drop: float = 0.0) -> Callable:
+                input_range: tuple[float, float]) -> Callable:
     """model's graph with int8 simulated: weights per channel, activations at each op output."""
     import keras
 
     by_first = {id(u.layer): u for u in units}
     skipped = {id(x) for u in units for x in (u.bn, u.act) if x is not None}
 
-    def fq(x, r, training=False):
-        q = tf.quantization.fake_quant_with_min_max_vars(x, r[0], r[1], num_bits=8)
-        if training and drop > 0:
-            return tf.where(tf.random.uniform(tf.shape(x)) < drop, x, q)
-        return q
+    def fq(x, r):
+        return tf.quantization.fake_quant_with_min_max_vars(x, r[0], r[1], num_bits=8)
 
-    def forward(x, training=False):
-        values = {id(model.inputs[0]): fq(x, input_range, training)}
+    def forward(x):
+        values = {id(model.inputs[0]): fq(x, input_range)}
         for layer in _operations(model):
             if isinstance(layer, keras.layers.InputLayer) or id(layer) in skipped:
                 continue
@@ -201,12 +197,12 @@ def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], range
                 y = y + fd.bias
                 if unit.act is not None:
                     y = unit.act(y)
-                values[id(_out(unit.last))] = fq(y, ranges[id(unit.last)], training)
+                values[id(_out(unit.last))] = fq(y, ranges[id(unit.last)])
                 continue
             args, kwargs = node.arguments.fill_in(values)
             y = layer(*args, **kwargs)
             if type(layer).__name__ not in _NO_QUANT:
-                y = fq(y, ranges[id(layer)], training)
+                y = fq(y, ranges[id(layer)])
             values[id(_out(layer))] = y
         out = model.outputs
         return [values[id(t)] for t in out]
@@ -235,7 +231,7 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
     folded = {id(u.layer): _Folded(tf, u) for u in units}
     ranges = activation_ranges(model, images)
     input_range = (float(min(images.min(), 0.0)), float(max(images.max(), 0.0)))
-    forward = _forward_fn(tf, model, units, folded, ranges, input_range, o.drop)
+    forward = _forward_fn(tf, model, units, folded, ranges, input_range)
     params = [v for fd in folded.values() for v in (fd.kernel, fd.bias)]
     steps = int(np.ceil(len(images) / o.batch))
     # cosine decay to zero: the last steps only settle the weights, so the result does not depend on
@@ -245,7 +241,7 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
     @tf.function(reduce_retracing=True)
     def step(x, targets):
         with tf.GradientTape() as tape:
-            outs = forward(x, True)
+            outs = forward(x)
             # every output (embedding, logits) matched to the float model's, each scaled by its variance
             loss = tf.add_n([tf.reduce_mean(tf.square(a - t)) / v for a, t, v in zip(outs, targets, var)])
         opt.apply_gradients(zip(tape.gradient(loss, params), params))
