@@ -54,7 +54,5 @@ if epochs:
     print(f"tuning {time.time() - t:.0f} s")
 model = quantize.to_tflite(folded, [cal2], "int8", False, "mean")
 open(f"/tmp/exactin_{arch}_{C:g}_{K:g}_{epochs}_{seed}.tflite", "wb").write(model)
-run = quantize.TFLiteRunner(model)
-inp = run.interp.get_input_details()[0] if hasattr(run, "interp") else None
-print("input quantization", inp["quantization"] if inp else "?")
+print("input quantization (scale, zero point)", quantize.TFLiteRunner(model).inp["quantization"])
 common.report(model, fm, labels, held2, heldc2, f, fc, f"exact-input int8 ({epochs} epochs, seed {seed})")
