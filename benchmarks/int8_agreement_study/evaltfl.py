@@ -19,7 +19,7 @@ run = TFLiteRunner(Path(path).read_bytes())
 size = int(run.inp["shape"][1])
 dims = [int(np.prod(d["shape"][1:])) for d in run.outs]
 emb = run.output_index(max(d for d in dims if d != 1000))
-pre = Preprocessing(mean=tuple(C.tolist()) if C.size > 1 else float(C[0]), std=1.0, resize="stretch", crop_fraction=1.0)
+pre = Preprocessing(resize="stretch")  # only the resize is taken from it; C and K are applied below
 
 
 def featurize(p):
