@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from edgeembed.errors import EdgeEmbedError, InputError, ModelError
+from edgeembed.preprocess import InputFormat, Preprocessor
 from edgeembed.spec import ModelSpec, Preprocessing
 
-from . import archs, fidelity, metadata, quantize
+from . import archs, fidelity, input_fold, metadata, quantize
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # torchvision's (0.485, 0.456, 0.406) x 255
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -220,38 +221,48 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     b = fm.built
     prep = quantize.float_preprocessor(fm.pre, b.input_size)
     calib_files, held_files, labels = split_files(o)
-    calib = quantize.load_batch(calib_files, prep, "reading calibration images", o.show_progress)
-    held = quantize.load_batch(held_files, prep, "reading held-aside images", o.show_progress) if held_files else None
+    calib_px = quantize.load_pixels(calib_files, prep, "reading calibration images", o.show_progress)
+    held_px = quantize.load_pixels(held_files, prep, "reading held-aside images", o.show_progress) if held_files else None
     t1 = time.perf_counter()
-    source, tuning = b.model, None
-    if o.int8_tuning > 0 and o.output_type in ("int8", "uint8"):
-        source, tuning = _tuned_copy(b.model, calib, o)
-    model = quantize.to_tflite(source, [calib], o.output_type, o.show_progress, o.activation_ranges)
+    integer = o.output_type in ("int8", "uint8")
+    # integer models take (pixel - C) / K, so that their input holds each pixel exactly (converters/input_fold.py)
+    fold = input_fold.fold_input_normalisation(b.model, fm.pre) if integer else None
+    source, pre = (fold.model, fold.pre) if fold else (b.model, fm.pre)
+    input_range = fold.input_range if fold else None
+    calib = quantize.float_preprocessor(pre, b.input_size).normalize(calib_px)
+    tuning = None
+    if o.int8_tuning > 0 and integer:
+        source, tuning = _tuned_copy(source, calib, o, input_range)
+    model = quantize.to_tflite(source, [calib], o.output_type, o.show_progress, o.activation_ranges, input_range)
+    del calib
     t2 = time.perf_counter()
     runner = quantize.TFLiteRunner(model)
     ei = runner.output_index(b.embedding_dim)
+    # the quantized model is fed exactly what the runtime will feed it on the device
+    device = Preprocessor(pre, InputFormat(b.input_size, b.input_size, np.dtype(runner.inp["dtype"]),
+                                           *runner.inp["quantization"]))
     report = None
-    if held is not None and len(held):
+    if held_px is not None and len(held_px):
         has_cls = b.has_classifier and len(runner.outs) > 1
 
-        def float_fn(x):
+        def float_fn(pixels):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = b.model(x, training=False)
+                out = b.model(prep.normalize(pixels), training=False)
             return np.asarray(out["embedding"]), (np.asarray(out["logits"]) if has_cls else None)
 
-        def quant_fn(x):
-            outs = runner(x)
+        def quant_fn(pixels):
+            outs = runner(device.normalize(pixels))
             return outs[ei], (outs[1 - ei] if has_cls else None)
 
-        report = fidelity.fidelity_report(float_fn, quant_fn, held, labels, o.thresholds, meaningful=fm.meaningful,
+        report = fidelity.fidelity_report(float_fn, quant_fn, held_px, labels, o.thresholds, meaningful=fm.meaningful,
                                           show_progress=o.show_progress)
         report["calibration_overlap"] = 0
         report["preprocessing"] = f"the model's own ({fm.pre.resize}, crop fraction {fm.pre.crop_fraction})"
         if labels is not None and (fm.pre.resize, fm.pre.crop_fraction) != ("center_crop", 0.875):
             # Also under ImageNet's evaluation convention (the one published accuracies use), for comparison.
             crop = quantize.float_preprocessor(replace(fm.pre, resize="center_crop", crop_fraction=0.875), b.input_size)
-            held_crop = quantize.load_batch(held_files, crop, "reading held-aside images (centre crop)", o.show_progress)
+            held_crop = quantize.load_pixels(held_files, crop, "reading held-aside images (centre crop)", o.show_progress)
             alt = fidelity.fidelity_report(float_fn, quant_fn, held_crop, labels, o.thresholds, meaningful=fm.meaningful)
             report["imagenet_center_crop_0.875"] = {k: v for k, v in alt.items() if k != "thresholds"}
     calibration = {"source": str(o.calibration), "images": len(calib_files),
@@ -259,19 +270,25 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
                    "method": f"TFLite post-training {o.output_type}" + (f", per-channel weights, activation ranges: {o.activation_ranges}"
                                                                    if o.output_type in ("int8", "uint8") else ""),
                    "held_aside_images": len(held_files)}
+    if fold is not None:
+        calibration["method"] += (", input normalisation folded into the first convolution (the integer input holds "
+                                  "each pixel exactly)")
     if tuning is not None:
         calibration["int8_tuning"] = tuning
         if tuning["epochs"] > 0:
             calibration["method"] += (f", weights and biases tuned for int8 ({tuning['epochs']} epochs over the "
                                       "calibration pictures, float model as teacher)")
-    spec = ModelSpec(preprocessing=fm.pre, embedding_output=ei, embedding_dim=b.embedding_dim, task="image",
+    extra = {"output_type": o.output_type, "classifier_output": (1 - ei) if b.has_classifier and len(runner.outs) > 1 else None,
+             "converter": "edgeembed converters", "tensorflow": _tf_version()}
+    if fold is not None:
+        extra["float_model_normalisation"] = {"mean": list(fm.pre.mean), "std": list(fm.pre.std)}
+    spec = ModelSpec(preprocessing=pre, embedding_output=ei, embedding_dim=b.embedding_dim, task="image",
                      architecture=fm.name, weights=fm.weights, license=fm.license, calibration=calibration,
-                     fidelity=report, extra={"output_type": o.output_type, "classifier_output": (1 - ei) if b.has_classifier and len(runner.outs) > 1 else None,
-                                             "converter": "edgeembed converters", "tensorflow": _tf_version()})
+                     fidelity=report, extra=extra)
     out = metadata.save_model(o.out, model, spec, b.input_size, b.input_size, len(runner.outs))
     summary = {"model": str(out), "bytes": out.stat().st_size, "architecture": fm.name, "weights": fm.weights,
                "output_type": o.output_type, "embedding_dim": b.embedding_dim, "embedding_output": ei,
-               "preprocessing": asdict(fm.pre), "calibration": calibration, "fidelity": report,
+               "preprocessing": asdict(pre), "calibration": calibration, "fidelity": report,
                "fidelity_json": str(metadata.fidelity_path(out)) if report else None,
                "seconds": {"prepare": round(t1 - t0, 1), "convert": round(t2 - t1, 1), "total": round(time.perf_counter() - t0, 1)}}
     if report is not None:
@@ -284,7 +301,7 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     return summary
 
 
-def _tuned_copy(model, calib: np.ndarray, o: ConvertOptions):
+def _tuned_copy(model, calib: np.ndarray, o: ConvertOptions, input_range: tuple[float, float] | None = None):
     """A copy of the float model fine-tuned for int8 (the original stays the fidelity reference)."""
     import keras
 
@@ -292,7 +309,8 @@ def _tuned_copy(model, calib: np.ndarray, o: ConvertOptions):
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    summary = qat.fine_tune(copy, calib, qat.QatOptions(epochs=o.int8_tuning), show_progress=o.show_progress)
+    summary = qat.fine_tune(copy, calib, qat.QatOptions(epochs=o.int8_tuning), show_progress=o.show_progress,
+                             input_range=input_range)
     return copy, summary
 
 

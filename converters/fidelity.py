@@ -56,7 +56,7 @@ def check(report: dict, thresholds: dict | None = None) -> list[str]:
 def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, labels: Sequence[int] | None = None,
                     thresholds: dict | None = None, meaningful: bool = True, batch: int = 32,
                     show_progress: bool = False) -> dict:
-    """Run both models on ``images`` (float-preprocessed (N, H, W, 3)) and compare them.
+    """Run both models on ``images`` ((N, H, W, 3), as both fns take them: the converter gives resized uint8 pixels).
 
     Each fn maps a batch to ``(embeddings, logits or None)``. ``meaningful=False`` (random weights)
     keeps the figures for debugging but marks them as not a measure of anything.

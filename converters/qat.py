@@ -211,10 +211,12 @@ def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], range
 
 
 def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show_progress: bool = True,
-              log: Callable[[str], None] | None = None, held: np.ndarray | None = None) -> dict:
+              log: Callable[[str], None] | None = None, held: np.ndarray | None = None,
+              input_range: tuple[float, float] | None = None) -> dict:
     """Fine-tune ``model`` (in place) for int8 on float-preprocessed ``images``; returns a summary.
 
     ``held``: optional held-aside pictures on which the simulated int8 agreement is logged per epoch.
+    ``input_range``: the int8 input's float range, as given to quantize.to_tflite (default: the images').
     """
     import keras
     import tensorflow as tf
@@ -230,7 +232,8 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
         return {"epochs": 0, "images": int(len(images)), "skipped": "no Conv2D, DepthwiseConv2D or Dense layer to tune"}
     folded = {id(u.layer): _Folded(tf, u) for u in units}
     ranges = activation_ranges(model, images)
-    input_range = (float(min(images.min(), 0.0)), float(max(images.max(), 0.0)))
+    if input_range is None:
+        input_range = (float(min(images.min(), 0.0)), float(max(images.max(), 0.0)))
     forward = _forward_fn(tf, model, units, folded, ranges, input_range)
     params = [v for fd in folded.values() for v in (fd.kernel, fd.bias)]
     steps = int(np.ceil(len(images) / o.batch))

@@ -42,15 +42,21 @@ def calibration_images(folder: str | os.PathLike, limit: int | None = None, recu
     return files
 
 
-def load_batch(files: Sequence[str | os.PathLike], prep: Preprocessor, desc: str = "reading images",
-               show_progress: bool = True) -> np.ndarray:
-    """Preprocess pictures into one float32 batch (N, H, W, 3), with a progress bar."""
+def load_pixels(files: Sequence[str | os.PathLike], prep: Preprocessor, desc: str = "reading images",
+                show_progress: bool = True) -> np.ndarray:
+    """Pictures resized as ``prep`` resizes them: one uint8 batch (N, H, W, 3), with a progress bar."""
     out = []
     with Progress(len(files), desc, show_progress) as bar:
         for f in files:
             out.append(prep.resized(f))
             bar.update()
-    return prep.normalize(np.stack(out)) if out else np.zeros((0, *prep.size, 3), np.float32)
+    return np.stack(out) if out else np.zeros((0, *prep.size, 3), np.uint8)
+
+
+def load_batch(files: Sequence[str | os.PathLike], prep: Preprocessor, desc: str = "reading images",
+               show_progress: bool = True) -> np.ndarray:
+    """Preprocess pictures into one float32 batch (N, H, W, 3), with a progress bar."""
+    return prep.normalize(load_pixels(files, prep, desc, show_progress))
 
 
 def _representative(batches: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]], show_progress: bool):
@@ -68,7 +74,8 @@ def _representative(batches: Iterable[np.ndarray] | Callable[[], Iterable[np.nda
 
 
 def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]] | None,
-              output_type: str = "int8", show_progress: bool = True, activation_ranges: str = "minmax") -> bytes:
+              output_type: str = "int8", show_progress: bool = True, activation_ranges: str = "minmax",
+              input_range: tuple[float, float] | None = None) -> bytes:
     """Convert a Keras model (one image input, NHWC float) to .tflite bytes.
 
     ``calibration_batches``: float32 arrays (N, H, W, 3) already preprocessed for the float model
@@ -78,6 +85,8 @@ def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Call
     each picture's extremes, as TF's moving-average observers do: rare outliers no longer stretch
     the scale for every picture), "mse" (per tensor, the clipped range with the least int8
     error on sampled values) or "pNN" (the NN-th percentile of the per-picture extremes).
+    ``input_range``: the float range the integer input spans, whatever the calibration pictures hold
+    (converters.input_fold: pixels 0..255, so that the input holds each pixel exactly).
     """
     if output_type not in OUTPUT_TYPES:
         raise InputError(f"output type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -98,7 +107,7 @@ def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Call
         conv.inference_input_type = io
         conv.inference_output_type = io
     try:
-        with contextlib.redirect_stdout(io_.StringIO()), _ranges_patch(activation_ranges, show_progress):
+        with contextlib.redirect_stdout(io_.StringIO()), _ranges_patch(activation_ranges, show_progress, input_range):
             return bytes(conv.convert())
     except InputError:
         raise
@@ -108,9 +117,9 @@ def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Call
 
 
 @contextlib.contextmanager
-def _ranges_patch(mode: str, show_progress: bool):
+def _ranges_patch(mode: str, show_progress: bool, input_range: tuple[float, float] | None = None):
     """Post-process TFLite's calibration statistics (see to_tflite) before the model is quantized."""
-    if mode == "minmax":
+    if mode == "minmax" and input_range is None:
         yield
         return
     if mode not in ("mean", "mse") and not (mode.startswith("p") and mode[1:].replace(".", "", 1).isdigit()):
@@ -128,7 +137,7 @@ def _ranges_patch(mode: str, show_progress: bool):
                 samples.append(s)
                 yield s
         calibrated = orig(self, recording)
-        return _adjust_ranges(calibrated, [s[0] for s in samples], mode, show_progress)
+        return _adjust_ranges(calibrated, [s[0] for s in samples], mode, show_progress, input_range)
 
     cls.calibrate = calibrate
     try:
@@ -137,12 +146,19 @@ def _ranges_patch(mode: str, show_progress: bool):
         cls.calibrate = orig
 
 
-def _adjust_ranges(calibrated: bytes, samples: list[np.ndarray], mode: str, show_progress: bool) -> bytes:
+def _adjust_ranges(calibrated: bytes, samples: list[np.ndarray], mode: str, show_progress: bool,
+                   input_range: tuple[float, float] | None = None) -> bytes:
     """Replace each activation's min/max by the mean (or a percentile) of its per-picture extremes."""
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
     model = fu.read_model_from_bytearray(bytearray(calibrated))
     sg = model.subgraphs[0]
+    if input_range is not None:
+        for i in sg.inputs:
+            qp = sg.tensors[int(i)].quantization
+            qp.min, qp.max = [float(input_range[0])], [float(input_range[1])]
+        if mode == "minmax":
+            return bytes(fu.convert_object_to_bytearray(model))
     # The input keeps its full range (every pixel value must be representable), and so do the
     # outputs: clipping the classifier's logits flattens the top classes into ties.
     keep = set(int(i) for i in sg.inputs) | set(int(i) for i in sg.outputs)
@@ -203,7 +219,8 @@ class TFLiteRunner:
     """Runs a .tflite on float-preprocessed batches and returns dequantized float outputs.
 
     Integer inputs are quantized from the float tensor, so float and int8 models are fed the
-    same preprocessed pictures; used for fidelity checks (the device path is edgeembed.Embedder).
+    same preprocessed pictures; a batch already of the input's integer type goes in as it is.
+    Used for fidelity checks (the device path is edgeembed.Embedder).
     """
 
     def __init__(self, model: bytes, num_threads: int = 1):
@@ -225,7 +242,7 @@ class TFLiteRunner:
         dtype = self.inp["dtype"]
         for row in batch:
             x = row[None].astype(np.float32)
-            if np.issubdtype(dtype, np.integer):
+            if np.issubdtype(dtype, np.integer) and row.dtype != dtype:
                 info = np.iinfo(dtype)
                 x = np.clip(np.rint(x / scale + zp), info.min, info.max)
             self.interp.set_tensor(self.inp["index"], x.astype(dtype))

