@@ -175,6 +175,12 @@ class Gallery:
     def check_binding(self, binding: ModelBinding) -> None:
         """Refuse a model other than the gallery's own (a different fingerprint)."""
         mine = self.binding
+        if binding.fingerprint != mine.fingerprint and binding.model_path == mine.model_path and binding.dim == mine.dim:
+            # the file at the gallery's own model path was replaced (e.g. an upgraded shipped model)
+            raise GalleryError(
+                f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}), and that "
+                f"file has changed since (fingerprint now {binding.fingerprint}): the stored embeddings do not fit it; "
+                "put the original model file back (--model PATH to a copy of it), or enroll the pictures into a new gallery")
         if binding.fingerprint != mine.fingerprint or binding.dim != mine.dim:
             raise GalleryError(
                 f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}, "

@@ -52,8 +52,11 @@ def test_search_edit_and_reopen(tmp_path):
 
 def test_refuses_another_model(tmp_path):
     g = Gallery.create(tmp_path / "g", _binding(fp="one"))
-    with pytest.raises(GalleryError, match="was built with model"):
-        g.check_binding(_binding(fp="two"))
+    with pytest.raises(GalleryError, match="was built with model /m.tflite .* that file has changed since"):
+        g.check_binding(_binding(fp="two"))  # the same path, other bytes: an upgraded model file
+    other = ModelBinding(model_path="/other.tflite", fingerprint="two", dim=8, preprocessing={})
+    with pytest.raises(GalleryError, match="was built with model .* but model /other.tflite .* was given"):
+        g.check_binding(other)
     with pytest.raises(GalleryError, match="already exists"):
         Gallery.create(tmp_path / "g", _binding())
     (tmp_path / "broken").mkdir()
