@@ -188,8 +188,8 @@ def test_int8_tuning_skips_a_model_without_weight_layers():
     assert s["epochs"] == 0 and "no Conv2D" in s["skipped"]
 
 
-SHIPPED = {"mobilenet_v2_1.0_224_int8.tflite": ("mobilenet_v2_1_224", "BSD-3-Clause", [123.675, 116.28, 103.53]),
-           "efficientnet_lite0_int8.tflite": ("efficientnet_lite0_224", "Apache-2.0", [127.5] * 3)}
+SHIPPED = {"mobilenet_v2_1.0_224_int8.tflite": ("mobilenet_v2_1_224", "BSD-3-Clause", [114.0] * 3),
+           "efficientnet_lite0_int8.tflite": ("efficientnet_lite0_224", "Apache-2.0", [128.0] * 3)}
 
 
 def test_input_fold_keeps_the_float_model():
