@@ -122,7 +122,7 @@ def _ranges_patch(mode: str, show_progress: bool, input_range: tuple[float, floa
     if mode == "minmax" and input_range is None:
         yield
         return
-    if mode not in ("mean", "mse") and not (mode.startswith("p") and mode[1:].replace(".", "", 1).isdigit()):
+    if mode not in ("minmax", "mean", "mse") and not (mode.startswith("p") and mode[1:].replace(".", "", 1).isdigit()):
         raise InputError(f"activation ranges must be minmax, mean or pNN (a percentile), got {mode!r}")
     from tensorflow.lite.python import lite
 
