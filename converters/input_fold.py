@@ -45,9 +45,9 @@ def _stem(model) -> Any | None:
     inputs = [l for l in model.layers if isinstance(l, keras.layers.InputLayer)]
     if len(inputs) != 1:
         return None
-    nxt = _consumers(inputs[0])
+    nxt = _consumers(inputs[0], model)
     if len(nxt) == 1 and isinstance(nxt[0], keras.layers.ZeroPadding2D):
-        nxt = _consumers(nxt[0])
+        nxt = _consumers(nxt[0], model)
     if len(nxt) != 1 or type(nxt[0]) is not keras.layers.Conv2D or nxt[0].groups != 1:
         return None
     return nxt[0]

@@ -55,8 +55,15 @@ def _out(op):
     return op._inbound_nodes[0].output_tensors[0]
 
 
-def _consumers(layer) -> list:
-    return [n.operation for n in getattr(layer, "_outbound_nodes", [])]
+def _consumers(layer, model) -> list:
+    """The operations of ``model``'s own graph that take ``layer``'s output.
+
+    Every symbolic use of a layer's output (a probe model over its activations, a converter's trace) adds
+    a consumer to the layer, so consumers outside the model's graph are left out.
+    """
+    ops = [n.operation for n in getattr(layer, "_outbound_nodes", [])]
+    own = {id(o) for o in _operations(model)}
+    return list({id(o): o for o in ops if id(o) in own}.values())
 
 
 def weight_units(model) -> list[_Unit]:
@@ -68,10 +75,10 @@ def weight_units(model) -> list[_Unit]:
         if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
             continue
         bn = act = None
-        nxt = _consumers(layer)
+        nxt = _consumers(layer, model)
         if len(nxt) == 1 and isinstance(nxt[0], keras.layers.BatchNormalization):
             bn = nxt[0]
-            nxt = _consumers(bn)
+            nxt = _consumers(bn, model)
         if len(nxt) == 1 and isinstance(nxt[0], keras.layers.ReLU):
             act = nxt[0]
         units.append(_Unit(layer, bn, act))

@@ -177,6 +177,25 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_calib):
     assert not (tmp_path / "a.tflite").exists()
 
 
+def test_weight_units_read_the_models_own_graph():
+    """Probing activations or converting adds consumers to the layers; each conv still pairs with its batch norm and ReLU,
+    so a second tuning (or tuning after a probe) simulates what TFLite folds."""
+    from converters import archs, qat, quantize
+
+    b = archs.mobilenet_v2_torch(96, keep_classifier=True)
+    x = np.random.default_rng(0).standard_normal((4, 96, 96, 3)).astype(np.float32)
+
+    def pairs():
+        u = qat.weight_units(b.model)
+        return len(u), sum(v.bn is not None for v in u), sum(v.act is not None for v in u)
+
+    fresh = pairs()
+    assert fresh == (53, 52, 35)
+    qat.activation_ranges(b.model, x)
+    quantize.to_tflite(b.model, [x], "int8", show_progress=False, activation_ranges="mean")
+    assert pairs() == fresh
+
+
 def test_int8_tuning_skips_a_model_without_weight_layers():
     import keras
 

@@ -82,9 +82,9 @@ def relu6_depthwise_pairs(keras_model):
     for u in qat.weight_units(keras_model):
         if u.bn is None or not isinstance(u.act, keras.layers.ReLU) or float(u.act.max_value or 0) != 6.0:
             continue
-        nxt = qat._consumers(u.act)
+        nxt = qat._consumers(u.act, keras_model)
         if len(nxt) == 1 and isinstance(nxt[0], keras.layers.ZeroPadding2D):
-            nxt = qat._consumers(nxt[0])
+            nxt = qat._consumers(nxt[0], keras_model)
         if len(nxt) == 1 and isinstance(nxt[0], keras.layers.DepthwiseConv2D):
             pairs.append((u, nxt[0]))
     return pairs
