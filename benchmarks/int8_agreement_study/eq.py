@@ -5,7 +5,9 @@ largest value over the calibration pictures (channels that reach 6 keep s = 1), 
 divided by s_c. Both layers are quantized per channel, so their int8 weights do not change; only the per-tensor int8
 activation between them gets every channel spread over the whole range. Float outputs are unchanged wherever the channel
 stays below its calibration maximum times h.
-usage: eq.py ARCH H [EPOCHS]
+usage: eq.py ARCH H [EPOCHS [SEED [fold]]]   (fold: on the shipped recipe, input normalisation folded into the stem first)
+Before commit 87b677a the tuning after equalize() simulated unfolded kernels (qat.weight_units lost the batch norms), so
+the tuned results of that time are void.
 """
 import sys, time, numpy as np
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
@@ -13,9 +15,19 @@ import common
 from converters import quantize, qat
 
 arch = sys.argv[1]; h = float(sys.argv[2]); epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+fold = len(sys.argv) > 5 and sys.argv[5] == "fold"
 o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
 m = fm.built.model
 calib, held, heldc, f, fc = common.pictures(fm, prep, calib_files, held_files)
+input_range = None
+if fold:
+    from converters import input_fold
+    fo = input_fold.fold_input_normalisation(m, fm.pre)
+    mean = np.broadcast_to(np.asarray(fm.pre.mean, np.float32), (3,)); std = np.broadcast_to(np.asarray(fm.pre.std, np.float32), (3,))
+    C, K = fo.pre.mean[0], fo.pre.std[0]
+    calib, held, heldc = (((x * std + mean - C) / K).astype(np.float32) for x in (calib, held, heldc))
+    m, input_range = fo.model, fo.input_range
 
 
 def report(model_bytes, tag):
@@ -29,11 +41,12 @@ print("median scale per pair", np.round(tot, 1), flush=True)
 g = m.predict(held, batch_size=50, verbose=0)
 print("float logits max abs change (held-aside):", float(np.abs(g["logits"] - f["logits"]).max()),
       "top-1 same:", float((g["logits"].argmax(1) == f["logits"].argmax(1)).mean()), flush=True)
-report(quantize.to_tflite(m, [calib], "int8", False, "mean"), f"PTQ eq h={h}")
+report(quantize.to_tflite(m, [calib], "int8", False, "mean", input_range), f"PTQ eq h={h}")
 if epochs:
     t = time.time()
-    qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs), show_progress=False, log=print, held=held)
+    qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs, seed=seed), show_progress=False, log=print, held=held,
+                  input_range=input_range)
     print(f"tuning {time.time() - t:.0f} s", flush=True)
-    b = quantize.to_tflite(m, [calib], "int8", False, "mean")
-    open(f"/tmp/eq_{arch}_{h}_{epochs}.tflite", "wb").write(b)
+    b = quantize.to_tflite(m, [calib], "int8", False, "mean", input_range)
+    open(f"/tmp/eq_{arch}_{h}_{epochs}_{seed}{'_fold' if fold else ''}.tflite", "wb").write(b)
     report(b, f"tuned{epochs} eq h={h}")
