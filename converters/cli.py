@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--int8-tuning", type=int, default=3, metavar="EPOCHS",
                    help="int8/uint8: fine-tune the weights for int8 over the calibration pictures with the float model as "
                         "teacher, this many passes (default 3; 0 = plain post-training quantization; not used with --tflite)")
+    p.add_argument("--channel-equalization", type=float, default=2.0, metavar="H",
+                   help="int8/uint8: spread the channels of each ReLU6 output that feeds a depthwise convolution over the "
+                        "int8 range, letting a channel go up to H times its calibration maximum (default 2; 0 = off)")
     p.add_argument("--out", required=False, help="output .tflite path")
     p.add_argument("--keep-classifier", action="store_true", help="keep the classifier logits as a second output")
     p.add_argument("--accept-low-fidelity", action="store_true", help="exit 0 even when fidelity is below the thresholds")
@@ -85,6 +88,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(f"--out must end in .tflite, got {out.name}")
     if args.int8_tuning < 0:
         raise InputError(f"--int8-tuning must be a number of epochs >= 0 (0 = off), got {args.int8_tuning}")
+    if args.channel_equalization != 0 and args.channel_equalization < 1:
+        raise InputError(f"--channel-equalization must be a headroom >= 1 (0 = off), got {args.channel_equalization:g}")
     for flag, folder in (("--calibration", args.calibration), ("--calibration-faces", args.calibration_faces),
                          ("--fidelity-dir", args.fidelity_dir)):
         if folder and not Path(folder).is_dir():  # before TensorFlow loads: a typo costs no wait
@@ -103,7 +108,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                        embedding_layer=args.embedding_layer, calibration=args.calibration,
                        calibration_images=args.calibration_images, fidelity_dir=args.fidelity_dir,
                        fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type, activation_ranges=args.activation_ranges,
-                       int8_tuning=args.int8_tuning,
+                       int8_tuning=args.int8_tuning, channel_equalization=args.channel_equalization,
                        keep_classifier=args.keep_classifier, accept_low_fidelity=args.accept_low_fidelity,
                        thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},
                        preprocessing=pre, show_progress=not args.quiet)

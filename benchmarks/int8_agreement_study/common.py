@@ -92,20 +92,20 @@ def relu6_depthwise_pairs(keras_model):
 
 def equalize(keras_model, pairs, calib, h):
     """Scale channel c of each pair's ReLU6 output by 6 / (h * M_c) (batch norm gamma and beta) and the depthwise kernel by
-    its inverse; M_c = the channel's calibration maximum, channels reaching 6 keep 1. Returns each pair's median scale."""
+    its inverse; M_c = the channel's calibration maximum, channels reaching 6 keep 1. Returns each pair's scales."""
     import keras
     from converters import qat
 
     stats = keras.Model(keras_model.inputs, [keras.ops.max(qat._out(u.bn), axis=(1, 2)) for u, _ in pairs]).predict(
         calib, batch_size=25, verbose=0)
-    medians = []
+    scales = []
     for (u, dw), mx in zip(pairs, stats):
         m = np.clip(mx.max(0), 0, 6)
         s = np.clip(np.where((m > 1e-3) & (m < 6), 6.0 / (h * np.maximum(m, 1e-3)), 1.0), 1.0, 64.0).astype(np.float32)
-        medians.append(float(np.median(s)))
+        scales.append(s)
         u.bn.gamma.assign(u.bn.gamma.numpy() * s)
         u.bn.beta.assign(u.bn.beta.numpy() * s)
         w = dw.get_weights()
         w[0] = w[0] / s.reshape(1, 1, -1, 1)
         dw.set_weights(w)
-    return medians
+    return scales

@@ -5,7 +5,8 @@ largest value over the calibration pictures (channels that reach 6 keep s = 1), 
 divided by s_c. Both layers are quantized per channel, so their int8 weights do not change; only the per-tensor int8
 activation between them gets every channel spread over the whole range. Float outputs are unchanged wherever the channel
 stays below its calibration maximum times h.
-usage: eq.py ARCH H [EPOCHS [SEED [fold]]]   (fold: on the shipped recipe, input normalisation folded into the stem first)
+usage: eq.py ARCH H [EPOCHS [SEED [fold [units]]]]   (fold: on the shipped recipe, input normalisation folded into the stem
+first; units: the tuning trains the weights in their units before equalization, the scales kept as fixed factors)
 Before commit 87b677a the tuning after equalize() simulated unfolded kernels (qat.weight_units lost the batch norms), so
 the tuned results of that time are void.
 """
@@ -17,6 +18,7 @@ from converters import quantize, qat
 arch = sys.argv[1]; h = float(sys.argv[2]); epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 fold = len(sys.argv) > 5 and sys.argv[5] == "fold"
+units = len(sys.argv) > 6 and sys.argv[6] == "units"
 o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
 m = fm.built.model
 calib, held, heldc, f, fc = common.pictures(fm, prep, calib_files, held_files)
@@ -36,8 +38,13 @@ def report(model_bytes, tag):
 
 pairs = common.relu6_depthwise_pairs(m)
 print(len(pairs), "ReLU6 -> depthwise pairs", flush=True)
-tot = common.equalize(m, pairs, calib, h)
-print("median scale per pair", np.round(tot, 1), flush=True)
+scales = common.equalize(m, pairs, calib, h)
+print("median scale per pair", np.round([np.median(s) for s in scales], 1), flush=True)
+channel_scale = {}
+if units:  # pointwise output channel c carries s_c, the depthwise channel c carries 1 / s_c
+    for (u, dw), s in zip(pairs, scales):
+        channel_scale[u.layer.name] = s
+        channel_scale[dw.name] = 1.0 / s
 g = m.predict(held, batch_size=50, verbose=0)
 print("float logits max abs change (held-aside):", float(np.abs(g["logits"] - f["logits"]).max()),
       "top-1 same:", float((g["logits"].argmax(1) == f["logits"].argmax(1)).mean()), flush=True)
@@ -45,8 +52,8 @@ report(quantize.to_tflite(m, [calib], "int8", False, "mean", input_range), f"PTQ
 if epochs:
     t = time.time()
     qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs, seed=seed), show_progress=False, log=print, held=held,
-                  input_range=input_range)
+                  input_range=input_range, channel_scale=channel_scale or None)
     print(f"tuning {time.time() - t:.0f} s", flush=True)
     b = quantize.to_tflite(m, [calib], "int8", False, "mean", input_range)
-    open(f"/tmp/eq_{arch}_{h}_{epochs}_{seed}{'_fold' if fold else ''}.tflite", "wb").write(b)
+    open(f"/tmp/eq_{arch}_{h}_{epochs}_{seed}{'_fold' if fold else ''}{'_units' if units else ''}.tflite", "wb").write(b)
     report(b, f"tuned{epochs} eq h={h}")
