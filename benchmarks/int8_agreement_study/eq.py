@@ -36,15 +36,11 @@ def report(model_bytes, tag):
     common.report(model_bytes, fm, labels, held, heldc, f, fc, tag)
 
 
-pairs = common.relu6_depthwise_pairs(m)
-print(len(pairs), "ReLU6 -> depthwise pairs", flush=True)
-scales = common.equalize(m, pairs, calib, h)
-print("median scale per pair", np.round([np.median(s) for s in scales], 1), flush=True)
-channel_scale = {}
-if units:  # pointwise output channel c carries s_c, the depthwise channel c carries 1 / s_c
-    for (u, dw), s in zip(pairs, scales):
-        channel_scale[u.layer.name] = s
-        channel_scale[dw.name] = 1.0 / s
+from converters import equalize
+scales = equalize.equalize(m, calib, h)  # layer name -> factor: the unit before the ReLU6 s_c, the depthwise 1 / s_c
+print(len(scales) // 2, "ReLU6 -> depthwise pairs; median scale per pair",
+      np.round([np.median(s) for s in scales.values() if (s >= 1).all()], 1), flush=True)
+channel_scale = scales if units else {}
 g = m.predict(held, batch_size=50, verbose=0)
 print("float logits max abs change (held-aside):", float(np.abs(g["logits"] - f["logits"]).max()),
       "top-1 same:", float((g["logits"].argmax(1) == f["logits"].argmax(1)).mean()), flush=True)

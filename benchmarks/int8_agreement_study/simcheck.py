@@ -25,9 +25,9 @@ def check(tag):
           f" agreement {(l.argmax(1) == ref[1].argmax(1)).mean():.3f}", flush=True)
 
 
-pairs = common.relu6_depthwise_pairs(m)
 check("default")
 if len(sys.argv) > 2:
     h = float(sys.argv[2])
-    common.equalize(m, pairs, calib, h)  # on the weights the first check left on the int8 grid
+    from converters import equalize
+    equalize.equalize(m, calib, h)  # on the weights the first check left on the int8 grid
     check(f"eq h={h}")
