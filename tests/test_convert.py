@@ -174,6 +174,8 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_calib):
                             tmp_path / "a.tflite"), "--calibration-faces calibrates a float face model")
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", tiny_calib, "--int8-tuning", "-1",
                             "--out", tmp_path / "a.tflite"), "--int8-tuning must be a number of epochs >= 0")
+    _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", tiny_calib, "--channel-equalization", "0.5",
+                            "--out", tmp_path / "a.tflite"), "--channel-equalization must be a headroom >= 1")
     assert not (tmp_path / "a.tflite").exists()
 
 
