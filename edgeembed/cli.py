@@ -132,6 +132,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     pre = info["preprocessing"]
     print(f"preprocess   {pre['color_order']}, {pre['resize']} (crop {pre['crop_fraction']}), mean {pre['mean']}, "
           f"std {pre['std']}  [from {info['spec_source']}]")
+    folded = (info.get("extra") or {}).get("float_model_normalisation")
+    if folded:
+        print(f"             the float model's mean {tuple(folded['mean'])}, std {tuple(folded['std'])} is folded into "
+              "the first convolution")
     for key in ("task", "architecture", "weights", "license"):
         if info.get(key):
             print(f"{key:<12} {info[key]}")

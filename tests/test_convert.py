@@ -288,6 +288,8 @@ def test_shipped_models_carry_their_spec_and_fidelity(name):
     got_mean, got_std = _tflite_metadata_normalization(std_meta)
     assert np.allclose(got_mean, mean, rtol=1e-6) and np.allclose(got_std, info["preprocessing"]["std"], rtol=1e-6)
     assert info["preprocessing"]["resize"] == "stretch"  # the whole picture (models/README.md: why)
+    # the folded normalisation is explained where a user reads mean 114 / 128
+    assert "is folded into the first convolution" in run_cli("inspect", path, check=True).stdout
 
 
 def test_float_tflite_requantized_through_convert(tmp_path, tiny_calib):
