@@ -241,11 +241,14 @@ class TFLiteRunner:
         scale, zp = self.inp["quantization"]
         dtype = self.inp["dtype"]
         for row in batch:
-            x = row[None].astype(np.float32)
-            if np.issubdtype(dtype, np.integer) and row.dtype != dtype:
+            if row.dtype == dtype:  # already the model's input (e.g. the runtime's Preprocessor output)
+                x = row[None]
+            elif np.issubdtype(dtype, np.integer):
                 info = np.iinfo(dtype)
-                x = np.clip(np.rint(x / scale + zp), info.min, info.max)
-            self.interp.set_tensor(self.inp["index"], x.astype(dtype))
+                x = np.clip(np.rint(row[None].astype(np.float32) / scale + zp), info.min, info.max).astype(dtype)
+            else:
+                x = row[None].astype(dtype)
+            self.interp.set_tensor(self.inp["index"], x)
             self.interp.invoke()
             for i, d in enumerate(self.outs):
                 v = self.interp.get_tensor(d["index"]).reshape(-1)

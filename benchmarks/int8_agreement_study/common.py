@@ -20,6 +20,14 @@ def recipe(arch):
     return o, fm, prep, calib_files, held_files, labels
 
 
+def refold(pre, folded_pre, *batches):
+    """Batches preprocessed with ``pre`` -> the same pictures as the input-folded model takes them ((pixel - C) / K)."""
+    mean = np.broadcast_to(np.asarray(pre.mean, np.float32), (3,))
+    std = np.broadcast_to(np.asarray(pre.std, np.float32), (3,))
+    c, k = folded_pre.mean[0], folded_pre.std[0]
+    return [((x * std + mean - c) / k).astype(np.float32) for x in batches]
+
+
 def pictures(fm, prep, calib_files, held_files):
     """Calibration and held-aside batches (stretch, and held-aside with ImageNet's centre crop 0.875), and the float
     model's outputs on both held-aside batches: (calib, held, held_crop, float_held, float_held_crop)."""

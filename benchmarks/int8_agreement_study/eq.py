@@ -26,9 +26,7 @@ input_range = None
 if fold:
     from converters import input_fold
     fo = input_fold.fold_input_normalisation(m, fm.pre)
-    mean = np.broadcast_to(np.asarray(fm.pre.mean, np.float32), (3,)); std = np.broadcast_to(np.asarray(fm.pre.std, np.float32), (3,))
-    C, K = fo.pre.mean[0], fo.pre.std[0]
-    calib, held, heldc = (((x * std + mean - C) / K).astype(np.float32) for x in (calib, held, heldc))
+    calib, held, heldc = common.refold(fm.pre, fo.pre, calib, held, heldc)
     m, input_range = fo.model, fo.input_range
 
 

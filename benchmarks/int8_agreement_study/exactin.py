@@ -19,17 +19,8 @@ seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
 calib, held, heldc, f, fc = common.pictures(fm, prep, calib_files, held_files)
 fo = input_fold.fold_input_normalisation(fm.built.model, fm.pre)
-mean = np.broadcast_to(np.asarray(fm.pre.mean, np.float32), (3,))
-std = np.broadcast_to(np.asarray(fm.pre.std, np.float32), (3,))
 C, K = fo.pre.mean[0], fo.pre.std[0]
-
-
-def to_folded(x):
-    """float input of the original model -> (pixel - C) / K"""
-    return ((x * std + mean - C) / K).astype(np.float32)
-
-
-cal2, held2, heldc2 = to_folded(calib), to_folded(held), to_folded(heldc)
+cal2, held2, heldc2 = common.refold(fm.pre, fo.pre, calib, held, heldc)
 print(f"C {C:g} K {K:g}; pixels recovered exactly: {np.abs((cal2 * K + C) - np.round(cal2 * K + C)).max():.2e}")
 for name, x, ref in (("stretch", held2, f), ("crop", heldc2, fc)):
     r = fo.model.predict(x, batch_size=50, verbose=0)
