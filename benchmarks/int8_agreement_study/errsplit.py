@@ -1,0 +1,133 @@
+"""Where the shipped recipe's remaining int8 error sits: the tuned model's simulated loss with int8 on everything, on
+the weights only, and on the weights plus one kind of activation tensor at a time (500 held-aside pictures, stretch).
+usage: errsplit.py ARCH [EPOCHS]   (the shipped recipe: input folded, channels equalized, tuned in pre-equalization units)
+"""
+import re, sys, time, numpy as np
+_here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
+import common
+from converters import quantize, qat, input_fold, equalize
+
+arch = sys.argv[1]; epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
+calib, held, heldc, f, fc = common.pictures(fm, prep, calib_files, held_files)
+fo = input_fold.fold_input_normalisation(fm.built.model, fm.pre)
+calib, held = common.refold(fm.pre, fo.pre, calib, held)
+m, input_range = fo.model, fo.input_range
+scales = equalize.equalize(m, calib, 2.0)
+ref = [f["embedding"], f["logits"]]
+var = [float(np.var(t)) for t in qat._as_list(m.predict(calib, batch_size=50, verbose=0))]
+
+
+def kind(name: str) -> str:
+    for pat, k in (("expand_relu", "expansion ReLU6 (-> depthwise)"), ("depthwise_relu", "depthwise ReLU6 (-> projection)"),
+                   ("project_BN|project_bn|_add$|add", "projections and residual adds (linear)"),
+                   ("^Conv1|stem", "stem"), ("^out_relu|top", "last 1x1 (-> pooling)"),
+                   ("pool|embedding", "pooled embedding"), ("logits|predictions|dense", "logits")):
+        if re.search(pat, name):
+            return k
+    return "other: " + name
+
+
+PROBE = sys.argv[3].split(",") if len(sys.argv) > 3 else None  # tensors whose range is varied after tuning
+
+
+def split(tag):
+    import keras, tensorflow as tf
+
+    units = qat.weight_units(m)
+    folded = {id(u.layer): qat._Folded(tf, u) for u in units}
+    ranges = qat.activation_ranges(m, calib)
+    skipped = {id(x) for u in units for x in (u.bn, u.act) if x is not None}
+    by_first = {id(u.layer): u for u in units}
+    names = {}
+    for layer in qat._operations(m):
+        if id(layer) in by_first:
+            names[id(by_first[id(layer)].last)] = by_first[id(layer)].last.name
+        elif type(layer).__name__ not in qat._NO_QUANT:
+            names[id(layer)] = layer.name
+    kinds = sorted({kind(n) for n in names.values()})
+    print(tag, "activation tensors by kind:", {k: sum(kind(n) == k for n in names.values()) for k in kinds}, flush=True)
+
+    def forward_fn(quant_w, act_on, override=None, clip_only=()):
+        def fq(x, lid):
+            n = names.get(lid, "")
+            if not act_on(n):
+                return x
+            r = (override or {}).get(n, ranges[lid])
+            if n in clip_only:
+                return tf.clip_by_value(x, r[0], r[1])
+            return tf.quantization.fake_quant_with_min_max_vars(x, r[0], r[1], num_bits=8)
+
+        def forward(x):
+            values = {id(m.inputs[0]): tf.quantization.fake_quant_with_min_max_vars(x, *input_range, num_bits=8)
+                      if act_on("input") else x}
+            for layer in qat._operations(m):
+                if isinstance(layer, keras.layers.InputLayer) or id(layer) in skipped:
+                    continue
+                node = layer._inbound_nodes[0]
+                if id(layer) in by_first:
+                    unit = by_first[id(layer)]; fd = folded[id(layer)]
+                    xin = values[id(node.input_tensors[0])]
+                    k = fd.quantized_kernel(tf) if quant_w else fd.kernel
+                    if qat._is_dw(layer):
+                        y = tf.nn.depthwise_conv2d(xin, k, (1, *layer.strides, 1), layer.padding.upper())
+                    elif isinstance(layer, keras.layers.Dense):
+                        y = tf.matmul(xin, k)
+                    else:
+                        y = tf.nn.conv2d(xin, k, layer.strides, layer.padding.upper())
+                    y = y + fd.folded_bias()
+                    if unit.act is not None:
+                        y = unit.act(y)
+                    values[id(qat._out(unit.last))] = fq(y, id(unit.last))
+                    continue
+                args, kwargs = node.arguments.fill_in(values)
+                y = layer(*args, **kwargs)
+                if type(layer).__name__ not in qat._NO_QUANT:
+                    y = fq(y, id(layer))
+                values[id(qat._out(layer))] = y
+            return [values[id(t)] for t in m.outputs]
+        return tf.function(forward, reduce_retracing=True)
+
+    def measure(label, quant_w, act_on, override=None, clip_only=()):
+        fn = forward_fn(quant_w, act_on, override, clip_only)
+        outs = [np.concatenate(c) for c in zip(*[[a.numpy() for a in fn(tf.constant(held[i:i + 50]))]
+                                                  for i in range(0, len(held), 50)])]
+        parts = [float(np.mean((a - t) ** 2)) / v for a, t, v in zip(outs, ref, var)]
+        d = outs[1] - ref[1]
+        top = ref[1].argmax(1)
+        second = np.argsort(ref[1], 1)[:, -2]
+        r = np.arange(len(top))
+        margin_err = (d[r, top] - d[r, second])
+        print(f"{tag} {label:45s} loss {sum(parts):.4f} (emb {parts[0]:.4f} logits {parts[1]:.4f})"
+              f" logit err rms {np.sqrt(np.mean(d ** 2)):.3f} top1-top2 margin err rms {np.sqrt(np.mean(margin_err ** 2)):.3f}"
+              f" agreement {(outs[1].argmax(1) == top).mean():.3f}", flush=True)
+
+    if PROBE and tag == "tuned":
+        measure("all int8", True, lambda n: True)
+        for n in PROBE:
+            lid = next(k for k, v in names.items() if v == n)
+            lo, hi = ranges[lid]
+            print(tag, n, "range", (round(lo, 3), round(hi, 3)), flush=True)
+            measure(f"{n} float", True, lambda x, n=n: x != n)
+            measure(f"{n} clipped only", True, lambda x: True, clip_only=(n,))
+            for f in (1.5, 2.0, 2.6):
+                measure(f"{n} range x{f}", True, lambda x: True, {n: (lo * f, min(hi * f, 6.0))})
+        return
+    if PROBE:
+        return
+    measure("float (check: 0)", False, lambda n: False)
+    measure("int8 weights, float activations", True, lambda n: False)
+    measure("float weights, int8 activations", False, lambda n: True)
+    measure("all int8", True, lambda n: True)
+    for k in kinds:
+        measure(f"int8 weights + only {k}", True, lambda n, k=k: kind(n) == k)
+    measure("int8 weights + only input", True, lambda n: n == "input")
+    measure("all int8 except depthwise ReLU6", True, lambda n: kind(n) != "depthwise ReLU6 (-> projection)")
+
+
+split("PTQ")
+t = time.time()
+qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs), show_progress=False, log=print, input_range=input_range,
+              channel_scale=scales)
+print(f"tuning {time.time() - t:.0f} s", flush=True)
+split("tuned")
