@@ -106,9 +106,9 @@ def _bn_factor(unit: _Unit, cout: int) -> tuple[np.ndarray, np.ndarray]:
 class _Folded:
     """Trainable folded kernel and bias of one unit, and how to write them back."""
 
-    def __init__(self, tf, unit: _Unit, scale: np.ndarray | None = None, in_scale: np.ndarray | None = None):
-        """``scale`` / ``in_scale``: fixed factors per output / input channel the folded weights carry (channel
-        equalization); the trained variables hold the weights without them, so the optimizer's steps keep their size."""
+    def __init__(self, tf, unit: _Unit, scale: np.ndarray | None = None):
+        """``scale``: a fixed factor per output channel the folded weights carry (channel equalization); the
+        trained variables hold the weights without it, so the optimizer's steps keep their size."""
         self.unit = unit
         w = unit.layer.get_weights()
         kernel = w[0].astype(np.float32)
@@ -118,14 +118,9 @@ class _Folded:
         bias = w[1].astype(np.float32) if len(w) > 1 else np.zeros(cout, np.float32)
         self.scale = None if scale is None else np.asarray(scale, np.float32)
         div = 1.0 if self.scale is None else self.scale
-        carried = np.ones((1,) * kernel.ndim, np.float32)
-        if self.scale is not None:
-            carried = carried * self._shape(self.scale, kernel)
-        if in_scale is not None:
-            carried = carried * self._in_shape(np.asarray(in_scale, np.float32), kernel)
-        self.kernel = tf.Variable(kernel * self._shape(self.f, kernel) / carried)
+        self.kernel = tf.Variable(kernel * self._shape(self.f / div, kernel))
         self.bias = tf.Variable((bias * self.f + shift) / div)
-        self._kernel_scale = None if scale is None and in_scale is None else carried
+        self._kernel_scale = None if self.scale is None else self._shape(self.scale, kernel)
 
     def folded_bias(self):
         return self.bias if self.scale is None else self.bias * self.scale
@@ -134,11 +129,6 @@ class _Folded:
         if self.dw:
             return v.reshape(1, 1, kernel.shape[2], kernel.shape[3])
         return v.reshape((1,) * (kernel.ndim - 1) + (-1,))
-
-    def _in_shape(self, v, kernel):
-        if self.dw:  # a depthwise kernel's input channel is its output channel
-            return v.reshape(1, 1, kernel.shape[2], 1)
-        return v.reshape((1,) * (kernel.ndim - 2) + (-1, 1))
 
     def quantized_kernel(self, tf):
         k = self.kernel if self._kernel_scale is None else self.kernel * self._kernel_scale
@@ -238,13 +228,12 @@ def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], range
 def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show_progress: bool = True,
               log: Callable[[str], None] | None = None, held: np.ndarray | None = None,
               input_range: tuple[float, float] | None = None,
-              channel_scale: dict | None = None) -> dict:
+              channel_scale: dict[str, np.ndarray] | None = None) -> dict:
     """Fine-tune ``model`` (in place) for int8 on float-preprocessed ``images``; returns a summary.
 
     ``held``: optional held-aside pictures on which the simulated int8 agreement is logged per epoch.
     ``input_range``: the int8 input's float range, as given to quantize.to_tflite (default: the images').
-    ``channel_scale``: layer name -> the factors per output / input channel its folded weights carry
-    (converters/equalize.py's ChannelFactors).
+    ``channel_scale``: layer name -> the per-output-channel factor its folded weights carry (converters/equalize.py).
     """
     import keras
     import tensorflow as tf
@@ -258,8 +247,7 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
     units = weight_units(model)
     if not units:
         return {"epochs": 0, "images": int(len(images)), "skipped": "no Conv2D, DepthwiseConv2D or Dense layer to tune"}
-    factors = channel_scale or {}
-    folded = {id(u.layer): _Folded(tf, u, *_factors(factors.get(u.layer.name))) for u in units}
+    folded = {id(u.layer): _Folded(tf, u, (channel_scale or {}).get(u.layer.name)) for u in units}
     ranges = activation_ranges(model, images)
     if input_range is None:
         input_range = (float(min(images.min(), 0.0)), float(max(images.max(), 0.0)))
@@ -337,11 +325,6 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
     for fd in folded.values():
         fd.write_back(tf)
     return summary
-
-
-def _factors(f) -> tuple:
-    """(output factor, input factor) of one layer from equalization's record (None: none)."""
-    return (None, None) if f is None else (f.out, f.inp)
 
 
 def _as_list(out) -> list:

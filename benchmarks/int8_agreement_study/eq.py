@@ -5,8 +5,10 @@ largest value over the calibration pictures (channels that reach 6 keep s = 1), 
 divided by s_c. Both layers are quantized per channel, so their int8 weights do not change; only the per-tensor int8
 activation between them gets every channel spread over the whole range. Float outputs are unchanged wherever the channel
 stays below its calibration maximum times h.
-usage: eq.py ARCH H [EPOCHS [SEED [fold [units [conv]]]]]   (fold: on the shipped recipe, input normalisation folded into the stem
-first; conv: the ReLU6 outputs that feed a convolution (depthwise -> projection) too; units: the tuning trains the weights in their units before equalization, the scales kept as fixed factors)
+usage: eq.py ARCH H [EPOCHS [SEED [fold [units]]]]   (fold: on the shipped recipe, input normalisation folded into the stem
+first; units: the tuning trains the weights in their units before equalization, the scales kept as fixed factors)
+`eq.py ARCH H EPOCHS SEED fold units conv` at commit fcd87d0 also equalized the ReLU6 outputs that feed a convolution
+(depthwise -> projection); that option was removed after (worse: benchmarks/RESULTS.md).
 Before commit 87b677a the tuning after equalize() simulated unfolded kernels (qat.weight_units lost the batch norms), so
 the tuned results of that time are void.
 """
@@ -19,7 +21,6 @@ arch = sys.argv[1]; h = float(sys.argv[2]); epochs = int(sys.argv[3]) if len(sys
 seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 fold = len(sys.argv) > 5 and sys.argv[5] == "fold"
 units = len(sys.argv) > 6 and sys.argv[6] == "units"
-consumers = ("depthwise", "conv") if len(sys.argv) > 7 and sys.argv[7] == "conv" else ("depthwise",)
 o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
 m = fm.built.model
 calib, held, heldc, f, fc = common.pictures(fm, prep, calib_files, held_files)
@@ -36,9 +37,9 @@ def report(model_bytes, tag):
 
 
 from converters import equalize
-pairs = equalize.relu6_pairs(m, consumers)
-scales = equalize.equalize(m, calib, h, consumers=consumers)  # layer name -> ChannelFactors
-print(len(pairs), "ReLU6 pairs:", sum(isinstance(c, __import__("keras").layers.DepthwiseConv2D) for _, c in pairs), "-> depthwise", flush=True)
+scales = equalize.equalize(m, calib, h)  # layer name -> factor: the unit before the ReLU6 s_c, the depthwise 1 / s_c
+print(len(scales) // 2, "ReLU6 -> depthwise pairs; median scale per pair",
+      np.round([np.median(s) for s in scales.values() if (s >= 1).all()], 1), flush=True)
 channel_scale = scales if units else {}
 g = m.predict(held, batch_size=50, verbose=0)
 print("float logits max abs change (held-aside):", float(np.abs(g["logits"] - f["logits"]).max()),
@@ -50,5 +51,5 @@ if epochs:
                   input_range=input_range, channel_scale=channel_scale or None)
     print(f"tuning {time.time() - t:.0f} s", flush=True)
     b = quantize.to_tflite(m, [calib], "int8", False, "mean", input_range)
-    open(f"/tmp/eq_{arch}_{h}_{epochs}_{seed}{'_fold' if fold else ''}{'_units' if units else ''}{'_conv' if 'conv' in consumers else ''}.tflite", "wb").write(b)
+    open(f"/tmp/eq_{arch}_{h}_{epochs}_{seed}{'_fold' if fold else ''}{'_units' if units else ''}.tflite", "wb").write(b)
     report(b, f"tuned{epochs} eq h={h}")
