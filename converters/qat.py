@@ -32,7 +32,6 @@ class QatOptions:
     lr: float = 1e-5
     augment: bool = True
     seed: int = 0
-    output_weights: tuple[float, ...] | None = None  # study: each output's share of the loss (default: 1 each)
 
 
 @dataclass
@@ -245,8 +244,6 @@ def fine_tune(model, images: np.ndarray, options: QatOptions | None = None, show
     held_teacher = ([np.asarray(a) for a in _as_list(model.predict(held, batch_size=32, verbose=0))]
                     if held is not None else None)
     var = [float(np.var(t)) or 1.0 for t in teacher]
-    if o.output_weights:
-        var = [v / w for v, w in zip(var, o.output_weights)]
     units = weight_units(model)
     if not units:
         return {"epochs": 0, "images": int(len(images)), "skipped": "no Conv2D, DepthwiseConv2D or Dense layer to tune"}

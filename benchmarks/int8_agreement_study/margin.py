@@ -1,6 +1,7 @@
 """The shipped recipe tuned with different weights on its outputs' losses; each real TFLite model's top-1 / top-2 margin
 error (int8 minus float, rms over the 500 held-aside pictures), cosine and top-1 agreement, stretch.
-usage: margin.py ARCH EPOCHS SEED W_EMBEDDING,W_LOGITS [W_EMBEDDING,W_LOGITS ...]
+usage: margin.py ARCH EPOCHS SEED W_EMBEDDING,W_LOGITS [W_EMBEDDING,W_LOGITS ...]   (at commit 5e0f611: it needs
+QatOptions.output_weights, removed after)
 """
 import sys, time, numpy as np
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
