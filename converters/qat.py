@@ -181,6 +181,21 @@ def activation_ranges(model, images: np.ndarray, batch: int = 25) -> dict[int, t
     return ranges
 
 
+def apply_unit(tf, unit: _Unit, x, kernel, bias):
+    """One unit on ``x`` with a folded ``kernel`` and ``bias``: its convolution (or matmul), then its ReLU."""
+    import keras
+
+    layer = unit.layer
+    if _is_dw(layer):
+        y = tf.nn.depthwise_conv2d(x, kernel, (1, *layer.strides, 1), layer.padding.upper())
+    elif isinstance(layer, keras.layers.Dense):
+        y = tf.matmul(x, kernel)
+    else:
+        y = tf.nn.conv2d(x, kernel, layer.strides, layer.padding.upper())
+    y = y + bias
+    return unit.act(y) if unit.act is not None else y
+
+
 def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], ranges: dict[int, tuple[float, float]],
                 input_range: tuple[float, float]) -> Callable:
     """model's graph with int8 simulated: weights per channel, activations at each op output."""
@@ -202,16 +217,7 @@ def _forward_fn(tf, model, units: list[_Unit], folded: dict[int, _Folded], range
                 unit = by_first[id(layer)]
                 fd = folded[id(layer)]
                 xin = values[id(node.input_tensors[0])]
-                k = fd.quantized_kernel(tf)
-                if _is_dw(layer):
-                    y = tf.nn.depthwise_conv2d(xin, k, (1, *layer.strides, 1), layer.padding.upper())
-                elif isinstance(layer, keras.layers.Dense):
-                    y = tf.matmul(xin, k)
-                else:
-                    y = tf.nn.conv2d(xin, k, layer.strides, layer.padding.upper())
-                y = y + fd.folded_bias()
-                if unit.act is not None:
-                    y = unit.act(y)
+                y = apply_unit(tf, unit, xin, fd.quantized_kernel(tf), fd.folded_bias())
                 values[id(_out(unit.last))] = fq(y, ranges[id(unit.last)])
                 continue
             args, kwargs = node.arguments.fill_in(values)

@@ -6,7 +6,7 @@ pre-equalization units; with TENSORs, only: after tuning, each one left float, c
 import re, sys, time, numpy as np
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
 import common
-from converters import quantize, qat, input_fold, equalize
+from converters import qat, input_fold, equalize
 
 arch = sys.argv[1]; epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
@@ -66,16 +66,7 @@ def split(tag):
                 if id(layer) in by_first:
                     unit = by_first[id(layer)]; fd = folded[id(layer)]
                     xin = values[id(node.input_tensors[0])]
-                    k = fd.quantized_kernel(tf) if quant_w else fd.kernel
-                    if qat._is_dw(layer):
-                        y = tf.nn.depthwise_conv2d(xin, k, (1, *layer.strides, 1), layer.padding.upper())
-                    elif isinstance(layer, keras.layers.Dense):
-                        y = tf.matmul(xin, k)
-                    else:
-                        y = tf.nn.conv2d(xin, k, layer.strides, layer.padding.upper())
-                    y = y + fd.folded_bias()
-                    if unit.act is not None:
-                        y = unit.act(y)
+                    y = qat.apply_unit(tf, unit, xin, fd.quantized_kernel(tf) if quant_w else fd.kernel, fd.folded_bias())
                     values[id(qat._out(unit.last))] = fq(y, id(unit.last))
                     continue
                 args, kwargs = node.arguments.fill_in(values)
