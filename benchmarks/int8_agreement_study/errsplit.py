@@ -1,13 +1,17 @@
 """Where the shipped recipe's remaining int8 error sits: the tuned model's simulated loss with int8 on everything, on
 the weights only, and on the weights plus one kind of activation tensor at a time (500 held-aside pictures, stretch).
-usage: errsplit.py ARCH [EPOCHS [TENSOR,...]]   (the shipped recipe: input folded, channels equalized, tuned in
-pre-equalization units; with TENSORs, only: after tuning, each one left float, clipped without rounding, its range widened)
+usage: errsplit.py ARCH [EPOCHS [TENSOR,...]] [--float-weights]   (the shipped recipe: input folded, channels equalized,
+tuned in pre-equalization units; with TENSORs, only: after tuning, each one left float, clipped without rounding, its
+range widened; --float-weights: the tuning keeps the weights float (a bound, not a model TFLite can hold): how low the
+int8 activations alone let the error go when the weights are free to make up for them)
 """
 import re, sys, time, numpy as np
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
 import common
 from converters import qat, input_fold, equalize
 
+FLOAT_WEIGHTS = "--float-weights" in sys.argv
+sys.argv = [a for a in sys.argv if a != "--float-weights"]
 arch = sys.argv[1]; epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
 calib, held, heldc, f, fc = common.pictures(fm, prep, calib_files, held_files)
@@ -115,7 +119,12 @@ def split(tag):
 
 split("PTQ")
 t = time.time()
-qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs), show_progress=False, log=print, input_range=input_range,
+if FLOAT_WEIGHTS:  # the tuning's simulation and its write-back use the weights as they are, not on the int8 grid
+    _rounded = qat._Folded.quantized_kernel
+    qat._Folded.quantized_kernel = lambda self, tf: self.kernel if self._kernel_scale is None else self.kernel * self._kernel_scale
+qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs), show_progress=False, log=print, held=held, input_range=input_range,
               channel_scale=scales)
 print(f"tuning {time.time() - t:.0f} s", flush=True)
-split("tuned")
+if FLOAT_WEIGHTS:
+    qat._Folded.quantized_kernel = _rounded
+split("tuned-float-weights" if FLOAT_WEIGHTS else "tuned")

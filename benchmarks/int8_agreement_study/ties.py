@@ -49,6 +49,6 @@ print(f"pictures with a tie at the int8 maximum: {tied.sum()}; disagreements tha
 print("float top-1 / top-2 margins of the disagreements:", np.round(np.sort(margin[dis]), 2))
 print(f"float margin below one int8 step: {(margin < step).sum()} pictures, below 0.25: {(margin < 0.25).mean():.1%}, "
       f"below 0.5: {(margin < 0.5).mean():.1%}")
-for sigma in (0.2, 0.25, 0.264, 0.3, 0.365, 0.46):
+for sigma in (0.2, 0.25, 0.264, 0.3, 0.318, 0.365, 0.46):
     flip = np.array([0.5 * (1 + erf(-g / (sigma * sqrt(2)))) for g in margin])
     print(f"margin error rms {sigma}: predicted top-1 agreement {1 - flip.mean():.3f}")
