@@ -41,6 +41,19 @@ def pictures(fm, prep, calib_files, held_files):
     return calib, held, heldc, m.predict(held, batch_size=50, verbose=0), m.predict(heldc, batch_size=50, verbose=0)
 
 
+def shipped_before_tuning(arch):
+    """The shipped recipe up to the tuning: the float model with its input normalisation folded into the stem and the
+    channels before its depthwise convolutions equalized. Returns (calibration and held-aside pictures as that model takes
+    them, the original float model's held-aside outputs, the model, its int8 input range, equalization's channel factors)."""
+    from converters import equalize, input_fold
+
+    o, fm, prep, calib_files, held_files, labels = recipe(arch)
+    calib, held, heldc, f, fc = pictures(fm, prep, calib_files, held_files)
+    fo = input_fold.fold_input_normalisation(fm.built.model, fm.pre)
+    calib, held = refold(fm.pre, fo.pre, calib, held)
+    return calib, held, f, fo.model, fo.input_range, equalize.equalize(fo.model, calib, 2.0)
+
+
 def report(model_bytes, fm, labels, held, heldc, f, fc, tag):
     """Print the .tflite's cosine, top-1 agreement and top-1 change against the float outputs, stretch and crop."""
     from converters.fidelity import compare

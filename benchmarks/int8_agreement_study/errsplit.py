@@ -1,24 +1,37 @@
 """Where the shipped recipe's remaining int8 error sits: the tuned model's simulated loss with int8 on everything, on
 the weights only, and on the weights plus one kind of activation tensor at a time (500 held-aside pictures, stretch).
-usage: errsplit.py ARCH [EPOCHS [TENSOR,...]] [--float-weights]   (the shipped recipe: input folded, channels equalized,
-tuned in pre-equalization units; with TENSORs, only: after tuning, each one left float, clipped without rounding, its
-range widened; --float-weights: the tuning keeps the weights float (a bound, not a model TFLite can hold): how low the
-int8 activations alone let the error go when the weights are free to make up for them)
+usage: errsplit.py ARCH [EPOCHS (0: before tuning only) [TENSOR,...]] [--float-weights] [--equalize-projections]
+(the shipped recipe: input folded, channels equalized, tuned in pre-equalization units; with TENSORs, only: after tuning, each one left float,
+clipped without rounding, its range widened; --float-weights: the tuning keeps the weights float (a bound, not a model
+TFLite can hold): how low the int8 activations alone let the error go when the weights are free to make up for them;
+--equalize-projections: the depthwise ReLU6 outputs that feed a projection are equalized too, by the same rule (the
+option tried at commit fcd87d0), before tuning only: what that does to the int8 activations' share of the error)
 """
 import re, sys, time, numpy as np
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
 import common
-from converters import qat, input_fold, equalize
+from converters import qat, equalize
 
 FLOAT_WEIGHTS = "--float-weights" in sys.argv
-sys.argv = [a for a in sys.argv if a != "--float-weights"]
+PROJECTIONS = "--equalize-projections" in sys.argv
+sys.argv = [a for a in sys.argv if a not in ("--float-weights", "--equalize-projections")]
 arch = sys.argv[1]; epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
-calib, held, heldc, f, fc = common.pictures(fm, prep, calib_files, held_files)
-fo = input_fold.fold_input_normalisation(fm.built.model, fm.pre)
-calib, held = common.refold(fm.pre, fo.pre, calib, held)
-m, input_range = fo.model, fo.input_range
-scales = equalize.equalize(m, calib, 2.0)
+calib, held, f, m, input_range, scales = common.shipped_before_tuning(arch)
+
+
+def projection_pairs(model):
+    """(depthwise unit, projection) for every depthwise -> batch norm -> ReLU6 whose output feeds one convolution only."""
+    import keras
+
+    return [(u, nxt[0]) for u in qat.weight_units(model) if qat._is_dw(u.layer) and isinstance(u.act, keras.layers.ReLU)
+            for nxt in [qat._consumers(u.act, model)]
+            if len(nxt) == 1 and type(nxt[0]) is keras.layers.Conv2D and nxt[0].groups == 1]
+
+
+if PROJECTIONS:  # equalize.equalize's rule on these pairs; its factors only matter to a tuning, which is not run then
+    depthwise_pairs, equalize.relu6_depthwise_pairs = equalize.relu6_depthwise_pairs, projection_pairs
+    print("depthwise -> projection pairs equalized:", len(equalize.equalize(m, calib, 2.0)) // 2, flush=True)
+    equalize.relu6_depthwise_pairs = depthwise_pairs
 ref = [f["embedding"], f["logits"]]
 var = [float(np.var(t)) for t in qat._as_list(m.predict(calib, batch_size=50, verbose=0))]
 
@@ -26,8 +39,11 @@ var = [float(np.var(t)) for t in qat._as_list(m.predict(calib, batch_size=50, ve
 def kind(name: str) -> str:
     """The group an activation tensor is measured in: the linear tensors together, every other one by itself."""
     if re.search("project_bn|_add", name):
-        return "projections and residual adds (linear)"
+        return LINEAR
     return name
+
+
+LINEAR = "projections and residual adds (linear)"
 
 
 PROBE = sys.argv[3].split(",") if len(sys.argv) > 3 else None  # tensors whose range is varied after tuning
@@ -111,13 +127,19 @@ def split(tag):
     measure("float (check: 0)", False, lambda n: False)
     measure("int8 weights, float activations", True, lambda n: False)
     measure("float weights, int8 activations", False, lambda n: True)
+    measure("float weights, int8 linear tensors only", False, lambda n: kind(n) == LINEAR)
+    measure("float weights, int8 activations but the linear", False, lambda n: kind(n) != LINEAR)
     measure("all int8", True, lambda n: True)
+    if PROJECTIONS:
+        return
     for k in kinds:
         measure(f"int8 weights + only {k}", True, lambda n, k=k: kind(n) == k)
     measure("int8 weights + only input", True, lambda n: n == "input")
 
 
 split("PTQ")
+if PROJECTIONS or epochs == 0:
+    sys.exit()
 t = time.time()
 if FLOAT_WEIGHTS:  # the tuning's simulation and its write-back use the weights as they are, not on the int8 grid
     _rounded = qat._Folded.quantized_kernel

@@ -11,18 +11,13 @@ usage: perturb.py [ARCH [N [EPOCHS]]]
 import sys, numpy as np
 _here = __import__("pathlib").Path(__file__).resolve().parent; sys.path.insert(0, str(_here.parents[1]))
 import common
-from converters import qat, input_fold, equalize
+from converters import qat
 import tensorflow as tf
 
 arch = sys.argv[1] if len(sys.argv) > 1 else "mobilenet_v2"
 n_perturbed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-o, fm, prep, calib_files, held_files, labels = common.recipe(arch)
-calib, held, heldc, f, fc = common.pictures(fm, prep, calib_files, held_files)
-fo = input_fold.fold_input_normalisation(fm.built.model, fm.pre)
-calib, held = common.refold(fm.pre, fo.pre, calib, held)
-m, input_range = fo.model, fo.input_range
-scales = equalize.equalize(m, calib, 2.0)
+calib, held, f, m, input_range, scales = common.shipped_before_tuning(arch)
 top = f["logits"].argmax(1)
 units = qat.weight_units(m)
 ranges = qat.activation_ranges(m, calib)
