@@ -130,8 +130,12 @@ class _Folded:
             return v.reshape(1, 1, kernel.shape[2], kernel.shape[3])
         return v.reshape((1,) * (kernel.ndim - 1) + (-1,))
 
+    def folded_kernel(self, tf=None):
+        """The folded kernel with equalization's factors, as the layer computes with it (before int8 rounding)."""
+        return self.kernel if self._kernel_scale is None else self.kernel * self._kernel_scale
+
     def quantized_kernel(self, tf):
-        k = self.kernel if self._kernel_scale is None else self.kernel * self._kernel_scale
+        k = self.folded_kernel()
         shape = tf.shape(k)
         flat = tf.reshape(k, (-1, shape[-2] * shape[-1])) if self.dw else tf.reshape(k, (-1, shape[-1]))
         m = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(flat), 0), 1e-12))

@@ -143,7 +143,7 @@ if PROJECTIONS or epochs == 0:
 t = time.time()
 if FLOAT_WEIGHTS:  # the tuning's simulation and its write-back use the weights as they are, not on the int8 grid
     _rounded = qat._Folded.quantized_kernel
-    qat._Folded.quantized_kernel = lambda self, tf: self.kernel if self._kernel_scale is None else self.kernel * self._kernel_scale
+    qat._Folded.quantized_kernel = qat._Folded.folded_kernel
 qat.fine_tune(m, calib, qat.QatOptions(epochs=epochs), show_progress=False, log=print, held=held, input_range=input_range,
               channel_scale=scales)
 print(f"tuning {time.time() - t:.0f} s", flush=True)

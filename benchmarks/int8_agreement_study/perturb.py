@@ -24,18 +24,14 @@ ranges = qat.activation_ranges(m, calib)
 rounded = qat._Folded.quantized_kernel
 
 
-def as_held(self, tf):  # the kernel the tuning carries, not rounded to the int8 grid
-    return self.kernel if self._kernel_scale is None else self.kernel * self._kernel_scale
-
-
 ref = {}
 for weights in ("int8", "float"):
-    qat._Folded.quantized_kernel = rounded if weights == "int8" else as_held
+    qat._Folded.quantized_kernel = rounded if weights == "int8" else qat._Folded.folded_kernel
     for tag, factors in (("kernels as folded", {}), ("kernels through the channel factors", scales)):
         folded = {id(u.layer): qat._Folded(tf, u, factors.get(u.layer.name)) for u in units}
         fwd = tf.function(qat._forward_fn(tf, m, units, folded, ranges, input_range))
         logits = np.concatenate([fwd(tf.constant(held[i:i + 50]))[1].numpy() for i in range(0, len(held), 50)])
-        kernels = {k: as_held(fd, tf).numpy() for k, fd in folded.items()}
+        kernels = {k: fd.folded_kernel().numpy() for k, fd in folded.items()}
         if weights not in ref:
             ref[weights] = (kernels, logits)
             line = ""
