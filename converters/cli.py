@@ -40,8 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--fidelity-images", type=int, default=500, help="at most this many held-aside pictures (default 500)")
     p.add_argument("--labels", choices=("sorted-index",), default=None,
                    help="sorted-index: a picture's class is its position in the sorted folder (ImageNet samples), for top-1 accuracy")
-    p.add_argument("--output-type", choices=("int8", "uint8", "float32", "float16", "dynamic"), default="int8",
-                   help="int8 (default: int8 inside and at the edges), uint8 edges, float32, float16, dynamic-range")
+    p.add_argument("--output-type", choices=("int8", "uint8", "float32", "float16", "dynamic"), default=None,
+                   help="uint8 (default: int8 inside, uint8 input and outputs, which MediaPipe's ImageEmbedder, the TFLite "
+                        "Task Library and Coral's examples require), int8 (int8 edges too; with --tflite, the only choice), "
+                        "float32, float16, dynamic-range")
     p.add_argument("--activation-ranges", default="mean",
                    help="int8 activation ranges from calibration: mean (default: mean of each picture's extremes, robust to "
                         "outliers), minmax (TFLite's extremes over all pictures) or pNN (percentile of per-picture extremes)")
@@ -94,6 +96,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
                          ("--fidelity-dir", args.fidelity_dir)):
         if folder and not Path(folder).is_dir():  # before TensorFlow loads: a typo costs no wait
             raise InputError(f"{flag} folder not found: {folder} (give a folder of pictures like those the model will see)")
+    if args.tflite and args.output_type not in (None, "int8"):
+        raise InputError(f"--tflite writes full-integer int8 (int8 edges) only, got --output-type {args.output_type}; "
+                         "leave --output-type out, or convert the Keras model with --weights keras:PATH")
     quiet_tensorflow()
     if args.tflite:
         return _requantize(args)
@@ -107,7 +112,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     o = ConvertOptions(out=str(out), arch=args.arch, alpha=args.alpha, size=args.size, weights=args.weights,
                        embedding_layer=args.embedding_layer, calibration=args.calibration,
                        calibration_images=args.calibration_images, fidelity_dir=args.fidelity_dir,
-                       fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type, activation_ranges=args.activation_ranges,
+                       fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type or "uint8", activation_ranges=args.activation_ranges,
                        int8_tuning=args.int8_tuning, channel_equalization=args.channel_equalization,
                        keep_classifier=args.keep_classifier, accept_low_fidelity=args.accept_low_fidelity,
                        thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},

@@ -48,7 +48,7 @@ class ConvertOptions:
     fidelity_dir: str | None = None
     fidelity_images: int = 500
     labels: str | None = None  # "sorted-index": class = position of the file in the sorted folder
-    output_type: str = "int8"
+    output_type: str = "uint8"  # int8 inside; uint8 edges are what MediaPipe / Task Library / Coral examples require
     activation_ranges: str = "mean"  # see quantize.to_tflite: mean of per-picture extremes
     int8_tuning: int = 3  # epochs of int8-aware fine-tuning against the float model (converters/qat.py); 0 = off
     channel_equalization: float = 2.0  # headroom H of converters/equalize.py for int8/uint8; 0 = off
@@ -273,8 +273,9 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
             report["imagenet_center_crop_0.875"] = {k: v for k, v in alt.items() if k != "thresholds"}
     calibration = {"source": str(o.calibration), "images": len(calib_files),
                    "split": "separate folder" if o.fidelity_dir else "even sorted positions (odd positions held aside)",
-                   "method": f"TFLite post-training {o.output_type}" + (f", per-channel weights, activation ranges: {o.activation_ranges}"
-                                                                   if o.output_type in ("int8", "uint8") else ""),
+                   "method": ("TFLite post-training int8 (uint8 input and outputs)" if o.output_type == "uint8" else
+                              f"TFLite post-training {o.output_type}")
+                             + (f", per-channel weights, activation ranges: {o.activation_ranges}" if integer else ""),
                    "held_aside_images": len(held_files)}
     if fold is not None:
         calibration["method"] += (", input normalisation folded into the first convolution (the integer input holds "

@@ -80,7 +80,7 @@ def standard_metadata(spec: ModelSpec, height: int, width: int, n_outputs: int =
         b.PrependUOffsetTRelativeSlot(1, feat, 0)
         oc = b.EndObject()
         is_emb = spec.embedding_output in (None, i, str(i)) if spec.embedding_output is not None else i == 0
-        on = b.CreateString("embedding" if is_emb else f"output_{i}")
+        on = b.CreateString("embedding" if is_emb else ("logits" if n_outputs == 2 else f"output_{i}"))
         od = b.CreateString(f"{spec.embedding_dim}-d embedding; compare with cosine similarity" if is_emb
                             else "classifier logits")
         b.StartObject(7)

@@ -55,10 +55,12 @@ def test_mobilenet_families_convert_to_int8_and_run(tmp_path, tiny_calib, arch, 
     # Random weights: the figures exist for debugging but the report must not pass them off as a result.
     assert s["fidelity"]["passed"] is None and "measure nothing" in s["fidelity"]["note"]
     assert s["calibration"]["images"] == 12 and s["calibration"]["held_aside_images"] == 12
+    assert s["calibration"]["method"].startswith("TFLite post-training int8 (uint8 input and outputs), per-channel weights")
     assert s["edgetpu"]["total"] > 10 and "CONV_2D" in s["edgetpu"]["ops"]
     with Embedder.create_from_model_path(out) as emb:
         d = emb.describe()
-        assert d["input"]["dtype"] == "int8" and d["outputs"][0]["dtype"] == "int8"
+        # default edges: uint8 in and out (int8 inside), which MediaPipe's ImageEmbedder and the Task Library require
+        assert d["input"]["dtype"] == "uint8" and d["outputs"][0]["dtype"] == "uint8"
         assert (d["input"]["height"], d["embedding"]["dim"]) == (size, s["embedding_dim"])
         assert d["architecture"] == f"{arch}_{alpha:g}_{size}" and d["weights"] == "random initialisation (untrained)"
         v = emb.embed(DATA / "coral-images" / "parrot.jpg").vector
@@ -88,9 +90,9 @@ def test_efficientnet_lite0_real_weights_fidelity_report(tmp_path):
     assert info["license"] == "Apache-2.0"
     goldfish = IMAGENET / "n01443537_goldfish.jpg"
     with Embedder.create_from_model_path(out) as emb:
-        # the int8 input holds every pixel exactly: pixel - 128
+        # the uint8 input (int8 inside) holds every pixel exactly: the pixel itself
         pixels = emb.preprocessor.resized(goldfish)
-        assert np.array_equal(emb.preprocessor(goldfish)[0].view(np.uint8), pixels ^ np.uint8(0x80))
+        assert emb.preprocessor(goldfish).dtype == np.uint8 and np.array_equal(emb.preprocessor(goldfish)[0], pixels)
         # The classifier output still classifies: a goldfish picture -> ImageNet class 1.
         emb.embed(goldfish)
         cls = emb.interpreter.get_output_details()[emb.spec.extra["classifier_output"]]
@@ -176,6 +178,8 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_calib):
                             "--out", tmp_path / "a.tflite"), "--int8-tuning must be a number of epochs >= 0")
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", tiny_calib, "--channel-equalization", "0.5",
                             "--out", tmp_path / "a.tflite"), "--channel-equalization must be a headroom >= 1")
+    _one_line_error(run_cli("convert", "--tflite", tmp_path / "bad.pth", "--calibration", tiny_calib, "--output-type", "uint8",
+                            "--out", tmp_path / "a.tflite"), "--tflite writes full-integer int8 (int8 edges) only")
     assert not (tmp_path / "a.tflite").exists()
 
 
@@ -272,7 +276,8 @@ def test_shipped_models_carry_their_spec_and_fidelity(name):
     arch, lic, mean = SHIPPED[name]
     info = json.loads(run_cli("inspect", path, "--json", check=True).stdout)
     assert info["spec_source"] == "edgeembed-metadata" and info["architecture"] == arch and info["license"] == lic
-    assert info["input"]["dtype"] == "int8" and (info["input"]["height"], info["input"]["width"]) == (224, 224)
+    assert info["input"]["dtype"] == "uint8" and (info["input"]["height"], info["input"]["width"]) == (224, 224)
+    assert [o["dtype"] for o in info["outputs"]] == ["uint8", "uint8"]  # what MediaPipe's ImageEmbedder accepts
     assert info["embedding"]["dim"] == 1280 and info["preprocessing"]["mean"] == mean
     f = info["fidelity"]
     assert f["images"] == 500 and info["calibration"]["images"] == 500 and f["calibration_overlap"] == 0
@@ -287,6 +292,7 @@ def test_shipped_models_carry_their_spec_and_fidelity(name):
     std_meta = read_tflite(path.read_bytes()).metadata["TFLITE_METADATA"]
     got_mean, got_std = _tflite_metadata_normalization(std_meta)
     assert np.allclose(got_mean, mean, rtol=1e-6) and np.allclose(got_std, info["preprocessing"]["std"], rtol=1e-6)
+    assert b"embedding" in std_meta and b"logits" in std_meta  # MediaPipe's head names
     assert info["preprocessing"]["resize"] == "stretch"  # the whole picture (models/README.md: why)
     # the folded normalisation is explained where a user reads mean 114 / 128
     assert "is folded into the first convolution" in run_cli("inspect", path, check=True).stdout
@@ -306,11 +312,11 @@ def test_float_tflite_requantized_through_convert(tmp_path, tiny_calib):
         assert q.embed(DATA / "coral-images" / "owl.jpg").vector.shape == (1280,)
 
 
-@pytest.mark.parametrize("output_type,in_dtype", [("uint8", "uint8"), ("float16", "float32"), ("dynamic", "float32")])
+@pytest.mark.parametrize("output_type,in_dtype", [("int8", "int8"), ("float16", "float32"), ("dynamic", "float32")])
 def test_other_output_types(tmp_path, tiny_calib, output_type, in_dtype):
     from edgeembed import Embedder
 
-    ranges = ("--activation-ranges", "minmax") if output_type == "uint8" else ()  # TFLite's own ranges, input still forced
+    ranges = ("--activation-ranges", "minmax") if output_type == "int8" else ()  # TFLite's own ranges, input still forced
     out, proc = _convert(tmp_path, output_type, "--arch", "mobilenet_v1", "--alpha", "0.25", "--size", "128",
                          "--weights", "random", "--calibration", tiny_calib, "--output-type", output_type, *ranges)
     s = json.loads(proc.stdout)
@@ -319,9 +325,9 @@ def test_other_output_types(tmp_path, tiny_calib, output_type, in_dtype):
         assert emb.describe()["input"]["dtype"] == in_dtype and emb.spec.extra["output_type"] == output_type
         cat = DATA / "coral-images" / "cat.bmp"
         assert np.isfinite(emb.embed(cat).vector).all()
-        if output_type == "uint8":  # the normalisation is folded into the stem: the uint8 input is the pixel itself
+        if output_type == "int8":  # the normalisation is folded into the stem: the int8 input is the pixel - 128
             assert emb.spec.preprocessing.mean == (128.0,) * 3 and "folded" in s["calibration"]["method"]
-            assert np.array_equal(emb.preprocessor(cat)[0], emb.preprocessor.resized(cat))
+            assert np.array_equal(emb.preprocessor(cat)[0].view(np.uint8) ^ 0x80, emb.preprocessor.resized(cat))
         else:  # float inputs keep the float model's normalisation
             assert emb.spec.preprocessing.mean == (127.5,) * 3 and "folded" not in s["calibration"]["method"]
 
