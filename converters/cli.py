@@ -142,9 +142,12 @@ def _edgetpu(path: Path, log) -> dict:
                                              "will not map: " + ", ".join(f"{k} x{v}" for k, v in bad.items())))
     res = compile_for_edgetpu(path)
     if res.get("compiled"):
-        log(f"Edge TPU: compiled {res['compiled']}: {res.get('mapped', '?')} ops on the TPU, {res.get('on_cpu', '?')} on the CPU")
+        left = res.get("not_mapped", {})
+        log(f"Edge TPU: compiled {res['compiled']}: {res.get('mapped', '?')} ops on the TPU, {res.get('on_cpu', '?')} on the CPU"
+            + ("; left on the CPU: " + ", ".join(f"{k} x{v['count']} ({v['reasons'][0]})" for k, v in left.items()) if left else ""))
     else:
-        log("Edge TPU: " + res.get("message", res.get("log", "edgetpu_compiler failed")).strip().splitlines()[-1])
+        lines = (res.get("message") or res.get("log") or "").strip().splitlines()
+        log("Edge TPU: " + (lines[-1] if lines else f"edgetpu_compiler failed (exit status {res.get('returncode')})"))
     return {**rep, **{k: v for k, v in res.items() if k != "log"}}
 
 

@@ -43,21 +43,37 @@ def op_report(model: bytes) -> dict:
 
 
 def compile_for_edgetpu(model_path: str | Path, out_dir: str | Path | None = None) -> dict:
-    """Run edgetpu_compiler when present: -> {"compiled": path, "mapped": n, "total": n, "log": str}."""
+    """Run edgetpu_compiler when present: -> {"compiled": path, "mapped": n, "on_cpu": n, "not_mapped": {...}, "log": str}."""
     exe = shutil.which("edgetpu_compiler")
     if not exe:
         return {"compiled": None, "message": INSTALL_HINT}
     model_path = Path(model_path)
     out_dir = Path(out_dir or model_path.parent)
     proc = subprocess.run([exe, "-s", "-o", str(out_dir), str(model_path)], capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
-    res: dict = {"compiled": None, "log": log, "returncode": proc.returncode}
+    res: dict = {"compiled": None, "returncode": proc.returncode, **parse_compiler_log(proc.stdout + proc.stderr)}
     if proc.returncode == 0:
         res["compiled"] = str(out_dir / (model_path.stem + "_edgetpu.tflite"))
-    m = re.search(r"Number of operations that will run on Edge TPU:\s*(\d+)", log)
-    t = re.search(r"Number of operations that will run on CPU:\s*(\d+)", log)
-    if m:
-        res["mapped"] = int(m.group(1))
-    if t:
-        res["on_cpu"] = int(t.group(1))
+        if "mapped" not in res and "total_ops" in res:  # the compiler prints the split only when some ops stay on the CPU
+            res["mapped"], res["on_cpu"] = res["total_ops"], 0
+    return res
+
+
+def parse_compiler_log(log: str) -> dict:
+    """edgetpu_compiler's report -> op counts and the ops it left on the CPU, with its reason for each."""
+    res: dict = {"log": log}
+    for key, pattern in (("total_ops", r"Total number of operations:\s*(\d+)"),
+                         ("mapped", r"Number of operations that will run on Edge TPU:\s*(\d+)"),
+                         ("on_cpu", r"Number of operations that will run on CPU:\s*(\d+)")):
+        m = re.search(pattern, log)
+        if m:
+            res[key] = int(m.group(1))
+    not_mapped: dict[str, dict] = {}
+    table = log.split("Operator", 1)[1] if re.search(r"^Operator\s+Count\s+Status", log, re.M) else ""
+    for name, count, status in re.findall(r"^([A-Z][A-Z0-9_]+)\s+(\d+)\s+(\S.*?)\s*$", table, re.M):
+        if status != "Mapped to Edge TPU":
+            entry = not_mapped.setdefault(name, {"count": 0, "reasons": []})
+            entry["count"] += int(count)
+            entry["reasons"].append(status)
+    if not_mapped:
+        res["not_mapped"] = not_mapped
     return res

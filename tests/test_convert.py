@@ -381,3 +381,89 @@ def test_int8_tuning_puts_weights_on_the_grid_the_converter_keeps(tiny_calib):
     assert len(stored) == len(expected) == 53
     for e in expected:
         assert any(s.shape == e.shape and np.array_equal(s, e) for s in stored)
+
+
+# edgetpu_compiler cannot be installed here (x86-64 Debian package from Coral's apt repository, no network to it):
+# a stand-in prints the real compiler's report (its format as the compiler prints it, fully mapped and partly mapped)
+# and writes the output file where the real one does, so the search on PATH, the command line, the parsing and the
+# CLI's summary line all run for real around it.
+_COMPILER_HEAD = """Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+
+Model compiled successfully in 1187 ms.
+
+Input model: {model}
+Input size: 3.84MiB
+Output model: {out}
+Output size: 4.31MiB
+On-chip memory used for caching model parameters: 4.03MiB
+On-chip memory remaining for caching model parameters: 3.26MiB
+Off-chip memory used for streaming uncached model parameters: 0.00B
+Number of Edge TPU subgraphs: 1
+Total number of operations: 72
+Operation log: {log}
+"""
+_COMPILER_PARTIAL = """
+Model successfully compiled but not all operations are supported by the Edge TPU. A percentage of the model will instead run on the CPU, which is slower. If possible, consider updating your model to use only operations supported by the Edge TPU. For details, visit g.co/coral/model-reqs.
+Number of operations that will run on Edge TPU: 70
+Number of operations that will run on CPU: 2
+
+Operator                       Count      Status
+
+QUANTIZE                       1          Mapped to Edge TPU
+QUANTIZE                       2          Operation is otherwise supported, but not mapped due to some unspecified limitation
+CONV_2D                        35         Mapped to Edge TPU
+"""
+_COMPILER_FULL = """
+Operator                       Count      Status
+
+CONV_2D                        35         Mapped to Edge TPU
+DEPTHWISE_CONV_2D              17         Mapped to Edge TPU
+QUANTIZE                       3          Mapped to Edge TPU
+"""
+
+
+def _stand_in_compiler(bin_dir, tail: str) -> None:
+    script = bin_dir / "edgetpu_compiler"
+    script.write_text(f"""#!{sys.executable}
+import shutil, sys
+from pathlib import Path
+args = sys.argv[1:]
+assert args[:2] == ["-s", "-o"], args
+out_dir, model = Path(args[2]), Path(args[3])
+out = out_dir / (model.stem + "_edgetpu.tflite")
+shutil.copyfile(model, out)
+print({(_COMPILER_HEAD + tail)!r}.format(model=model.name, out=out.name, log=model.stem + "_edgetpu.log"))
+print("See the operation log file for individual operation details.")
+print("Compilation child process completed within timeout period.")
+print("Compilation succeeded!")
+""")
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("tail,mapped,on_cpu,left", [(_COMPILER_FULL, 72, 0, None), (_COMPILER_PARTIAL, 70, 2, "QUANTIZE x2")])
+def test_edgetpu_compiler_report_is_read(tmp_path, monkeypatch, tail, mapped, on_cpu, left):
+    import os
+    import shutil
+    from pathlib import Path
+
+    from converters.cli import _edgetpu
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stand_in_compiler(bin_dir, tail)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    model = tmp_path / "mobilenet_v2_1.0_224_int8.tflite"
+    shutil.copyfile(REPO / "models" / model.name, model)
+    lines: list[str] = []
+    rep = _edgetpu(model, lines.append)
+    assert rep["total"] == 72 and rep["will_not_map"] == {}  # the shipped file, read by our own op list
+    assert rep["compiled"] == str(tmp_path / "mobilenet_v2_1.0_224_int8_edgetpu.tflite") and Path(rep["compiled"]).is_file()
+    assert (rep["mapped"], rep["on_cpu"], rep["total_ops"]) == (mapped, on_cpu, 72)
+    summary = lines[-1]
+    assert f"{mapped} ops on the TPU, {on_cpu} on the CPU" in summary
+    if left:
+        assert f"left on the CPU: {left} (Operation is otherwise supported" in summary
+        assert rep["not_mapped"]["QUANTIZE"]["count"] == 2 and "CONV_2D" not in rep["not_mapped"]
+    else:
+        assert "left on the CPU" not in summary and "not_mapped" not in rep
