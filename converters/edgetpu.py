@@ -52,10 +52,38 @@ def compile_for_edgetpu(model_path: str | Path, out_dir: str | Path | None = Non
     proc = subprocess.run([exe, "-s", "-o", str(out_dir), str(model_path)], capture_output=True, text=True)
     res: dict = {"compiled": None, "returncode": proc.returncode, **parse_compiler_log(proc.stdout + proc.stderr)}
     if proc.returncode == 0:
-        res["compiled"] = str(out_dir / (model_path.stem + "_edgetpu.tflite"))
+        compiled = out_dir / (model_path.stem + "_edgetpu.tflite")
+        res["compiled"] = str(compiled)
         if "mapped" not in res and "total_ops" in res:  # the compiler prints the split only when some ops stay on the CPU
             res["mapped"], res["on_cpu"] = res["total_ops"], 0
+        if compiled.is_file():
+            res["metadata_restored"] = restore_metadata(model_path, compiled)
     return res
+
+
+def restore_metadata(source: Path, compiled: Path) -> list[str]:
+    """Put the source model's metadata entries back into the compiled file; -> the names restored.
+
+    edgetpu_compiler writes a new flatbuffer without the source's metadata, so the compiled file
+    would lose its preprocessing, embedding output and fidelity (and other tools their standard
+    metadata). The input and output tensors are the same, so the entries still describe it.
+    """
+    import os
+
+    from edgeembed.spec import METADATA_NAME
+    from edgeembed.tflite_file import read_tflite, write_metadata
+
+    from .metadata import STANDARD_NAME
+
+    want = read_tflite(source.read_bytes(), source.name).metadata
+    data = compiled.read_bytes()
+    have = read_tflite(data, compiled.name).metadata
+    missing = {k: want[k] for k in (METADATA_NAME, STANDARD_NAME) if k in want and have.get(k) != want[k]}
+    if missing:
+        tmp = compiled.with_name(compiled.name + ".tmp")
+        tmp.write_bytes(write_metadata(data, missing, compiled.name))
+        os.replace(tmp, compiled)
+    return sorted(missing)
 
 
 def parse_compiler_log(log: str) -> dict:

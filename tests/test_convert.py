@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -385,8 +386,8 @@ def test_int8_tuning_puts_weights_on_the_grid_the_converter_keeps(tiny_calib):
 
 # edgetpu_compiler cannot be installed here (x86-64 Debian package from Coral's apt repository, no network to it):
 # a stand-in prints the real compiler's report (its format as the compiler prints it, fully mapped and partly mapped)
-# and writes the output file where the real one does, so the search on PATH, the command line, the parsing and the
-# CLI's summary line all run for real around it.
+# and writes what the real one writes where it writes it (an edgetpu-custom-op model without the source's metadata),
+# so the search on PATH, the command line, the parsing, the metadata restore and the summary line run for real.
 _COMPILER_HEAD = """Edge TPU Compiler version 16.0.384591198
 Started a compilation timeout timer of 180 seconds.
 
@@ -432,7 +433,9 @@ args = sys.argv[1:]
 assert args[:2] == ["-s", "-o"], args
 out_dir, model = Path(args[2]), Path(args[3])
 out = out_dir / (model.stem + "_edgetpu.tflite")
-shutil.copyfile(model, out)
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from tflite_builder import custom_op_model  # what the compiler writes: one edgetpu-custom-op, no metadata
+out.write_bytes(custom_op_model(in_shape=(1, 224, 224, 3), out_shape=(1, 1280)))
 print({(_COMPILER_HEAD + tail)!r}.format(model=model.name, out=out.name, log=model.stem + "_edgetpu.log"))
 print("See the operation log file for individual operation details.")
 print("Compilation child process completed within timeout period.")
@@ -441,11 +444,11 @@ print("Compilation succeeded!")
     script.chmod(0o755)
 
 
-@pytest.mark.parametrize("tail,mapped,on_cpu,left", [(_COMPILER_FULL, 72, 0, None), (_COMPILER_PARTIAL, 70, 2, "QUANTIZE x2")])
+@pytest.mark.parametrize("tail,mapped,on_cpu,left", [(_COMPILER_FULL, 72, 0, None), (_COMPILER_PARTIAL, 70, 2, "QUANTIZE x2")],
+                         ids=["all-mapped", "partly-mapped"])
 def test_edgetpu_compiler_report_is_read(tmp_path, monkeypatch, tail, mapped, on_cpu, left):
     import os
     import shutil
-    from pathlib import Path
 
     from converters.cli import _edgetpu
 
@@ -459,6 +462,12 @@ def test_edgetpu_compiler_report_is_read(tmp_path, monkeypatch, tail, mapped, on
     rep = _edgetpu(model, lines.append)
     assert rep["total"] == 72 and rep["will_not_map"] == {}  # the shipped file, read by our own op list
     assert rep["compiled"] == str(tmp_path / "mobilenet_v2_1.0_224_int8_edgetpu.tflite") and Path(rep["compiled"]).is_file()
+    # the compiler drops the metadata; the converter puts the runtime's and the standard entries back
+    from edgeembed.tflite_file import read_tflite
+
+    source, compiled = read_tflite(model.read_bytes()), read_tflite(Path(rep["compiled"]).read_bytes())
+    assert compiled.is_edgetpu and rep["metadata_restored"] == ["TFLITE_METADATA", "edgeembed"]
+    assert all(compiled.metadata[k] == source.metadata[k] for k in rep["metadata_restored"])
     assert (rep["mapped"], rep["on_cpu"], rep["total_ops"]) == (mapped, on_cpu, 72)
     summary = lines[-1]
     assert f"{mapped} ops on the TPU, {on_cpu} on the CPU" in summary
