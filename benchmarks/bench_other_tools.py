@@ -89,7 +89,8 @@ def compare(tool: str, model: Path, files: list[Path]) -> dict:
             if cls_out is not None:
                 d = outs[cls_out]
                 s, z = d["quantization"]
-                ref_logits = (ours.interpreter.get_tensor(d["index"]).astype(np.float64).reshape(-1) - z) * s
+                ref_logits = ours.interpreter.get_tensor(d["index"]).astype(np.float64).reshape(-1)
+                ref_logits = (ref_logits - z) * s if s else ref_logits  # scale 0: a float output
             resized = ours.preprocessor.resized(rgb, "RGB")  # in the model's colour order; the tools take RGB
             resized = np.ascontiguousarray(resized[:, :, ::-1] if ours.spec.preprocessing.color_order == "BGR" else resized)
             for case, img in (("same_pixels", resized), ("own_resize", rgb)):
