@@ -226,10 +226,12 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     held_px = quantize.load_pixels(held_files, prep, "reading held-aside images", o.show_progress) if held_files else None
     t1 = time.perf_counter()
     integer = o.output_type in ("int8", "uint8")
-    # integer models take (pixel - C) / K, so that their input holds each pixel exactly (converters/input_fold.py)
-    fold = input_fold.fold_input_normalisation(b.model, fm.pre) if integer else None
+    # integer models take (pixel - C) / K, so that their input holds each pixel exactly (converters/input_fold.py);
+    # float models too when their normalisation differs by channel, which MediaPipe's ImageEmbedder cannot apply
+    per_channel = any(np.ptp(np.broadcast_to(np.asarray(v, np.float64), (3,))) > 0 for v in (fm.pre.mean, fm.pre.std))
+    fold = input_fold.fold_input_normalisation(b.model, fm.pre) if integer or per_channel else None
     source, pre = (fold.model, fold.pre) if fold else (b.model, fm.pre)
-    input_range = fold.input_range if fold else None
+    input_range = fold.input_range if fold and integer else None
     calib = quantize.float_preprocessor(pre, b.input_size).normalize(calib_px)
     scales: dict = {}
     if integer and o.channel_equalization > 0:
@@ -279,7 +281,9 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
                    "held_aside_images": len(held_files)}
     if fold is not None:
         calibration["method"] += (", input normalisation folded into the first convolution (the integer input holds "
-                                  "each pixel exactly)")
+                                  "each pixel exactly)" if integer else
+                                  ", per-channel input normalisation folded into the first convolution (one mean and "
+                                  "std for all channels, which MediaPipe's ImageEmbedder requires)")
     if scales:
         calibration["method"] += f", channels before the depthwise convolutions equalized (headroom {o.channel_equalization:g})"
         calibration["channel_equalization"] = {"headroom": o.channel_equalization, "depthwise_inputs": len(scales) // 2}

@@ -333,6 +333,27 @@ def test_other_output_types(tmp_path, tiny_calib, output_type, in_dtype):
             assert emb.spec.preprocessing.mean == (127.5,) * 3 and "folded" not in s["calibration"]["method"]
 
 
+def test_float_model_with_per_channel_normalisation_is_folded(tmp_path, tiny_calib):
+    """MediaPipe's ImageEmbedder refuses a per-channel normalisation: float models get one mean and std too."""
+    from edgeembed import Embedder
+    from edgeembed.spec import _tflite_metadata_normalization
+    from edgeembed.tflite_file import read_tflite
+
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    out, proc = _convert(tmp_path, "f32", "--arch", "mobilenet_v2", "--alpha", "0.35", "--size", "96", "--weights", "random",
+                         "--calibration", tiny_calib, "--output-type", "float32", "--mean", *map(str, mean), "--std", *map(str, std))
+    s = json.loads(proc.stdout)
+    assert "per-channel input normalisation folded" in s["calibration"]["method"]
+    with Embedder.create_from_model_path(out) as emb:
+        pre = emb.spec.preprocessing
+        assert emb.describe()["input"]["dtype"] == "float32"
+        assert pre.mean == (114.0,) * 3 and np.allclose(pre.std, round(float(np.mean(std)), 4))
+        assert emb.spec.extra["float_model_normalisation"] == {"mean": mean, "std": std}
+        assert np.isfinite(emb.embed(DATA / "coral-images" / "owl.jpg").vector).all()
+    got_mean, got_std = _tflite_metadata_normalization(read_tflite(out.read_bytes()).metadata["TFLITE_METADATA"])
+    assert len(set(np.ravel(got_mean))) == 1 and len(set(np.ravel(got_std))) == 1  # what MediaPipe can apply
+
+
 def _tflite_int8_kernels(model_bytes: bytes) -> list[np.ndarray]:
     """The int8 weight tensors of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED ops, as stored."""
     from ai_edge_litert.tools import flatbuffer_utils as fu
