@@ -192,7 +192,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         gallery = Gallery.open(args.gallery)
         emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args)) if not _has_pre_overrides(args) \
             else _open_embedder(args, args.model or gallery.binding.model_path)
-        gallery.check_binding(binding_for(emb, "image"))
+        gallery.check_binding(binding_for(emb, "image"), emb.behaviour_fingerprint)
     else:
         if not args.model:
             raise InputError(f"no gallery at {args.gallery} yet: give --model MODEL to create it")

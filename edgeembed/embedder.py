@@ -114,6 +114,7 @@ class Embedder:
         scale, zp = self._output["quantization"]
         self._out_scale, self._out_zp = float(scale), int(zp)
         self.dim = int(np.prod(self._output["shape"][1:]))
+        self._behaviour: str | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ construction
@@ -194,6 +195,20 @@ class Embedder:
         if self._closed:
             raise InputError("this Embedder is closed; create a new one")
 
+    def behaviour_fingerprint(self) -> str:
+        """Names what the model computes, not its file: a hash of its embeddings of two fixed pictures.
+
+        A file whose bytes changed but which embeds these pictures exactly as before (new metadata,
+        uint8 instead of int8 edges around the same int8 graph) gets the same value, so a gallery can
+        keep its embeddings (Gallery.check_binding). Computed once per Embedder (two embeds).
+        """
+        if self._behaviour is None:
+            h = hashlib.sha256()
+            for picture in probe_pictures():
+                h.update(np.round(self.embed(picture).vector.astype(np.float64), 6).tobytes())
+            self._behaviour = h.hexdigest()[:20]
+        return self._behaviour
+
     def close(self) -> None:
         self._closed = True
         self.interpreter = None
@@ -232,6 +247,15 @@ class Embedder:
             "fidelity": self.spec.fidelity,
             "extra": self.spec.extra,
         }
+
+
+def probe_pictures() -> list[np.ndarray]:
+    """Two fixed 256x192 RGB pictures, computed (not random: numpy's generators may change): a colour
+    gradient and a fine texture, so that both smooth and detailed inputs reach the model."""
+    y, x = np.mgrid[0:192, 0:256].astype(np.int64)
+    gradient = np.stack([x, y * 255 // 191, (x + y) % 256], axis=-1)
+    texture = np.stack([(x * x + 3 * y * y) // 7, (7 * x * y + x) // 5, (x * 31 + y * 17) ^ (x * y)], axis=-1) % 256
+    return [gradient.astype(np.uint8), texture.astype(np.uint8)]
 
 
 def model_fingerprint(model_bytes: bytes, spec: ModelSpec) -> str:

@@ -20,7 +20,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -172,9 +172,19 @@ class Gallery:
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {value}")
         self._set_meta({"threshold": float(value), "threshold_source": "user"})
 
-    def check_binding(self, binding: ModelBinding) -> None:
-        """Refuse a model other than the gallery's own (a different fingerprint)."""
+    def check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None) -> None:
+        """Refuse a model other than the gallery's own (a different fingerprint).
+
+        ``behaviour``: the model's Embedder.behaviour_fingerprint. A file that differs from the gallery's
+        model but embeds its probe pictures identically is accepted; if it replaced the model at the
+        gallery's own path, the gallery is re-bound to it (recorded under ``rebinds``).
+        """
         mine = self.binding
+        if (binding.fingerprint != mine.fingerprint and behaviour is not None and self.meta.get("behaviour")
+                and (binding.dim, binding.mode) == (mine.dim, mine.mode) and behaviour() == self.meta["behaviour"]):
+            if binding.model_path == mine.model_path:
+                self._rebind(binding)
+            return
         if binding.fingerprint != mine.fingerprint and binding.model_path == mine.model_path and binding.dim == mine.dim:
             # the file at the gallery's own model path was replaced (e.g. an upgraded shipped model)
             raise GalleryError(
@@ -189,6 +199,13 @@ class Gallery:
         if binding.mode != mine.mode:
             raise GalleryError(f"gallery {self.path} holds {mine.mode} embeddings, not {binding.mode}; "
                                f"use --mode {mine.mode} or another gallery")
+
+    def _rebind(self, binding: ModelBinding) -> None:
+        """The file at the gallery's model path was replaced by one that embeds the same: remember the new one."""
+        rebinds = list(self.meta.get("rebinds", [])) + [
+            {"from": self.binding.fingerprint, "to": binding.fingerprint, "at": time.time()}]
+        self._set_meta({"fingerprint": binding.fingerprint, "preprocessing": binding.preprocessing, "rebinds": rebinds})
+        self._load_meta()
 
     def _set_meta(self, values: dict[str, Any]) -> None:
         with self._db:

@@ -42,8 +42,9 @@ def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "ima
     """A new gallery bound to ``embedder``'s model, starting from the model's recommended threshold."""
     rec = model_threshold(embedder)
     gallery = Gallery.create(path, binding_for(embedder, mode), threshold=rec)
-    if rec is not None:
-        gallery._set_meta({"model_threshold": rec})
+    # what the model computes, so that a replaced file that embeds the same keeps the gallery (check_binding)
+    gallery._set_meta({"behaviour": embedder.behaviour_fingerprint(),
+                       **({"model_threshold": rec} if rec is not None else {})})
     return gallery
 
 
@@ -60,7 +61,11 @@ def open_gallery_embedder(gallery: Gallery, model: str | os.PathLike | None = No
     emb = Embedder.create_from_options(EmbedderOptions(
         model_path=path, output=b.output, mean=pre["mean"], std=pre["std"], color_order=pre["color_order"],
         resize=pre["resize"], crop_fraction=pre["crop_fraction"], interpolation=pre.get("interpolation"), **options))
-    gallery.check_binding(binding_for(emb, b.mode))
+    try:
+        gallery.check_binding(binding_for(emb, b.mode), emb.behaviour_fingerprint)
+    except Exception:
+        emb.close()
+        raise
     return emb
 
 

@@ -163,3 +163,44 @@ def test_binding_from_real_embedder(tmp_path):
     with Embedder.create_from_model_path(V1_TINY, num_threads=1) as emb:
         b = binding_for(emb)
         assert b.dim == 1001 and b.fingerprint == emb.fingerprint and Path(b.model_path).is_absolute()
+
+
+def test_replaced_model_file_that_embeds_the_same_keeps_the_gallery(tmp_path):
+    """An upgraded model file whose bytes changed but whose embeddings did not (new metadata, other edges)
+    keeps the gallery working; one that embeds differently is still refused, and nothing is lost."""
+    import shutil
+
+    from edgeembed.tflite_file import read_tflite, write_metadata
+
+    shipped = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"
+    model = tmp_path / "model.tflite"
+    shutil.copyfile(shipped, model)
+    objects = tmp_path / "objects"
+    for label, name in (("cat", "cat.bmp"), ("parrot", "parrot.jpg")):
+        (objects / label).mkdir(parents=True)
+        shutil.copyfile(DATA / "coral-images" / name, objects / label / name)
+    gal = tmp_path / "gal"
+    assert run_cli("enroll", "--model", model, "--gallery", gal, objects, "--quiet").returncode == 0
+    first = Gallery.open(gal)
+    fp0, behaviour = first.binding.fingerprint, first.meta["behaviour"]
+    first.close()
+
+    # Same graph, one more metadata entry: other bytes, other fingerprint, the same embeddings.
+    data = shipped.read_bytes()
+    model.write_bytes(write_metadata(data, {"note": b"re-released"}, model.name))
+    assert "note" in read_tflite(model.read_bytes()).metadata
+    proc = run_cli("recognize", "--gallery", gal, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert '"label": "parrot"' in proc.stdout
+    g = Gallery.open(gal)
+    assert g.binding.fingerprint != fp0 and g.meta["behaviour"] == behaviour and len(g) == 2
+    assert [r["from"] for r in g.meta["rebinds"]] == [fp0]
+    g.close()
+
+    # Another model of the same dimension at that path embeds differently: refused as before, gallery intact.
+    shutil.copyfile(REPO / "models" / "efficientnet_lite0_int8.tflite", model)
+    proc = run_cli("recognize", "--gallery", gal, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
+    assert proc.returncode != 0 and "that file has changed since" in proc.stderr
+    g = Gallery.open(gal)
+    assert len(g) == 2 and g.meta["behaviour"] == behaviour
+    g.close()
