@@ -58,6 +58,16 @@ def available_backends() -> list[str]:
     return [n for n in BACKENDS if importlib.util.find_spec(_MODULES[n].split(".")[0]) is not None]
 
 
+def _tensorflow_lite() -> Any:
+    """tf.lite's Interpreter and load_delegate. The importable module ``tensorflow.lite`` lacks them
+    (TensorFlow 2.21 attaches them to the ``tf.lite`` API object only), so they are taken from there."""
+    import types
+
+    import tensorflow as tf
+
+    return types.SimpleNamespace(Interpreter=tf.lite.Interpreter, load_delegate=tf.lite.experimental.load_delegate)
+
+
 def load_backend(name: str = "auto") -> tuple[str, Any]:
     """(backend name, module with Interpreter and load_delegate)."""
     names = BACKENDS if name in ("auto", None) else (name,)
@@ -66,7 +76,7 @@ def load_backend(name: str = "auto") -> tuple[str, Any]:
     errors = []
     for candidate in names:
         try:
-            module = importlib.import_module(_MODULES[candidate])
+            module = _tensorflow_lite() if candidate == "tensorflow" else importlib.import_module(_MODULES[candidate])
         except Exception as exc:  # ImportError, or numpy ABI errors from tflite_runtime under numpy 2
             errors.append(f"{candidate}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue

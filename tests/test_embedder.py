@@ -94,3 +94,16 @@ def test_model_errors(tmp_path):
         Embedder.create_from_model_path(etpu, delegate="edgetpu")
     with pytest.raises(BackendError, match="unknown backend"):
         Embedder.create_from_model_path(V1_TINY, backend="nope")
+
+
+def test_tensorflow_backend_embeds_as_litert():
+    """The third backend (full TensorFlow's tf.lite) runs the shipped int8 model and agrees with LiteRT."""
+    pytest.importorskip("tensorflow")
+    from conftest import REPO
+
+    model = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"
+    with Embedder.create_from_model_path(model) as lite, Embedder.create_from_model_path(model, backend="tensorflow") as tf:
+        assert (lite.backend, tf.backend) == ("ai_edge_litert", "tensorflow")
+        for picture in (PARROT, DATA / "coral-images" / "cat.bmp"):
+            assert cosine_similarity(lite.embed(picture), tf.embed(picture)) >= 0.9999
+        assert tf.behaviour_fingerprint() == lite.behaviour_fingerprint()
