@@ -204,7 +204,10 @@ class Gallery:
         """The file at the gallery's model path was replaced by one that embeds the same: remember the new one."""
         rebinds = list(self.meta.get("rebinds", [])) + [
             {"from": self.binding.fingerprint, "to": binding.fingerprint, "at": time.time()}]
-        self._set_meta({"fingerprint": binding.fingerprint, "preprocessing": binding.preprocessing, "rebinds": rebinds})
+        try:
+            self._set_meta({"fingerprint": binding.fingerprint, "preprocessing": binding.preprocessing, "rebinds": rebinds})
+        except sqlite3.Error:  # a read-only gallery: accept the file for this run, check it again next time
+            return
         self._load_meta()
 
     def _set_meta(self, values: dict[str, Any]) -> None:
