@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = ROOT.parent / "shared" / "data" / "imagenet-sample"
+sys.path.insert(0, str(ROOT))
 
 
 def _mediapipe(model: Path):
@@ -68,6 +69,7 @@ TOOLS = {"mediapipe": _mediapipe, "task-library": _task_library}
 
 
 def compare(tool: str, model: Path, files: list[Path]) -> dict:
+    from converters.quantize import TFLiteRunner  # every output, dequantized (no TensorFlow)
     from edgeembed import Embedder
     from edgeembed.preprocess import read_image
 
@@ -82,15 +84,11 @@ def compare(tool: str, model: Path, files: list[Path]) -> dict:
         cls_out = ours.spec.extra.get("classifier_output")
         outs = ours.interpreter.get_output_details()
         emb_out = [d["index"] for d in outs].index(ours._output["index"])  # the tools give every output in this order
+        runner = TFLiteRunner(model.read_bytes())
         for f in files:
             rgb = read_image(f)
             ref = ours.embed(rgb, "RGB")
-            ref_logits = None
-            if cls_out is not None:
-                d = outs[cls_out]
-                s, z = d["quantization"]
-                ref_logits = ours.interpreter.get_tensor(d["index"]).astype(np.float64).reshape(-1)
-                ref_logits = (ref_logits - z) * s if s else ref_logits  # scale 0: a float output
+            ref_logits = runner(ours.preprocessor(rgb, "RGB"))[cls_out][0] if cls_out is not None else None
             resized = ours.preprocessor.resized(rgb, "RGB")  # in the model's colour order; the tools take RGB
             resized = np.ascontiguousarray(resized[:, :, ::-1] if ours.spec.preprocessing.color_order == "BGR" else resized)
             for case, img in (("same_pixels", resized), ("own_resize", rgb)):

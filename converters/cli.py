@@ -112,7 +112,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     o = ConvertOptions(out=str(out), arch=args.arch, alpha=args.alpha, size=args.size, weights=args.weights,
                        embedding_layer=args.embedding_layer, calibration=args.calibration,
                        calibration_images=args.calibration_images, fidelity_dir=args.fidelity_dir,
-                       fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type or "uint8", activation_ranges=args.activation_ranges,
+                       fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type or ConvertOptions.output_type, activation_ranges=args.activation_ranges,
                        int8_tuning=args.int8_tuning, channel_equalization=args.channel_equalization,
                        keep_classifier=args.keep_classifier, accept_low_fidelity=args.accept_low_fidelity,
                        thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},
