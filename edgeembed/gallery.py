@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import GalleryError, InputError
+from .shipped import EARLIER_SHIPPED_BEHAVIOUR
 
 DB_NAME = "gallery.sqlite"
 FORMAT_VERSION = 1
@@ -180,10 +181,12 @@ class Gallery:
         gallery's own path, the gallery is re-bound to it (recorded under ``rebinds``).
         """
         mine = self.binding
-        if (binding.fingerprint != mine.fingerprint and behaviour is not None and self.meta.get("behaviour")
-                and (binding.dim, binding.mode) == (mine.dim, mine.mode) and behaviour() == self.meta["behaviour"]):
+        # galleries enrolled with an earlier shipped file have no stored value: the project knows it
+        stored = self.meta.get("behaviour") or EARLIER_SHIPPED_BEHAVIOUR.get(mine.fingerprint)
+        if (binding.fingerprint != mine.fingerprint and behaviour is not None and stored
+                and (binding.dim, binding.mode) == (mine.dim, mine.mode) and behaviour() == stored):
             if binding.model_path == mine.model_path:
-                self._rebind(binding)
+                self._rebind(binding, stored)
             return
         if binding.fingerprint != mine.fingerprint and binding.model_path == mine.model_path and binding.dim == mine.dim:
             # the file at the gallery's own model path was replaced (e.g. an upgraded shipped model)
@@ -191,6 +194,11 @@ class Gallery:
                 f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}), and that "
                 f"file has changed since (fingerprint now {binding.fingerprint}): the stored embeddings do not fit it; "
                 "put the original model file back (--model PATH to a copy of it), or enroll the pictures into a new gallery")
+        if binding.model_path == mine.model_path and binding.dim != mine.dim:
+            raise GalleryError(
+                f"gallery {self.path} was built with model {mine.model_path} ({mine.dim}-d), and that file has been "
+                f"replaced by a {binding.dim}-d model: the stored embeddings do not fit it; put the original model "
+                "file back (--model PATH to a copy of it), or enroll the pictures into a new gallery")
         if binding.fingerprint != mine.fingerprint or binding.dim != mine.dim:
             raise GalleryError(
                 f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}, "
@@ -200,12 +208,13 @@ class Gallery:
             raise GalleryError(f"gallery {self.path} holds {mine.mode} embeddings, not {binding.mode}; "
                                f"use --mode {mine.mode} or another gallery")
 
-    def _rebind(self, binding: ModelBinding) -> None:
+    def _rebind(self, binding: ModelBinding, behaviour: str) -> None:
         """The file at the gallery's model path was replaced by one that embeds the same: remember the new one."""
         rebinds = list(self.meta.get("rebinds", [])) + [
             {"from": self.binding.fingerprint, "to": binding.fingerprint, "at": time.time()}]
         try:
-            self._set_meta({"fingerprint": binding.fingerprint, "preprocessing": binding.preprocessing, "rebinds": rebinds})
+            self._set_meta({"fingerprint": binding.fingerprint, "preprocessing": binding.preprocessing,
+                            "behaviour": behaviour, "rebinds": rebinds})
         except sqlite3.Error:  # a read-only gallery: accept the file for this run, check it again next time
             return
         self._load_meta()

@@ -11,6 +11,14 @@ from .errors import InputError
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 INSTALLED_MODELS = Path(sys.prefix) / "share" / "edgeembed" / "models"
 
+# Earlier shipped files whose embeddings the current ones reproduce bit for bit: gallery fingerprint ->
+# the behaviour value (Embedder.behaviour_fingerprint on LiteRT) they share with today's file. Galleries
+# enrolled with them predate the stored behaviour value; this lets such a gallery keep its embeddings.
+EARLIER_SHIPPED_BEHAVIOUR = {
+    "9740a3f74eabe7dd7fa1": "7fe2cd681af415c25c5c",  # mobilenet_v2_1.0_224_int8.tflite, commit 9de198b (int8 edges)
+    "ec4af7cba4fd7d6ef265": "57f508145e89b74e533e",  # efficientnet_lite0_int8.tflite, commit 9de198b (int8 edges)
+}
+
 
 def shipped_model(name: str, env_var: str, what: str = "model") -> Path:
     """The shipped ``name``, unless ``env_var`` names another file (which must exist)."""

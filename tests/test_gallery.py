@@ -204,3 +204,71 @@ def test_replaced_model_file_that_embeds_the_same_keeps_the_gallery(tmp_path):
     g = Gallery.open(gal)
     assert len(g) == 2 and g.meta["behaviour"] == behaviour
     g.close()
+
+    # A model of another dimension at that path: the message says the file was replaced, not "omit --model".
+    shutil.copyfile(REPO / "models" / "dlib_face_resnet_v1_int8.tflite", model)
+    proc = run_cli("recognize", "--gallery", gal, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
+    assert proc.returncode == 2 and "replaced by a 128-d model" in proc.stderr and "omit --model" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    g = Gallery.open(gal)
+    assert len(g) == 2 and g.binding.dim == 1280
+    g.close()
+
+
+def test_gallery_of_an_earlier_shipped_file_survives_the_upgrade(tmp_path):
+    """A gallery enrolled with the MobileNetV2 file shipped before (commit 9de198b: same int8 graph, int8
+    edges) stores that file's fingerprint and no behaviour value (older code). After the upgrade replaces the
+    file at its path, the gallery keeps working and is re-bound; an unknown old fingerprint is still refused."""
+    import json
+    import shutil
+    import sqlite3
+
+    shipped = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"
+    model = tmp_path / "model.tflite"
+    shutil.copyfile(shipped, model)
+    objects = tmp_path / "objects"
+    for label, name in (("cat", "cat.bmp"), ("parrot", "parrot.jpg")):
+        (objects / label).mkdir(parents=True)
+        shutil.copyfile(DATA / "coral-images" / name, objects / label / name)
+    vectors = {}
+    for old_fp in ("9740a3f74eabe7dd7fa1", "0123456789abcdef0123"):  # the earlier shipped file's, an unknown one
+        gal = tmp_path / f"gal_{old_fp}"
+        assert run_cli("enroll", "--model", model, "--gallery", gal, objects, "--quiet").returncode == 0
+        # what the older code wrote: that file's fingerprint, no behaviour value (the embeddings are identical)
+        with sqlite3.connect(gal / "gallery.sqlite") as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (json.dumps(old_fp),))
+            db.execute("DELETE FROM meta WHERE key = 'behaviour'")
+        db.close()
+        vectors[old_fp] = (gal / "vectors.f32").read_bytes()
+
+    known = tmp_path / "gal_9740a3f74eabe7dd7fa1"
+    proc = run_cli("recognize", "--gallery", known, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["label"] == "parrot"
+    with Embedder.create_from_model_path(model, num_threads=1) as emb:
+        today = emb.behaviour_fingerprint()
+    g = Gallery.open(known)
+    assert g.binding.fingerprint != "9740a3f74eabe7dd7fa1" and g.meta["behaviour"] == today
+    assert [r["from"] for r in g.meta["rebinds"]] == ["9740a3f74eabe7dd7fa1"] and len(g) == 2
+    g.close()
+    assert (known / "vectors.f32").read_bytes() == vectors["9740a3f74eabe7dd7fa1"]
+
+    unknown = tmp_path / "gal_0123456789abcdef0123"
+    proc = run_cli("recognize", "--gallery", unknown, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
+    assert proc.returncode == 2 and "that file has changed since" in proc.stderr
+    g = Gallery.open(unknown)
+    assert g.binding.fingerprint == "0123456789abcdef0123" and "behaviour" not in g.meta
+    g.close()
+    assert (unknown / "vectors.f32").read_bytes() == vectors["0123456789abcdef0123"]
+
+
+@pytest.mark.parametrize("name, earlier", [("mobilenet_v2_1.0_224_int8.tflite", "9740a3f74eabe7dd7fa1"),
+                                           ("efficientnet_lite0_int8.tflite", "ec4af7cba4fd7d6ef265")])
+def test_earlier_shipped_files_name_what_todays_files_compute(name, earlier):
+    """The table of earlier shipped files points at the behaviour of today's file of the same name: a
+    reconversion that changes the embeddings must also change the table (or empty it)."""
+    from edgeembed.shipped import EARLIER_SHIPPED_BEHAVIOUR
+
+    with Embedder.create_from_model_path(REPO / "models" / name, num_threads=1) as emb:
+        today = emb.behaviour_fingerprint()
+    assert EARLIER_SHIPPED_BEHAVIOUR[earlier] == today
