@@ -165,12 +165,10 @@ def test_binding_from_real_embedder(tmp_path):
         assert b.dim == 1001 and b.fingerprint == emb.fingerprint and Path(b.model_path).is_absolute()
 
 
-def test_replaced_model_file_that_embeds_the_same_keeps_the_gallery(tmp_path):
-    """An upgraded model file whose bytes changed but whose embeddings did not (new metadata, other edges)
-    keeps the gallery working; one that embeds differently is still refused, and nothing is lost."""
+def _copy_of_shipped_model_and_two_labels(tmp_path):
+    """The shipped MobileNetV2 copied to tmp_path/model.tflite (a path the test may replace) and a folder
+    of two labelled pictures: (shipped file, copy, folder)."""
     import shutil
-
-    from edgeembed.tflite_file import read_tflite, write_metadata
 
     shipped = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"
     model = tmp_path / "model.tflite"
@@ -179,6 +177,17 @@ def test_replaced_model_file_that_embeds_the_same_keeps_the_gallery(tmp_path):
     for label, name in (("cat", "cat.bmp"), ("parrot", "parrot.jpg")):
         (objects / label).mkdir(parents=True)
         shutil.copyfile(DATA / "coral-images" / name, objects / label / name)
+    return shipped, model, objects
+
+
+def test_replaced_model_file_that_embeds_the_same_keeps_the_gallery(tmp_path):
+    """An upgraded model file whose bytes changed but whose embeddings did not (new metadata, other edges)
+    keeps the gallery working; one that embeds differently is still refused, and nothing is lost."""
+    import shutil
+
+    from edgeembed.tflite_file import read_tflite, write_metadata
+
+    shipped, model, objects = _copy_of_shipped_model_and_two_labels(tmp_path)
     gal = tmp_path / "gal"
     assert run_cli("enroll", "--model", model, "--gallery", gal, objects, "--quiet").returncode == 0
     first = Gallery.open(gal)
@@ -220,16 +229,9 @@ def test_gallery_of_an_earlier_shipped_file_survives_the_upgrade(tmp_path):
     edges) stores that file's fingerprint and no behaviour value (older code). After the upgrade replaces the
     file at its path, the gallery keeps working and is re-bound; an unknown old fingerprint is still refused."""
     import json
-    import shutil
     import sqlite3
 
-    shipped = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"
-    model = tmp_path / "model.tflite"
-    shutil.copyfile(shipped, model)
-    objects = tmp_path / "objects"
-    for label, name in (("cat", "cat.bmp"), ("parrot", "parrot.jpg")):
-        (objects / label).mkdir(parents=True)
-        shutil.copyfile(DATA / "coral-images" / name, objects / label / name)
+    _, model, objects = _copy_of_shipped_model_and_two_labels(tmp_path)
     vectors = {}
     for old_fp in ("9740a3f74eabe7dd7fa1", "0123456789abcdef0123"):  # the earlier shipped file's, an unknown one
         gal = tmp_path / f"gal_{old_fp}"
