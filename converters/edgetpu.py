@@ -68,21 +68,17 @@ def restore_metadata(source: Path, compiled: Path) -> list[str]:
     would lose its preprocessing, embedding output and fidelity (and other tools their standard
     metadata). The input and output tensors are the same, so the entries still describe it.
     """
-    import os
-
     from edgeembed.spec import METADATA_NAME
     from edgeembed.tflite_file import read_tflite, write_metadata
 
-    from .metadata import STANDARD_NAME
+    from .metadata import STANDARD_NAME, write_atomically
 
     want = read_tflite(source.read_bytes(), source.name).metadata
     data = compiled.read_bytes()
     have = read_tflite(data, compiled.name).metadata
     missing = {k: want[k] for k in (METADATA_NAME, STANDARD_NAME) if k in want and have.get(k) != want[k]}
     if missing:
-        tmp = compiled.with_name(compiled.name + ".tmp")
-        tmp.write_bytes(write_metadata(data, missing, compiled.name))
-        os.replace(tmp, compiled)
+        write_atomically(compiled, write_metadata(data, missing, compiled.name))
     return sorted(missing)
 
 

@@ -124,18 +124,23 @@ def write_spec(model: bytes, spec: ModelSpec, height: int, width: int, n_outputs
     return write_metadata(model, entries, name)
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step: a reader sees the old file or the new one, never half."""
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def save_model(path: str | Path, model: bytes, spec: ModelSpec, height: int, width: int, n_outputs: int = 1,
                fidelity_json: bool = True) -> Path:
     """Write the .tflite with metadata (atomically) and the fidelity JSON beside it."""
     import json
-    import os
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = write_spec(model, spec, height, width, n_outputs, name=path.name)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomically(path, write_spec(model, spec, height, width, n_outputs, name=path.name))
     if fidelity_json and spec.fidelity is not None:
         side = fidelity_path(path)
         side.write_text(json.dumps({"model": path.name, "architecture": spec.architecture, "weights": spec.weights,

@@ -190,9 +190,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return enroll_faces(args, items, exists)
     if exists:
         gallery = Gallery.open(args.gallery)
-        emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args)) if not _has_pre_overrides(args) \
-            else _open_embedder(args, args.model or gallery.binding.model_path)
-        gallery.check_binding(binding_for(emb, "image"), emb.behaviour_fingerprint)
+        if _has_pre_overrides(args):
+            emb = _open_embedder(args, args.model or gallery.binding.model_path)
+            gallery.check_binding(binding_for(emb, "image"), emb.behaviour_fingerprint)
+        else:  # open_gallery_embedder checks the binding itself
+            emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args))
     else:
         if not args.model:
             raise InputError(f"no gallery at {args.gallery} yet: give --model MODEL to create it")
