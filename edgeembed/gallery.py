@@ -178,14 +178,20 @@ class Gallery:
 
         ``behaviour``: the model's Embedder.behaviour_fingerprint. A file that differs from the gallery's
         model but embeds its probe pictures identically is accepted; if it replaced the model at the
-        gallery's own path, the gallery is re-bound to it (recorded under ``rebinds``).
+        gallery's own path, the gallery is re-bound to it (recorded under ``rebinds``). So is the same
+        model at another path once the gallery's own path holds nothing (the model file moved, e.g. a new
+        install), so that the gallery needs no --model from then on.
         """
         mine = self.binding
+        moved = binding.model_path != mine.model_path and not Path(mine.model_path).exists()
+        if binding.fingerprint == mine.fingerprint and moved and (binding.dim, binding.mode) == (mine.dim, mine.mode):
+            self._rebind(binding, self.meta.get("behaviour"))
+            return
         # galleries enrolled with an earlier shipped file have no stored value: the project knows it
         stored = self.meta.get("behaviour") or EARLIER_SHIPPED_BEHAVIOUR.get(mine.fingerprint)
         if (binding.fingerprint != mine.fingerprint and behaviour is not None and stored
                 and (binding.dim, binding.mode) == (mine.dim, mine.mode) and behaviour() == stored):
-            if binding.model_path == mine.model_path:
+            if binding.model_path == mine.model_path or moved:
                 self._rebind(binding, stored)
             return
         if binding.fingerprint != mine.fingerprint and binding.model_path == mine.model_path and binding.dim == mine.dim:
@@ -200,21 +206,28 @@ class Gallery:
                 f"replaced by a {binding.dim}-d model: the stored embeddings do not fit it; put the original model "
                 "file back (--model PATH to a copy of it), or enroll the pictures into a new gallery")
         if binding.fingerprint != mine.fingerprint or binding.dim != mine.dim:
+            fix = ("pass --model with a copy of the gallery's own model (it is no longer at that path)" if moved
+                   else "use the gallery's own model (omit --model)")
             raise GalleryError(
                 f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}, "
                 f"{mine.dim}-d) but model {binding.model_path} (fingerprint {binding.fingerprint}, {binding.dim}-d) "
-                "was given; use the gallery's own model (omit --model) or enroll into a new gallery")
+                f"was given; {fix} or enroll into a new gallery")
         if binding.mode != mine.mode:
             raise GalleryError(f"gallery {self.path} holds {mine.mode} embeddings, not {binding.mode}; "
                                f"use --mode {mine.mode} or another gallery")
 
-    def _rebind(self, binding: ModelBinding, behaviour: str) -> None:
-        """The file at the gallery's model path was replaced by one that embeds the same: remember the new one."""
-        rebinds = list(self.meta.get("rebinds", [])) + [
-            {"from": self.binding.fingerprint, "to": binding.fingerprint, "at": time.time()}]
+    def _rebind(self, binding: ModelBinding, behaviour: str | None) -> None:
+        """The gallery's model file was replaced by one that embeds the same, or moved: remember the new one."""
+        change: dict[str, Any] = {"from": self.binding.fingerprint, "to": binding.fingerprint, "at": time.time()}
+        if binding.model_path != self.binding.model_path:
+            change.update(from_path=self.binding.model_path, to_path=binding.model_path)
+        values: dict[str, Any] = {"model_path": binding.model_path, "fingerprint": binding.fingerprint,
+                                  "preprocessing": binding.preprocessing,
+                                  "rebinds": list(self.meta.get("rebinds", [])) + [change]}
+        if behaviour:
+            values["behaviour"] = behaviour
         try:
-            self._set_meta({"fingerprint": binding.fingerprint, "preprocessing": binding.preprocessing,
-                            "behaviour": behaviour, "rebinds": rebinds})
+            self._set_meta(values)
         except sqlite3.Error:  # a read-only gallery: accept the file for this run, check it again next time
             return
         self._load_meta()

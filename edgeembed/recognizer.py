@@ -49,20 +49,37 @@ def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "ima
 
 
 def open_gallery_embedder(gallery: Gallery, model: str | os.PathLike | None = None, **options: Any) -> Embedder:
-    """Open the model a gallery was built with (or ``model``, which must be that same model)."""
+    """Open the model a gallery was built with (or ``model``, which must be that same model).
+
+    If the gallery's model file has gone and ``model`` is not given, the shipped file of the same name is
+    tried: a new install moves the shipped models, and the gallery follows them when they embed the same.
+    """
+    from .shipped import shipped_copy
+
     b = gallery.binding
     path = Path(model) if model else Path(b.model_path)
+    found = None
     if not path.exists():
         if model:
             raise GalleryError(f"model not found: {path} (check the path)")
-        raise GalleryError(f"gallery {gallery.path} was built with {b.model_path}, which is no longer there; "
-                           "pass --model with the path of that same model")
+        found = shipped_copy(path.name)
+        if found is None:
+            raise GalleryError(f"gallery {gallery.path} was built with {b.model_path}, which is no longer there; "
+                               "pass --model with the path of that same model")
+        path = found
     pre = b.preprocessing
     emb = Embedder.create_from_options(EmbedderOptions(
         model_path=path, output=b.output, mean=pre["mean"], std=pre["std"], color_order=pre["color_order"],
         resize=pre["resize"], crop_fraction=pre["crop_fraction"], interpolation=pre.get("interpolation"), **options))
     try:
         gallery.check_binding(binding_for(emb, b.mode), emb.behaviour_fingerprint)
+    except GalleryError:
+        emb.close()
+        if found is None:
+            raise
+        raise GalleryError(f"gallery {gallery.path} was built with {b.model_path}, which is no longer there, and the "
+                           f"shipped {found.name} ({found}) computes other embeddings; pass --model with the path of "
+                           "that same model") from None
     except Exception:
         emb.close()
         raise

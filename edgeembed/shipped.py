@@ -28,8 +28,17 @@ def shipped_model(name: str, env_var: str, what: str = "model") -> Path:
             raise InputError(f"{env_var} points to {env}, which does not exist; set it to a .tflite {what} "
                              "or unset it to use the shipped one")
         return Path(env)
-    for folder in (REPO_MODELS, INSTALLED_MODELS):
-        if (folder / name).exists():
-            return folder / name
+    found = shipped_copy(name)
+    if found is not None:
+        return found
     raise InputError(f"the default {what} {name} is not installed (looked in {REPO_MODELS} and {INSTALLED_MODELS}); "
                      f"give a model path (or set {env_var})")
+
+
+def shipped_copy(name: str) -> Path | None:
+    """The shipped file called ``name`` in this install, if any: where a gallery looks for its model once
+    the file it was enrolled with has gone (a new venv or clone moves the shipped models)."""
+    for folder in (REPO_MODELS, INSTALLED_MODELS):
+        if (folder / name).is_file():
+            return folder / name
+    return None

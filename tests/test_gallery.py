@@ -165,13 +165,14 @@ def test_binding_from_real_embedder(tmp_path):
         assert b.dim == 1001 and b.fingerprint == emb.fingerprint and Path(b.model_path).is_absolute()
 
 
-def _copy_of_shipped_model_and_two_labels(tmp_path):
-    """The shipped MobileNetV2 copied to tmp_path/model.tflite (a path the test may replace) and a folder
-    of two labelled pictures: (shipped file, copy, folder)."""
+def _copy_of_shipped_model_and_two_labels(tmp_path, model=None, source="mobilenet_v2_1.0_224_int8.tflite"):
+    """The shipped model ``source`` copied to ``model`` (default tmp_path/model.tflite: a path the test may
+    replace) and a folder of two labelled pictures: (shipped file, copy, folder)."""
     import shutil
 
-    shipped = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"
-    model = tmp_path / "model.tflite"
+    shipped = REPO / "models" / source
+    model = Path(model or tmp_path / "model.tflite")
+    model.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shipped, model)
     objects = tmp_path / "objects"
     for label, name in (("cat", "cat.bmp"), ("parrot", "parrot.jpg")):
@@ -262,6 +263,82 @@ def test_gallery_of_an_earlier_shipped_file_survives_the_upgrade(tmp_path):
     assert g.binding.fingerprint == "0123456789abcdef0123" and "behaviour" not in g.meta
     g.close()
     assert (unknown / "vectors.f32").read_bytes() == vectors["0123456789abcdef0123"]
+
+
+def test_gallery_follows_its_model_when_the_file_moves(tmp_path):
+    """The gallery's model file moved (a new install, another disk): one --model with the same file re-binds
+    the gallery to the new path, after which it needs no --model; another model is still refused, and nothing
+    stored changes."""
+    import json
+    import shutil
+
+    _, model, objects = _copy_of_shipped_model_and_two_labels(tmp_path, tmp_path / "old" / "model.tflite")
+    gal = tmp_path / "gal"
+    assert run_cli("enroll", "--model", model, "--gallery", gal, objects, "--quiet").returncode == 0
+    vectors = (gal / "vectors.f32").read_bytes()
+    moved = tmp_path / "new" / "model.tflite"
+    moved.parent.mkdir()
+    shutil.move(model, moved)
+    parrot = DATA / "coral-images" / "parrot.jpg"
+
+    proc = run_cli("recognize", "--gallery", gal, "--source", parrot, "--json")
+    assert proc.returncode == 2 and "no longer there" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+    # another model of the same dimension, the gallery's own path gone: refused, with a fix that fits
+    lite0 = tmp_path / "lite0.tflite"
+    shutil.copyfile(REPO / "models" / "efficientnet_lite0_int8.tflite", lite0)
+    proc = run_cli("recognize", "--gallery", gal, "--model", lite0, "--source", parrot, "--json")
+    assert proc.returncode == 2 and "a copy of the gallery's own model" in proc.stderr and "omit --model" not in proc.stderr
+    g = Gallery.open(gal)
+    assert g.binding.model_path == str(model.resolve()) and "rebinds" not in g.meta
+    g.close()
+
+    proc = run_cli("recognize", "--gallery", gal, "--model", moved, "--source", parrot, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["label"] == "parrot"
+    g = Gallery.open(gal)
+    assert g.binding.model_path == str(moved.resolve()) and len(g) == 2
+    assert g.meta["rebinds"][-1]["from_path"] == str(model.resolve())
+    assert g.meta["rebinds"][-1]["from"] == g.meta["rebinds"][-1]["to"] == g.binding.fingerprint
+    g.close()
+    proc = run_cli("recognize", "--gallery", gal, "--source", parrot, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["label"] == "parrot", proc.stderr
+    assert (gal / "vectors.f32").read_bytes() == vectors
+
+
+def test_gallery_finds_the_shipped_model_after_a_reinstall(tmp_path):
+    """A gallery enrolled with a shipped model in an install that is gone (the old venv or clone deleted)
+    finds the shipped file of the same name in this install and re-binds to it; a file of that name that
+    embeds differently is refused in one line, and the gallery is left as it was."""
+    import json
+    import shutil
+
+    name = "mobilenet_v2_1.0_224_int8.tflite"
+    parrot = DATA / "coral-images" / "parrot.jpg"
+    _, model, objects = _copy_of_shipped_model_and_two_labels(tmp_path, tmp_path / "old_venv" / name)
+    gal = tmp_path / "gal"
+    assert run_cli("enroll", "--model", model, "--gallery", gal, objects, "--quiet").returncode == 0
+    shutil.rmtree(model.parent)
+    proc = run_cli("recognize", "--gallery", gal, "--source", parrot, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["label"] == "parrot", proc.stderr
+    g = Gallery.open(gal)
+    assert g.binding.model_path == str((REPO / "models" / name).resolve()) and len(g) == 2
+    g.close()
+
+    # an old install's file of that name that is another model (Lite0, also 1280-d)
+    _, other, _ = _copy_of_shipped_model_and_two_labels(tmp_path / "b", tmp_path / "older_venv" / name,
+                                                        source="efficientnet_lite0_int8.tflite")
+    gal2 = tmp_path / "gal2"
+    assert run_cli("enroll", "--model", other, "--gallery", gal2, objects, "--quiet").returncode == 0
+    vectors = (gal2 / "vectors.f32").read_bytes()
+    shutil.rmtree(other.parent)
+    proc = run_cli("recognize", "--gallery", gal2, "--source", parrot, "--json")
+    assert proc.returncode == 2 and "computes other embeddings" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    g = Gallery.open(gal2)
+    assert g.binding.model_path == str(other.resolve()) and "rebinds" not in g.meta and len(g) == 2
+    g.close()
+    assert (gal2 / "vectors.f32").read_bytes() == vectors
 
 
 @pytest.mark.parametrize("name, earlier", [("mobilenet_v2_1.0_224_int8.tflite", "9740a3f74eabe7dd7fa1"),
