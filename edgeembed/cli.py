@@ -6,15 +6,17 @@ traceback unless EDGEEMBED_DEBUG=1.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
-from .errors import EdgeEmbedError, InputError
+from .errors import EdgeEmbedError, GalleryError, InputError
 
 DEFAULT_MODEL_NAME = "mobilenet_v2_1.0_224_int8.tflite"
 
@@ -184,26 +186,43 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             raise InputError("give one folder whose sub-folders are labels, or --label NAME with image files")
         items = collect_labelled(args.inputs[0])
     exists = (Path(args.gallery) / DB_NAME).exists()
+    gallery = Gallery.open(args.gallery) if exists else None
+    if gallery is not None and args.mode is None:
+        args.mode = gallery.binding.mode  # enrolling more into a face gallery needs no --mode face
     if args.mode == "face":
         from .face.cli import enroll_faces  # noqa: PLC0415 - optional feature, imported where used
 
+        if gallery is not None:
+            gallery.close()
         return enroll_faces(args, items, exists)
-    if exists:
-        gallery = Gallery.open(args.gallery)
+    if gallery is not None:
+        if gallery.binding.mode != "image":
+            gallery.close()
+            raise GalleryError(f"gallery {args.gallery} holds {gallery.binding.mode} embeddings; drop --mode image "
+                               "(or use --mode face) to enrol into it, or give another gallery")
         if _has_pre_overrides(args):
             emb = _open_embedder(args, args.model or gallery.binding.model_path)
             gallery.check_binding(binding_for(emb, "image"), emb.behaviour_fingerprint)
         else:  # open_gallery_embedder checks the binding itself
             emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args))
+        target: Gallery | Callable[[], Gallery] = gallery
     else:
         if not args.model:
             raise InputError(f"no gallery at {args.gallery} yet: give --model MODEL to create it")
         emb = _open_embedder(args, args.model)
-        gallery = create_gallery(args.gallery, emb, "image")
-    with emb, gallery:
-        report = enroll(gallery, lambda p: emb.embed(p).vector, items, skip_bad=args.skip_bad,
-                        show_progress=not args.quiet)
-        report["gallery"] = str(args.gallery)
+
+        def target() -> Gallery:  # created only once there is something to add
+            nonlocal gallery
+            gallery = create_gallery(args.gallery, emb, "image")
+            return gallery
+    try:
+        with emb:
+            report = enroll(target, lambda p: emb.embed(p).vector, items, skip_bad=args.skip_bad,
+                            show_progress=not args.quiet)
+            report["gallery"] = str(args.gallery)
+    finally:
+        if gallery is not None:
+            gallery.close()
     if args.json:
         _print(report)
     else:
@@ -337,8 +356,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (what was wrong, where the help is) instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeembed", description="Offline image and face recognition on LiteRT.")
+    parser = _Parser(prog="edgeembed", description="Offline image and face recognition on LiteRT.")
     parser.add_argument("--version", action="version", version=f"edgeembed {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -361,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", required=True, help="gallery folder")
     p.add_argument("--model", default=None, help="the model (needed to create a gallery; an existing one knows its model)")
     p.add_argument("--label", default=None, help="enrol all given images under this label")
-    p.add_argument("--mode", choices=["image", "face"], default="image", help="whole images, or faces found in them")
+    p.add_argument("--mode", choices=["image", "face"], default=None,
+                   help="whole images, or faces found in them (default: the gallery's mode; image for a new gallery)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (and photos without exactly one face) instead of enrolling nothing")
     _face_options(p)
     p.add_argument("--json", action="store_true")
@@ -446,6 +473,23 @@ def _convert_missing(args: argparse.Namespace) -> int:
                          "(from a checkout of the repository)")
 
 
+def _system_error(exc: BaseException) -> str:
+    """One line for a failure of the disk or of the gallery database, with what to do about it."""
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+        return f"the gallery cannot be written ({exc}); make its folder writable or copy it somewhere writable (nothing was changed)"
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return (f"the gallery is busy ({exc}): another process has held its write lock for 30 s; run again once "
+                "it has finished (nothing was changed)")
+    if isinstance(exc, sqlite3.Error):
+        return f"the gallery database is damaged ({exc}); restore the gallery folder from a backup"
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return f"no space left on the device{where}; free some space and run again (nothing half-written was kept)"
+    if getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where}: {exc.strerror}; choose a writable place (nothing half-written was kept)"
+    return f"{exc.strerror or exc}{where}; check that path"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -460,10 +504,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edgeembed: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("edgeembed: interrupted; a gallery write in progress was not committed", file=sys.stderr)
+        gallery = sys.modules.get("edgeembed.gallery")
+        if gallery is not None and gallery.ENTRY_COMMITS:
+            print("edgeembed: interrupted after the enrolment was committed: the new entries are in the gallery "
+                  "('edgeembed gallery list' shows them)", file=sys.stderr)
+        else:
+            print("edgeembed: interrupted; a gallery write in progress was not committed", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except (sqlite3.Error, OSError) as exc:  # the disk or the gallery database, not the input
+        if os.environ.get("EDGEEMBED_DEBUG"):
+            raise
+        print(f"edgeembed: error: {_system_error(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

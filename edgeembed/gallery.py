@@ -31,6 +31,8 @@ DB_NAME = "gallery.sqlite"
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
 
+ENTRY_COMMITS = 0  # enrolments committed by this process: lets an interrupted command say whether its write went in
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS labels (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
@@ -129,6 +131,9 @@ class Gallery:
             db = sqlite3.connect(db_path, timeout=30)
             db.execute("PRAGMA synchronous=FULL")
             db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
+            problem = db.execute("PRAGMA quick_check").fetchone()[0]  # every table and index, not only meta
+            if problem != "ok":
+                raise sqlite3.DatabaseError(problem)
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{db_path} is not a readable gallery database ({exc}); restore it from a backup") from None
         return cls(p, db)
@@ -250,10 +255,7 @@ class Gallery:
         """Read the vectors of the live entries, ordered by label, for search."""
         rows_total = self._committed_rows()
         dim = self.binding.dim
-        path = self._vectors_path
-        size = path.stat().st_size if path.exists() else 0
-        if size < rows_total * dim * 4:
-            raise GalleryError(f"{path} is shorter than the gallery's {rows_total} rows; the gallery is damaged, restore it from a backup")
+        path = self._check_vectors_file(rows_total)
         all_vectors = np.fromfile(path, dtype="<f4", count=rows_total * dim).reshape(rows_total, dim) if rows_total else \
             np.zeros((0, dim), np.float32)
         rows = self._db.execute(
@@ -327,8 +329,14 @@ class Gallery:
 
     # ------------------------------------------------------------------ writing
     def add(self, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None] | None = None,
-            infos: Sequence[dict | None] | None = None) -> list[int]:
-        """Add entries in one atomic step: all of them, or (on any failure) none."""
+            infos: Sequence[dict | None] | None = None,
+            meta: dict[str, Any] | Callable[[], dict[str, Any] | None] | None = None) -> list[int]:
+        """Add entries in one atomic step: all of them, or (on any failure) none.
+
+        ``meta``: values (e.g. the new threshold) committed in the same transaction; a function is called
+        under the write lock, on the gallery as committed. The lock is taken before the vector file is
+        touched, so two enrolments at once queue instead of both appending at the same committed end.
+        """
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         n = len(labels)
         if vectors.ndim != 2 or vectors.shape != (n, self.binding.dim):
@@ -339,17 +347,21 @@ class Gallery:
             return []
         sources = list(sources) if sources is not None else [None] * n
         infos = list(infos) if infos is not None else [None] * n
-        rows0 = self._committed_rows()
-        path = self._vectors_path
-        with open(path, "r+b" if path.exists() else "w+b") as f:
-            f.truncate(rows0 * self.binding.dim * 4)  # drop rows of an enrolment that never committed
-            f.seek(0, os.SEEK_END)
-            f.write(vectors.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
         now = time.time()
         ids = []
-        with self._db:  # one transaction: entries + committed row count
+        with self._db:  # one transaction: entries, committed row count, meta
+            self._db.execute("BEGIN IMMEDIATE")  # the write lock, held until the commit
+            self._load_meta()  # another process may have committed since this gallery was opened
+            self._matrix = None
+            rows0 = self._committed_rows()
+            extra = meta() if callable(meta) else meta
+            path = self._check_vectors_file(rows0)
+            with open(path, "r+b" if path.exists() else "w+b") as f:
+                f.truncate(rows0 * self.binding.dim * 4)  # drop rows of an enrolment that never committed
+                f.seek(0, os.SEEK_END)
+                f.write(vectors.tobytes())
+                f.flush()
+                os.fsync(f.fileno())
             for name in sorted(set(labels)):
                 self._db.execute("INSERT OR IGNORE INTO labels(name, created) VALUES (?, ?)", (name, now))
             label_ids = dict(self._db.execute("SELECT name, id FROM labels"))
@@ -358,10 +370,25 @@ class Gallery:
                     "INSERT INTO entries(label_id, row, source, created, info) VALUES (?, ?, ?, ?, ?)",
                     (label_ids[labels[i]], rows0 + i, sources[i], now, json.dumps(infos[i]) if infos[i] else None))
                 ids.append(int(cur.lastrowid))
-            self._db.execute("UPDATE meta SET value=? WHERE key='rows'", (json.dumps(rows0 + n),))
-        self.meta["rows"] = rows0 + n
+            values = {**(extra or {}), "rows": rows0 + n}
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in values.items()])
+        self.meta.update(values)
         self._matrix = None
+        global ENTRY_COMMITS
+        ENTRY_COMMITS += 1
         return ids
+
+    def _check_vectors_file(self, rows: int) -> Path:
+        """The vector file, refused when it holds fewer than the ``rows`` committed rows (cut short or lost):
+        writing to it would pad the gap, and every later answer would come from the wrong rows."""
+        path = self._vectors_path
+        size = path.stat().st_size if path.exists() else 0
+        if size < rows * self.binding.dim * 4:
+            what = "is missing" if not path.exists() else f"holds {size // (self.binding.dim * 4)} rows"
+            raise GalleryError(f"{path} {what}, but the gallery has {rows} committed rows: the gallery is damaged; "
+                               "restore the folder from a backup (nothing was changed)")
+        return path
 
     def remove_label(self, label: str) -> int:
         """Remove a label and all its entries; returns how many entries went."""
@@ -388,6 +415,8 @@ class Gallery:
         row = self._db.execute("SELECT id FROM labels WHERE name=?", (old,)).fetchone()
         if row is None:
             raise GalleryError(f"label {old!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
+        if new == old:
+            return
         with self._db:
             target = self._db.execute("SELECT id FROM labels WHERE name=?", (new,)).fetchone()
             if target is None:
@@ -404,7 +433,7 @@ class Gallery:
         if len(live) == rows_total:
             return 0
         dim = self.binding.dim
-        old = np.fromfile(self._vectors_path, dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
+        old = np.fromfile(self._check_vectors_file(rows_total), dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
         new_name = f"vectors.{int(time.time() * 1000)}.f32"
         new_path = self.path / new_name
         with open(new_path, "wb") as f:

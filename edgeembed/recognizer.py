@@ -103,13 +103,17 @@ def collect_labelled(folder: str | os.PathLike) -> list[tuple[str, Path]]:
     return items
 
 
-def enroll(gallery: Gallery, embed_one: Callable[[Path], np.ndarray], items: Sequence[tuple[str, Path]],
-           skip_bad: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Embed every (label, image) and add them all in one atomic write.
+def enroll(gallery: Gallery | Callable[[], Gallery], embed_one: Callable[[Path], np.ndarray],
+           items: Sequence[tuple[str, Path]], skip_bad: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Embed every (label, image) and add them all, with the new threshold, in one atomic write.
 
     Nothing is written until every image is embedded: a bad image (unless ``skip_bad``), an
-    error or Ctrl-C leaves the gallery exactly as it was.
+    error or Ctrl-C leaves the gallery exactly as it was. ``gallery`` may be a function that
+    creates it: it is called only once there is something to add, so a failed first enrolment
+    leaves no gallery behind.
     """
+    if not items:
+        raise InputError("no images to enrol (the folder or list given holds none); nothing was enrolled")
     labels, vectors, sources, skipped = [], [], [], []
     for label, path in progress(items, desc="enrolling", enabled=show_progress):
         try:
@@ -122,15 +126,39 @@ def enroll(gallery: Gallery, embed_one: Callable[[Path], np.ndarray], items: Seq
         labels.append(label)
         vectors.append(v)
         sources.append(str(path))
-    if vectors:
-        gallery.add(labels, np.stack(vectors), sources)
-        update_auto_threshold(gallery)
+    if not vectors:
+        raise InputError(f"none of the {len(items)} images could be enrolled ({skipped[0]['reason']}); nothing was "
+                         "enrolled")
+    if not isinstance(gallery, Gallery):
+        gallery = gallery()
+    add_entries(gallery, labels, np.stack(vectors), sources)
     return {"enrolled": len(vectors), "labels": sorted(set(labels)), "skipped": skipped,
             "entries": len(gallery), "threshold": gallery.threshold}
 
 
+def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None],
+                infos: Sequence[dict | None] | None = None) -> None:
+    """Add entries and the threshold re-derived with them in one commit (an interrupted enrolment never
+    leaves new entries under the old threshold)."""
+    def threshold() -> dict[str, Any] | None:  # under the write lock: with every entry committed so far
+        t = auto_threshold(gallery, labels, vectors)
+        return {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else None
+
+    gallery.add(labels, vectors, sources, infos, meta=threshold)
+
+
 def update_auto_threshold(gallery: Gallery) -> float:
-    """Re-derive the default threshold from the gallery, unless the user set one.
+    """Re-derive the default threshold from the gallery as it is (see ``auto_threshold``) and store it."""
+    t = auto_threshold(gallery)
+    if t is None:
+        return gallery.threshold
+    gallery._set_meta({"threshold": round(t, 6), "threshold_source": "auto"})
+    return t
+
+
+def auto_threshold(gallery: Gallery, labels: Sequence[str] = (), vectors: np.ndarray | None = None) -> float | None:
+    """The default threshold of the gallery with entries (``labels``, ``vectors``) added; None when the user
+    set one or fewer than two labels give no impostor score.
 
     The gallery gives two kinds of scores by itself: each entry's best similarity to another
     entry of its own label (a genuine score, leave-one-out) and to an entry of another label (a
@@ -143,12 +171,15 @@ def update_auto_threshold(gallery: Gallery) -> float:
     ``eval`` prints the best threshold for a labelled set and ``gallery threshold`` sets it.
     """
     if gallery.meta.get("threshold_source") == "user":
-        return gallery.threshold
+        return None
     m = gallery.matrix
-    names = gallery._label_names  # label order of the rows
-    if len(names) < 2:
-        return gallery.threshold
-    row_label = np.repeat(np.arange(len(names)), np.diff(np.append(gallery._label_starts, len(m))))
+    names = np.repeat(np.array(gallery._label_names, dtype=object), np.diff(np.append(gallery._label_starts, len(m))))
+    if vectors is not None and len(vectors):
+        m = np.concatenate([m, np.asarray(vectors, np.float32)])
+        names = np.concatenate([names, np.array(list(labels), dtype=object)])
+    label_names, row_label = np.unique(names.astype(str), return_inverse=True) if len(names) else ([], names)
+    if len(label_names) < 2:
+        return None
     idx = np.arange(len(m))
     if len(m) > AUTO_THRESHOLD_SAMPLE:
         idx = np.random.default_rng(0).choice(len(m), AUTO_THRESHOLD_SAMPLE, replace=False)
@@ -165,5 +196,4 @@ def update_auto_threshold(gallery: Gallery) -> float:
     else:
         t = float(np.quantile(best_other, AUTO_THRESHOLD_QUANTILE))
     t = max(AUTO_THRESHOLD_FLOOR, float(gallery.meta.get("model_threshold") or 0.0), t)
-    gallery._set_meta({"threshold": round(t, 6), "threshold_source": "auto"})
     return t

@@ -362,6 +362,28 @@ def test_enrol_without_model_uses_the_shipped_face_embedder(tmp_path, photos):
         assert pipe.embed_one(ORL / "s9" / "7.pgm").shape == (128,)
 
 
+def test_enrolling_more_into_a_face_gallery_needs_no_mode_face(tmp_path, photos):
+    """`enroll` into an existing face gallery follows the gallery's mode: without --mode face it still finds,
+    aligns and embeds the face (before, it added whole-image vectors that no face ever matched)."""
+    gal = tmp_path / "gal"
+    run_cli("enroll", photos, "--gallery", gal, "--mode", "face", "--quiet", check=True)
+    r = json.loads(run_cli("enroll", ORL / "s30", "--label", "s30", "--gallery", gal, "--json", "--quiet",
+                           check=True).stdout)
+    assert r["mode"] == "face" and r["enrolled"] == 10 and r["entries"] == 13
+    from edgeembed.gallery import Gallery
+
+    with Gallery.open(gal) as g:
+        assert all(e["label"] != "s30" or e["source"].endswith(".pgm") for e in g.entries())
+        infos = [row[0] for row in g._db.execute("SELECT info FROM entries")]
+        assert all(i and "box" in json.loads(i) for i in infos)  # every entry came through the face pipeline
+    shot = tmp_path / "s30_again.pgm"
+    shutil.copy(ORL / "s30" / "1.pgm", shot)
+    row = json.loads(run_cli("recognize", "--gallery", gal, "--source", shot, "--json", check=True).stdout)
+    assert row["faces"][0]["label"] == "s30"
+    p = run_cli("enroll", ORL / "s31", "--label", "s31", "--gallery", gal, "--mode", "image", "--quiet")
+    assert p.returncode == 2 and "holds face embeddings" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
 def test_recognize_every_face_json(tmp_path, photos):
     gal = tmp_path / "gal"
     run_cli("enroll", photos, "--gallery", gal, "--model", FLOAT, "--mode", "face", "--quiet", check=True)

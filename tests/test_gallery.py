@@ -36,6 +36,8 @@ def test_search_edit_and_reopen(tmp_path):
     assert len(m) == 2 and m[1].label != "b"
     r = g.recognize(-v[3], threshold=0.99)
     assert r.label is None and not r.known  # below the threshold: unknown
+    g.rename("a", "a")  # onto itself: nothing changes (it used to drop the label and orphan its entries)
+    assert g.labels() == {"a": 2, "b": 2, "c": 2}
     g.rename("a", "alpha")
     g.rename("c", "b")  # merge
     assert g.labels() == {"alpha": 2, "b": 4}
@@ -157,6 +159,70 @@ def test_imagenet_gallery_survives_sigkill_of_second_enrolment(tmp_path):
     run_cli("enroll", "--gallery", gal, first / names[0].split("_", 1)[1].rsplit(".", 1)[0], "--label", "one_more",
             "--quiet", check=True)
     assert json.loads(run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout)["entries"] == after["entries"] + 1
+
+
+def test_a_damaged_vector_file_is_refused_not_padded(tmp_path):
+    """A vector file cut short or lost: enrolling more is refused with the gallery untouched (writing would
+    pad the gap with zeros and give wrong answers from then on); compaction refuses it too."""
+    rng = np.random.default_rng(2)
+    g = Gallery.create(tmp_path / "g", _binding())
+    g.add(["a", "b", "c"], _unit(rng, 3, 8))
+    g.remove_label("c")
+    g.close()
+    vec = tmp_path / "g" / "vectors.f32"
+    for damage in ("short", "missing"):
+        vec.write_bytes(vec.read_bytes()[:40]) if damage == "short" else vec.unlink()
+        db_before = (tmp_path / "g" / "gallery.sqlite").read_bytes()
+        with Gallery.open(tmp_path / "g") as g:
+            for action in (lambda: g.add(["d"], _unit(rng, 1, 8)), g.compact, lambda: g.matrix):
+                with pytest.raises(GalleryError, match="committed rows: the gallery is damaged; restore"):
+                    action()
+        assert (tmp_path / "g" / "gallery.sqlite").read_bytes() == db_before
+        assert (vec.stat().st_size == 40) if damage == "short" else not vec.exists()
+
+
+def test_two_enrolments_at_once_keep_every_entry_with_its_own_vector(tmp_path):
+    """Two `enroll` processes writing to one gallery at the same moment (held up by a third holding the write
+    lock, as slow storage would): both commit, one after the other, and every entry keeps its own vector."""
+    import json
+    import shutil
+    import sqlite3
+
+    gal = tmp_path / "gal"
+    folders = {}
+    for name, objs in (("seed", ("obj01", "obj02")), ("a", ("obj03", "obj04")), ("b", ("obj05", "obj06"))):
+        for obj in objs:
+            (tmp_path / name / obj).mkdir(parents=True)
+            for view in range(0, 72, 12) if name == "seed" else range(0, 60, 2):  # 60 pictures: progress lines
+                shutil.copyfile(DATA / "coil20" / obj / f"{view:03d}.png", tmp_path / name / obj / f"{view:03d}.png")
+        folders[name] = tmp_path / name
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, folders["seed"], "--quiet", check=True)
+    holder = sqlite3.connect(gal / "gallery.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, as another enrolment committing on slow storage
+    procs = [subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(folders[n])],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for n in "ab"]
+    seen = {proc: [] for proc in procs}
+    for proc in procs:  # both have embedded their pictures and now wait for the lock
+        for line in proc.stderr:
+            seen[proc].append(line)
+            if re.search(r"\] 60/60 ", line):
+                break
+    import time
+
+    time.sleep(1.0)
+    holder.execute("ROLLBACK")
+    holder.close()
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, "".join(seen[proc]) + err
+    with Gallery.open(gal) as g, Embedder.create_from_model_path(V1_EMBED, num_threads=1) as emb:
+        entries = g.entries()
+        assert len(entries) == 132 and set(g.labels()) == {f"obj0{i}" for i in range(1, 7)}
+        rows = dict(g._db.execute("SELECT id, row FROM entries"))
+        stored = np.fromfile(gal / "vectors.f32", "<f4").reshape(-1, g.binding.dim)
+        for e in entries:
+            assert np.allclose(stored[rows[e["id"]]], emb.embed(e["source"]).vector, atol=1e-6), e
+        assert g.threshold == json.loads(run_cli("gallery", "list", "--gallery", gal, "--json").stdout)["threshold"]
 
 
 def test_binding_from_real_embedder(tmp_path):

@@ -77,7 +77,7 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
 
     A new gallery without ``--model`` uses the shipped face embedder (dlib's ResNet, int8).
     """
-    from ..recognizer import create_gallery, open_gallery_embedder, update_auto_threshold
+    from ..recognizer import add_entries, create_gallery, open_gallery_embedder
 
     rt = _runtime(args)
     gallery = None
@@ -110,15 +110,13 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
             vectors.append(v)
             sources.append(str(path))
             infos.append(info)
+        if not vectors:
+            raise InputError(f"no usable face in the {len(items)} photo(s) given; nothing was enrolled"
+                             + ("" if gallery is not None else f" and no gallery was created at {args.gallery}"))
         if gallery is None:
-            if not vectors:
-                raise InputError(f"no usable face in the {len(items)} photo(s) given; nothing was enrolled and "
-                                 f"no gallery was created at {args.gallery}")
             gallery = create_gallery(args.gallery, model, "face")
             gallery._set_meta({"face_detector": str(getattr(args, "detector", None) or DEFAULT_DETECTOR)})
-        if vectors:
-            gallery.add(labels, np.stack(vectors), sources, infos)
-            update_auto_threshold(gallery)
+        add_entries(gallery, labels, np.stack(vectors), sources, infos)
         report = {"enrolled": len(vectors), "labels": sorted(set(labels)), "skipped": skipped,
                   "entries": len(gallery), "threshold": gallery.threshold, "gallery": str(args.gallery), "mode": "face"}
     finally:
