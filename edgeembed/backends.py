@@ -139,7 +139,8 @@ def load_delegate(module: Any, spec: DelegateSpec):
     with _quiet_unraisable():
         try:
             return module.load_delegate(spec.library, options)
-        except (OSError, ValueError, RuntimeError) as exc:  # docs say ValueError; a missing library is OSError
+        # docs say ValueError; a missing library is OSError; a library that is no delegate, AttributeError
+        except (OSError, ValueError, RuntimeError, AttributeError) as exc:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if spec.kind == "edgetpu":
         raise BackendError(

@@ -22,11 +22,37 @@ DEFAULT_MODEL_NAME = "mobilenet_v2_1.0_224_int8.tflite"
 
 
 # --------------------------------------------------------------------------- shared options
+def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``lo`` to ``hi``; the error says what came."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"expected an integer {'from ' + str(lo) + ' to ' + str(hi) if hi is not None else 'of at least ' + str(lo)}, got {value}")
+        return value
+    return parse
+
+
+def _float_in(lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a finite number from ``lo`` to ``hi``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not lo <= value <= hi:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"expected a number from {lo:g} to {hi:g}, got {text}")
+        return value
+    return parse
+
+
 def _model_options(p: argparse.ArgumentParser, preprocessing: bool = True) -> None:
     g = p.add_argument_group("interpreter")
     g.add_argument("--backend", default="auto", choices=["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"],
                    help="interpreter backend (default: the first installed of ai_edge_litert, tflite_runtime, tensorflow)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for the interpreter (default: all cores)")
+    g.add_argument("--threads", type=_int_in(1, 256), default=None, help="CPU threads for the interpreter (default: all cores)")
     g.add_argument("--delegate", default="cpu",
                    help="cpu, edgetpu[:usb|:pci], or the path of a delegate library (e.g. NNAPI or GPU delegate .so)")
     g.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
@@ -52,10 +78,10 @@ def _live_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mqtt", default=None, metavar="HOST[:PORT]", help="publish events to this MQTT broker")
     g.add_argument("--mqtt-topic", default="edgeembed", help="MQTT topic prefix (default edgeembed)")
     g.add_argument("--camera-name", default="camera", help="name of this camera in events and MQTT topics")
-    g.add_argument("--preview", type=int, default=None, metavar="PORT", help="serve an MJPEG preview on this port")
+    g.add_argument("--preview", type=_int_in(1, 65535), default=None, metavar="PORT", help="serve an MJPEG preview on this port")
     g.add_argument("--preview-host", default="127.0.0.1", help="preview bind address (default 127.0.0.1)")
     g.add_argument("--output", default=None, metavar="FILE", help="write an annotated video")
-    g.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    g.add_argument("--max-frames", type=_int_in(1), default=None, help="stop after this many frames")
 
 
 def _face_options(p: argparse.ArgumentParser) -> None:
@@ -105,8 +131,19 @@ def _open_embedder(args: argparse.Namespace, model: str | os.PathLike):
 
 
 def _print(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.write(json.dumps(_no_nan(obj)) + "\n")
     sys.stdout.flush()
+
+
+def _no_nan(obj: Any) -> Any:
+    """NaN and infinities as null: strict JSON parsers reject them."""
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    return obj
 
 
 def default_model() -> Path:
@@ -293,6 +330,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         from .live import recognize_live  # noqa: PLC0415 - video, cameras and streams
 
         return recognize_live(args, gallery)
+    failed = 0
     with open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args)) as emb, gallery:
         for i, f in enumerate(files):
             t0 = time.perf_counter()
@@ -301,6 +339,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
             except EdgeEmbedError as exc:
                 if len(files) == 1:
                     raise
+                failed += 1
                 _print({"frame": i, "source": str(f), "error": str(exc)}) if args.json else \
                     print(f"{f}: error: {exc}", file=sys.stderr)
                 continue
@@ -314,6 +353,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
             else:
                 label = r.label if r.label is not None else "unknown"
                 print(f"{f}: {label} {r.score:.3f} ({(t2 - t0) * 1000:.1f} ms)")
+    if failed == len(files):
+        raise InputError(f"none of the {len(files)} images in {args.source} could be read (each is named above); "
+                         "nothing was recognized")
     return 0
 
 
@@ -327,7 +369,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         with _open_embedder(args, args.model) as emb:
             result = evaluate(args.dataset, args.gallery_per_class, lambda p: emb.embed(p).vector,
-                              show_progress=not args.quiet)
+                              show_progress=not args.quiet, far_target=args.far)
             result["model"] = str(args.model)
             result["fingerprint"] = emb.fingerprint
     if args.json:
@@ -419,8 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="image, folder, video file, camera index, URL, or picamera2")
     p.add_argument("--model", default=None, help="the gallery's model, if it has moved")
     p.add_argument("--mode", choices=["image", "face"], default=None, help="default: the gallery's mode")
-    p.add_argument("--threshold", type=float, default=None, help="override the gallery's threshold")
-    p.add_argument("--top-k", type=int, default=3, help="matches to report per item")
+    p.add_argument("--threshold", type=_float_in(-1.0, 1.0), default=None,
+                   help="override the gallery's threshold (a cosine similarity, -1 to 1)")
+    p.add_argument("--top-k", type=_int_in(1), default=3, help="matches to report per item")
     p.add_argument("--json", action="store_true", help="one JSON object per image or frame")
     _live_options(p)
     _face_options(p)
@@ -440,9 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="recall@k and open-set figures on a folder of class sub-folders")
     p.add_argument("model")
     p.add_argument("dataset", help="folder whose sub-folders are classes")
-    p.add_argument("--gallery-per-class", type=int, default=1, help="K evenly spaced gallery images per class")
+    p.add_argument("--gallery-per-class", type=_int_in(1), default=1, help="K evenly spaced gallery images per class")
     p.add_argument("--mode", choices=["image", "face"], default="image")
-    p.add_argument("--far", type=float, default=0.01, help="target false-accept rate for the open-set threshold (default 0.01)")
+    p.add_argument("--far", type=_float_in(0.0, 1.0), default=0.01, help="target false-accept rate for the open-set threshold (default 0.01)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _face_options(p)
@@ -505,7 +548,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         gallery = sys.modules.get("edgeembed.gallery")
-        if gallery is not None and gallery.ENTRY_COMMITS:
+        if gallery is None:  # no gallery involved (convert, embed, eval, ...): outputs are written atomically
+            print("edgeembed: interrupted; nothing half-written was kept", file=sys.stderr)
+        elif gallery.ENTRY_COMMITS:
             print("edgeembed: interrupted after the enrolment was committed: the new entries are in the gallery "
                   "('edgeembed gallery list' shows them)", file=sys.stderr)
         else:

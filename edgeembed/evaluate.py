@@ -53,6 +53,9 @@ def split_dataset(dataset: str | Path, k: int) -> Split:
         queries += [(ci, f) for i, f in enumerate(files) if i not in set(picks)]
     if len(classes) < 2:
         raise InputError(f"{root} has {len(classes)} class folder(s) with images; evaluation needs at least 2 sub-folders of images")
+    if not queries:
+        raise InputError(f"no class in {root} has more than {k} picture(s), so none is left to query after enrolling "
+                         f"{k} per class; lower --gallery-per-class or add pictures")
     return Split(classes, gallery, queries)
 
 

@@ -126,6 +126,62 @@ def test_bad_input_one_clear_line_and_nothing_lost(tmp_path):
     assert report["enrolled"] == 1 and report["skipped"][0]["source"].endswith("cut.jpg")
 
 
+def test_options_out_of_range_and_batches_that_all_fail_are_one_line_and_non_zero(tmp_path):
+    """Option values that would give silent wrong answers (a threshold of 5, top-k 0), crash the interpreter
+    (40000 threads) or exhaust memory (a 99999x99999 capture) are refused in one line; so is a folder in
+    which no picture could be read, an enrolment with nothing to enrol (no gallery is left behind), and an
+    evaluation with no picture left to query."""
+    import shutil
+
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, "--label", "owl", DATA / "coral-images" / "owl.jpg", check=True)
+    cat = DATA / "coral-images" / "cat.bmp"
+    for option, needle in ((["--threshold", "5"], "from -1 to 1, got 5"), (["--threshold", "nan"], "got nan"),
+                           (["--top-k", "0"], "at least 1, got 0"), (["--threads", "40000"], "from 1 to 256"),
+                           (["--top-k", "x"], "expected an integer, got 'x'")):
+        proc = run_cli("recognize", "--gallery", gal, "--source", cat, *option)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_text("not an image")
+    (bad / "b.jpg").write_bytes(b"")
+    proc = run_cli("recognize", "--gallery", gal, "--source", bad)
+    assert proc.returncode == 2 and "none of the 2 images" in proc.stderr.strip().splitlines()[-1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_line_error(run_cli("enroll", "--model", V1_EMBED, "--gallery", tmp_path / "new", "--label", "a", empty),
+                    "no images to enrol")
+    _one_line_error(run_cli("enroll", "--model", V1_EMBED, "--gallery", tmp_path / "new", "--label", "a", bad,
+                            "--skip-bad"), "none of the 2 images could be enrolled")
+    assert not (tmp_path / "new").exists()  # a failed first enrolment leaves no gallery to trip over
+    one_each = tmp_path / "one_each"
+    for obj in ("obj01", "obj02"):
+        (one_each / obj).mkdir(parents=True)
+        shutil.copyfile(DATA / "coil20" / obj / "000.png", one_each / obj / "000.png")
+    _one_line_error(run_cli("eval", V1_EMBED, one_each, "--json"), "none is left to query")
+
+
+def test_a_video_whose_name_looks_like_a_pattern_is_read_as_a_video(tmp_path):
+    """`clip[1].avi` exists, so it is that video, not a glob pattern that matches nothing."""
+    import cv2
+
+    video = tmp_path / "clip[1].avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 128))
+    for i in range(5):
+        w.write(cv2.resize(cv2.imread(str(DATA / "coil20" / "obj01" / f"{i:03d}.png")), (128, 128)))
+    w.release()
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, "--label", "obj01", DATA / "coil20" / "obj01" / "000.png",
+            "--quiet", check=True)
+    proc = run_cli("recognize", "--gallery", gal, "--source", video, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len([r for r in rows if "capture" in r.get("time_ms", {})]) == 5  # every frame (events aside)
+    _one_line_error(run_cli("recognize", "--gallery", gal, "--source", video, "--resolution", "99999x99999"),
+                    "each side from 1 to 8192")  # a capture that size would exhaust a Pi's memory
+
+
 def test_help_on_every_command():
     for cmd in (["--help"], ["inspect", "--help"], ["embed", "--help"], ["enroll", "--help"], ["gallery", "list", "--help"],
                 ["recognize", "--help"], ["eval", "--help"], ["demo", "--help"]):

@@ -33,6 +33,9 @@ class Frame:
     prepare_ms: float = 0.0
 
 
+MAX_SIDE = 8192  # 8K: larger captures only exhaust a small device's memory
+
+
 def parse_resolution(text: str | None) -> tuple[int, int] | None:
     """'640x480' -> (640, 480)."""
     if not text:
@@ -41,8 +44,8 @@ def parse_resolution(text: str | None) -> tuple[int, int] | None:
         w, h = (int(v) for v in text.lower().replace("*", "x").split("x"))
     except ValueError:
         raise InputError(f"--resolution must be WIDTHxHEIGHT like 640x480, got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise InputError(f"--resolution must be positive, got {text!r}")
+    if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+        raise InputError(f"--resolution must be WIDTHxHEIGHT with each side from 1 to {MAX_SIDE}, got {text!r}")
     return w, h
 
 

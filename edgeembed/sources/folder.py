@@ -15,7 +15,8 @@ GLOB_CHARS = "*?["
 
 
 def is_folder_spec(spec: str) -> bool:
-    return Path(spec).is_dir() or any(c in spec for c in GLOB_CHARS)
+    """A folder, or a glob pattern; an existing file (say ``clip[1].avi``) is never read as a pattern."""
+    return Path(spec).is_dir() or (not Path(spec).exists() and any(c in spec for c in GLOB_CHARS))
 
 
 class FolderSource(FrameSource):
