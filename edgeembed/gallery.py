@@ -133,7 +133,8 @@ class Gallery:
             db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
             problem = db.execute("PRAGMA quick_check").fetchone()[0]  # every table and index, not only meta
             if problem != "ok":
-                raise sqlite3.DatabaseError(problem)
+                detail = next((ln for ln in problem.splitlines() if ln.strip() and not ln.startswith("***")), problem)
+                raise sqlite3.DatabaseError(f"integrity check: {detail.strip()}")
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{db_path} is not a readable gallery database ({exc}); restore it from a backup") from None
         return cls(p, db)

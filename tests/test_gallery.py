@@ -181,6 +181,24 @@ def test_a_damaged_vector_file_is_refused_not_padded(tmp_path):
         assert (vec.stat().st_size == 40) if damage == "short" else not vec.exists()
 
 
+def test_a_database_damaged_past_its_first_page_is_refused_on_open(tmp_path):
+    """Damage in the entries or labels tables (not only in meta) is found when the gallery opens, instead of
+    a traceback later or, worse, a listing of 0 labels and enrolments into a broken database."""
+    rng = np.random.default_rng(3)
+    g = Gallery.create(tmp_path / "g", _binding())
+    g.add([f"label_{i}" for i in range(300)], _unit(rng, 300, 8), [f"/some/long/source/path/{i}.jpg" for i in range(300)])
+    g.close()
+    db = tmp_path / "g" / "gallery.sqlite"
+    data = bytearray(db.read_bytes())
+    page = 4096
+    assert len(data) >= 6 * page
+    for i in range(3 * page + 8, 4 * page):  # a page past meta's
+        data[i] = (i * 7) & 0xFF
+    db.write_bytes(bytes(data))
+    with pytest.raises(GalleryError, match="not a readable gallery database .*restore it from a backup"):
+        Gallery.open(tmp_path / "g")
+
+
 def test_two_enrolments_at_once_keep_every_entry_with_its_own_vector(tmp_path):
     """Two `enroll` processes writing to one gallery at the same moment (held up by a third holding the write
     lock, as slow storage would): both commit, one after the other, and every entry keeps its own vector."""
