@@ -30,7 +30,8 @@ def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < lo or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"expected an integer {'from ' + str(lo) + ' to ' + str(hi) if hi is not None else 'of at least ' + str(lo)}, got {value}")
+            allowed = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
+            raise argparse.ArgumentTypeError(f"expected an integer {allowed}, got {value}")
         return value
     return parse
 
