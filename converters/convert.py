@@ -204,6 +204,9 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     shape = model.inputs[0].shape
     if shape[1] is None or shape[2] is None or shape[3] != 3:
         raise InputError(f"{path.name} must take a fixed-size (H, W, 3) image input, got {tuple(shape)}")
+    if not path.is_dir() and o.size is not None and o.size != shape[1]:
+        raise InputError(f"{path.name} takes {shape[1]}x{shape[2]} pictures, got --size {o.size}; leave --size out "
+                         f"or give --size {shape[1]}")
     emb_model = keras.Model(model.inputs, {"embedding": feat})
     built = archs.Built(emb_model, "keras", int(shape[1]), int(feat.shape[-1]))
     pre = _override(Preprocessing(mean=127.5, std=127.5, **WHOLE_PICTURE), o)

@@ -111,6 +111,11 @@ class Embedder:
                                         float(scale), int(zp))
         self.preprocessor = Preprocessor(spec.preprocessing, self.input_format)
         self._output = self._select_output(options.output if options.output is not None else spec.embedding_output)
+        shape = tuple(int(v) for v in self._output["shape"])
+        if sum(d > 1 for d in shape[1:]) > 1:  # e.g. a detector's (1, 896, 16) boxes: no vector to compare
+            raise ModelError(f"{self.model_path}: output {self._output['name']!r} has shape {shape}, not an embedding "
+                             "vector (expected (1, D)); give --output with the model's embedding output, or an "
+                             "embedding model")
         scale, zp = self._output["quantization"]
         self._out_scale, self._out_zp = float(scale), int(zp)
         self.dim = int(np.prod(self._output["shape"][1:]))

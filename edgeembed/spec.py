@@ -38,8 +38,8 @@ class Preprocessing:
     def __post_init__(self):
         object.__setattr__(self, "mean", _triple(self.mean, "mean"))
         object.__setattr__(self, "std", _triple(self.std, "std"))
-        if any(s == 0 for s in self.std):
-            raise InputError(f"std must be non-zero, got {self.std}")
+        if any(not s > 0 for s in self.std):  # a negative std would feed the model the negative picture
+            raise InputError(f"std must be positive, got {self.std}")
         if self.color_order not in COLOR_ORDERS:
             raise InputError(f"color order must be one of {COLOR_ORDERS}, got {self.color_order!r}")
         if self.resize not in RESIZE_MODES:

@@ -160,6 +160,12 @@ def test_options_out_of_range_and_batches_that_all_fail_are_one_line_and_non_zer
         (one_each / obj).mkdir(parents=True)
         shutil.copyfile(DATA / "coil20" / obj / "000.png", one_each / obj / "000.png")
     _one_line_error(run_cli("eval", V1_EMBED, one_each, "--json"), "none is left to query")
+    # a model whose output is no vector (the BlazeFace detector's boxes), and a negative std
+    detector = REPO / "edgeembed" / "face" / "models" / "face_detection_short_range.tflite"
+    _one_line_error(run_cli("enroll", "--model", detector, "--gallery", tmp_path / "det", "--label", "a", cat),
+                    "not an embedding vector")
+    assert not (tmp_path / "det").exists()
+    _one_line_error(run_cli("embed", V1_EMBED, cat, "--std", "-1"), "std must be positive")
 
 
 def test_a_video_whose_name_looks_like_a_pattern_is_read_as_a_video(tmp_path):

@@ -193,6 +193,9 @@ def test_user_keras_model_with_named_embedding_layer(tmp_path, tiny_calib):
     proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--embedding-layer", "nope",
                    "--calibration", tiny_calib, "--out", tmp_path / "x.tflite")
     _one_line_error(proc, "has no layer 'nope'")
+    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--size", "96",
+                   "--calibration", tiny_calib, "--out", tmp_path / "x.tflite")
+    _one_line_error(proc, "takes 64x64 pictures, got --size 96")  # not silently converted at 64
 
 
 def _one_line_error(proc, needle):
