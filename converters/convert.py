@@ -107,7 +107,7 @@ def build_float_model(o: ConvertOptions) -> FloatModel:
     if w in ("imagenet", "random"):
         if lite:
             if w == "imagenet":
-                raise InputError(checks._no_weights_advice(o.arch, f"keras.applications has no imagenet weights for {o.arch}"))
+                raise InputError(checks.no_weights_advice(o.arch, f"keras.applications has no imagenet weights for {o.arch}"))
             built = archs.efficientnet_lite(o.arch, size, o.keep_classifier)
         else:
             try:
@@ -274,13 +274,19 @@ def _spread(files: list[Path], limit: int | None) -> list[Path]:
     return [files[i] for i in _spread_idx(len(files), limit)]
 
 
-def convert(o: ConvertOptions, log=print) -> dict[str, Any]:
+def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], list[int] | None] | None = None
+            ) -> dict[str, Any]:
     """Run a conversion; returns a summary. Raises LowFidelityError if fidelity is low, after writing the model
     beside ``o.out`` as NAME.low-fidelity.tflite (a model already at ``o.out`` is kept); with
-    ``accept_low_fidelity`` it is written to ``o.out``."""
-    checks.check_options(o)  # before any TensorFlow work: a bad number or path costs no wait
+    ``accept_low_fidelity`` it is written to ``o.out``.
+
+    ``files``: ``split_files(o)`` of options already checked (``checks.check_options``), as the CLI does before
+    it loads TensorFlow; otherwise both are done here first."""
     t0 = time.perf_counter()
-    calib_files, held_files, labels = split_files(o)
+    if files is None:
+        checks.check_options(o)  # before any TensorFlow work: a bad number or path costs no wait
+        files = split_files(o)
+    calib_files, held_files, labels = files
     fm = build_float_model(o)
     b = fm.built
     prep = quantize.float_preprocessor(fm.pre, b.input_size)

@@ -50,22 +50,23 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         raise ImageError(f"{name} is empty (0 bytes), expected an image")
     if data[:2] == b"\xff\xd8" and _jpeg_truncated(data):
         raise ImageError(f"{name} is a truncated JPEG (no end-of-image marker after its last scan); re-copy or re-capture it")
-    _quiet_decoder()
+    quiet_opencv_logs()
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise ImageError(f"{name} is not a readable image (expected JPEG, PNG, BMP, PGM, TIFF or WebP)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-_decoder_quiet = False
+_opencv_quiet = False
 
 
-def _quiet_decoder() -> None:
-    """OpenCV logs its own '[ WARN ] ... PNG input buffer is incomplete' beside our one-line error: silence it
-    once, on first decode (not at import: importing edgeembed changes no global state)."""
-    global _decoder_quiet
-    if not _decoder_quiet:
-        _decoder_quiet = True
+def quiet_opencv_logs() -> None:
+    """OpenCV logs its own lines ('[ WARN ] ... PNG input buffer is incomplete', a camera that will not open)
+    beside our one-line errors: keep to errors. Done once, when first needed (not at import: importing
+    edgeembed changes no global state)."""
+    global _opencv_quiet
+    if not _opencv_quiet:
+        _opencv_quiet = True
         try:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         except AttributeError:  # pragma: no cover - very old OpenCV

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import SourceError
-from ..preprocess import to_rgb
+from ..preprocess import quiet_opencv_logs, to_rgb
 from .base import FrameSource, StatusCallback
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -43,10 +43,7 @@ def _quiet_opencv() -> None:
     OPENCV_FFMPEG_LOGLEVEL=-8 (AV_LOG_QUIET) is read when FFmpeg is first used; set it yourself to debug.
     """
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:  # pragma: no cover - very old OpenCV
-        pass
+    quiet_opencv_logs()
 
 
 class OpenCVSource(FrameSource):
