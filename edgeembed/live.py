@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from .errors import InputError
+from .progress import Progress
 from .pipeline import ImageProcessor, Pipeline, RunStats, stage_summary
 from .smoothing import TrackSmoother
 from .sources import open_source, parse_resolution, parse_roi
@@ -120,6 +121,22 @@ class _Terminate:
             signal.signal(signal.SIGTERM, self.old)
 
 
+class _ProgressSink:
+    """A pipeline output that only moves a progress bar (``bench``: it prints its figures at the end)."""
+
+    def __init__(self, total: int, desc: str):
+        self.bar = Progress(total, desc)
+
+    def on_frame(self, record: Any, rgb: Any) -> None:
+        self.bar.update()
+
+    def on_event(self, event: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _run(pipeline: Pipeline) -> RunStats:
     try:
         return pipeline.run()
@@ -187,9 +204,13 @@ def bench_source(args: argparse.Namespace) -> int:
         source = _open_source(args, status)
         with source, _Terminate():
             limit = min(args.frames, args.max_frames) if args.max_frames else args.frames
-            pipeline = Pipeline(source, processor, TrackSmoother(args.smooth), [], fps_cap=args.fps, max_frames=limit,
+            bar = _ProgressSink(limit, "bench")
+            pipeline = Pipeline(source, processor, TrackSmoother(args.smooth), [bar], fps_cap=args.fps, max_frames=limit,
                                 status_events=status)
-            stats = _run(pipeline)
+            try:
+                stats = _run(pipeline)
+            finally:
+                bar.close()
     finally:
         _close_all(owned)
     summary = stage_summary(stats)

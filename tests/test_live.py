@@ -155,11 +155,12 @@ def test_glob_source_reports_the_file_of_each_frame(coil, tmp_path):
 
 
 def test_bench_prints_stages_and_fps(coil):
-    p = run_cli("bench", "--source", coil["clip"], "--gallery", coil["gallery"], "--frames", "40", "--threads", "1",
+    p = run_cli("bench", "--source", coil["clip"], "--gallery", coil["gallery"], "--frames", "60", "--threads", "1",
                 "--json")
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    assert r["frames"] == 40 and r["fps"] > 0 and r["search"] is True
+    assert r["frames"] == 60 and r["fps"] > 0 and r["search"] is True
+    assert "bench [" in p.stderr and "60/60" in p.stderr  # progress on stderr, stdout stays one JSON line
     assert set(r["stages_ms"]) >= {"capture", "preprocess", "invoke", "search", "total"}
     p = run_cli("bench", "--source", coil["clip"], "--model", V1_EMBED, "--frames", "10")
     assert p.returncode == 0, p.stderr
