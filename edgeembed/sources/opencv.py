@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -72,6 +73,8 @@ class OpenCVSource(FrameSource):
         s = self.spec
         if self.kind == "camera":
             index = int(s) if s.isdigit() else int(s[len("/dev/video"):])
+            if sys.platform.startswith("linux") and not os.path.exists(f"/dev/video{index}"):
+                return cv2.VideoCapture()  # not plugged in (or gone): OpenCV's V4L2 probe would only add its warnings
             cap = cv2.VideoCapture(index, cv2.CAP_V4L2 if os.name == "posix" else cv2.CAP_ANY)
             if cap.isOpened():
                 cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
