@@ -11,13 +11,19 @@ transaction. If the process dies (crash, SIGKILL, Ctrl-C) before that commit, th
 the committed count are ignored and cut off by the next write: the gallery is exactly as it
 was before the enrolment. Compaction writes a new vector file and switches to it in one
 transaction, so it is atomic too.
+
+Readers follow writers: a gallery open in a running recognizer notices, before each search, that
+another process committed (SQLite's ``data_version``) and reloads, so a person enrolled or removed
+while the camera runs is recognized, or forgotten, from the next frame on.
 """
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
+import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -88,6 +94,8 @@ class Gallery:
     def __init__(self, path: Path, db: sqlite3.Connection):
         self.path = path
         self._db = db
+        self._lock = threading.RLock()  # one connection, usable from any thread, one user at a time
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         self._load_meta()
         self._matrix: np.ndarray | None = None
 
@@ -128,7 +136,7 @@ class Gallery:
                 raise GalleryError(f"{p} is a file, expected a gallery folder (made by 'edgeembed enroll')")
             raise GalleryError(f"no gallery at {p} (expected {db_path}); create one with 'edgeembed enroll --model MODEL --gallery {p} DIR'")
         try:
-            db = sqlite3.connect(db_path, timeout=30)
+            db = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
             db.execute("PRAGMA synchronous=FULL")
             db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
             problem = db.execute("PRAGMA quick_check").fetchone()[0]  # every table and index, not only meta
@@ -161,7 +169,17 @@ class Gallery:
             raise GalleryError(f"{self.path} was written by a newer edgeembed (format {self.meta['format_version']}); upgrade edgeembed")
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
+
+    def _refresh(self) -> None:
+        """Reload when another connection has committed since we last read (an enrolment, a removal, a
+        threshold); our own writes reset the cache themselves."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self._load_meta()
+            self._matrix = None
 
     def __enter__(self) -> "Gallery":
         return self
@@ -172,10 +190,12 @@ class Gallery:
     # ------------------------------------------------------------------ model binding
     @property
     def threshold(self) -> float:
-        return float(self.meta.get("threshold", DEFAULT_THRESHOLD))
+        with self._lock:
+            self._refresh()
+            return float(self.meta.get("threshold", DEFAULT_THRESHOLD))
 
     def set_threshold(self, value: float) -> None:
-        if not -1.0 <= value <= 1.0:
+        if not -1.0 <= value <= 1.0:  # also refuses NaN
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {value}")
         self._set_meta({"threshold": float(value), "threshold_source": "user"})
 
@@ -274,9 +294,15 @@ class Gallery:
 
     @property
     def matrix(self) -> np.ndarray:
-        if self._matrix is None:
-            self._load()
-        return self._matrix  # type: ignore[return-value]
+        with self._lock:
+            self._refresh()
+            if self._matrix is None:
+                try:
+                    self._load()
+                except GalleryError:  # a compaction elsewhere switched vector files between our reads: once more
+                    self._load_meta()
+                    self._load()
+            return self._matrix  # type: ignore[return-value]
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
@@ -290,39 +316,44 @@ class Gallery:
         q = "SELECT e.id, l.name, e.source, e.created FROM entries e JOIN labels l ON l.id = e.label_id"
         args: tuple = ()
         if label is not None:
-            q += " WHERE l.name = ?"
-            args = (label,)
+            q += " WHERE l.name IN (?, ?)"
+            args = (label, _normal_label(label))
         return [{"id": i, "label": n, "source": s, "created": c} for i, n, s, c in self._db.execute(q + " ORDER BY e.id", args)]
 
-    def search(self, query: np.ndarray, k: int = 5) -> list[Match]:
-        """The ``k`` best labels for one L2-normalised query, each by its closest entry."""
-        return self.search_many(np.asarray(query, np.float32)[None], k)[0]
+    def search(self, query: Any, k: int = 5) -> list[Match]:
+        """The ``k`` best labels for one query (a vector or an Embedding), each by its closest entry."""
+        return self.search_many(np.asarray(_vector_of(query), np.float32)[None], k)[0]
 
     def search_many(self, queries: np.ndarray, k: int = 5) -> list[list[Match]]:
-        m = self.matrix
-        q = np.asarray(queries, np.float32)
-        if q.ndim != 2 or q.shape[1] != self.binding.dim:
-            raise InputError(f"queries must be (N, {self.binding.dim}), got {q.shape}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be an integer >= 1, got {k!r}")
+        with self._lock:
+            m = self.matrix
+            starts, names, entry_ids = self._label_starts, self._label_names, self._entry_ids
+        q = _unit_rows(queries, self.binding.dim, "queries")
         if len(m) == 0:
             return [[] for _ in range(len(q))]
         scores = q @ m.T  # (N, entries)
-        per_label = np.maximum.reduceat(scores, self._label_starts, axis=1)  # (N, labels)
-        kk = min(k, per_label.shape[1])
+        per_label = np.maximum.reduceat(scores, starts, axis=1)  # (N, labels)
+        kk = min(int(k), per_label.shape[1])
         top = np.argsort(-per_label, axis=1)[:, :kk]
-        ends = np.append(self._label_starts[1:], len(m))
+        ends = np.append(starts[1:], len(m))
         out = []
         for i in range(len(q)):
             row = []
             for j in top[i]:
-                s, e = self._label_starts[j], ends[j]
+                s, e = starts[j], ends[j]
                 best = s + int(np.argmax(scores[i, s:e]))
-                row.append(Match(self._label_names[j], float(per_label[i, j]), int(self._entry_ids[best])))
+                row.append(Match(names[j], float(per_label[i, j]), int(entry_ids[best])))
             out.append(row)
         return out
 
-    def recognize(self, query: np.ndarray, threshold: float | None = None, k: int = 5) -> Recognition:
-        t = self.threshold if threshold is None else float(threshold)
+    def recognize(self, query: Any, threshold: float | None = None, k: int = 5) -> Recognition:
+        """The best label for ``query`` (a vector or an Embedding), or None below the threshold."""
+        if threshold is not None and not (isinstance(threshold, (int, float, np.floating)) and -1.0 <= threshold <= 1.0):
+            raise InputError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
         matches = self.search(query, k)
+        t = self.threshold if threshold is None else float(threshold)
         if not matches:
             return Recognition(None, 0.0, [], t)
         best = matches[0]
@@ -338,19 +369,21 @@ class Gallery:
         under the write lock, on the gallery as committed. The lock is taken before the vector file is
         touched, so two enrolments at once queue instead of both appending at the same committed end.
         """
-        vectors = np.ascontiguousarray(vectors, dtype="<f4")
         n = len(labels)
-        if vectors.ndim != 2 or vectors.shape != (n, self.binding.dim):
-            raise InputError(f"vectors must be ({n}, {self.binding.dim}), got {vectors.shape}")
+        shape = np.shape(vectors)
+        if len(shape) != 2 or shape != (n, self.binding.dim):
+            raise InputError(f"vectors must be ({n}, {self.binding.dim}) for {n} labels, got {shape}")
+        vectors = np.ascontiguousarray(_unit_rows(vectors, self.binding.dim, "vectors"), dtype="<f4")
         for name in set(labels):
             _check_label(name)
+        labels = [_normal_label(name) for name in labels]
         if n == 0:
             return []
         sources = list(sources) if sources is not None else [None] * n
         infos = list(infos) if infos is not None else [None] * n
         now = time.time()
         ids = []
-        with self._db:  # one transaction: entries, committed row count, meta
+        with self._lock, self._db:  # one transaction: entries, committed row count, meta
             self._db.execute("BEGIN IMMEDIATE")  # the write lock, held until the commit
             self._load_meta()  # another process may have committed since this gallery was opened
             self._matrix = None
@@ -374,8 +407,8 @@ class Gallery:
             values = {**(extra or {}), "rows": rows0 + n}
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in values.items()])
-        self.meta.update(values)
-        self._matrix = None
+            self.meta.update(values)
+            self._matrix = None
         global ENTRY_COMMITS
         ENTRY_COMMITS += 1
         return ids
@@ -393,17 +426,22 @@ class Gallery:
 
     def remove_label(self, label: str) -> int:
         """Remove a label and all its entries; returns how many entries went."""
-        row = self._db.execute("SELECT id FROM labels WHERE name=?", (label,)).fetchone()
+        row = self._label_row(label)
         if row is None:
             raise GalleryError(f"label {label!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
-        with self._db:
+        with self._lock, self._db:
             n = self._db.execute("DELETE FROM entries WHERE label_id=?", (row[0],)).rowcount
             self._db.execute("DELETE FROM labels WHERE id=?", (row[0],))
         self._matrix = None
         return n
 
+    def _label_row(self, label: str) -> tuple | None:
+        """The label's row, found as typed or as its normalised form (galleries written before labels were)."""
+        return self._db.execute("SELECT id FROM labels WHERE name IN (?, ?) ORDER BY name = ? DESC",
+                                (label, _normal_label(label), label)).fetchone()
+
     def remove_entry(self, entry_id: int) -> None:
-        with self._db:
+        with self._lock, self._db:
             cur = self._db.execute("DELETE FROM entries WHERE id=?", (int(entry_id),))
             if cur.rowcount == 0:
                 raise GalleryError(f"entry {entry_id} is not in gallery {self.path}; 'edgeembed gallery list --entries' shows them")
@@ -413,12 +451,13 @@ class Gallery:
     def rename(self, old: str, new: str) -> None:
         """Rename a label; renaming onto an existing label merges the two."""
         _check_label(new)
-        row = self._db.execute("SELECT id FROM labels WHERE name=?", (old,)).fetchone()
+        new = _normal_label(new)
+        row = self._label_row(old)
         if row is None:
             raise GalleryError(f"label {old!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
-        if new == old:
-            return
-        with self._db:
+        with self._lock, self._db:
+            if self._db.execute("SELECT name FROM labels WHERE id=?", (row[0],)).fetchone()[0] == new:
+                return
             target = self._db.execute("SELECT id FROM labels WHERE name=?", (new,)).fetchone()
             if target is None:
                 self._db.execute("UPDATE labels SET name=? WHERE id=?", (new, row[0]))
@@ -428,21 +467,30 @@ class Gallery:
         self._matrix = None
 
     def compact(self) -> int:
-        """Rewrite the vector file without rows of removed entries; returns rows dropped."""
-        rows_total = self._committed_rows()
-        live = self._db.execute("SELECT id, row FROM entries ORDER BY row").fetchall()
-        if len(live) == rows_total:
-            return 0
-        dim = self.binding.dim
-        old = np.fromfile(self._check_vectors_file(rows_total), dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
-        new_name = f"vectors.{int(time.time() * 1000)}.f32"
-        new_path = self.path / new_name
-        with open(new_path, "wb") as f:
-            f.write(np.ascontiguousarray(old[[r for _, r in live]]).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        old_path = self._vectors_path
+        """Rewrite the vector file without rows of removed entries; returns rows dropped.
+
+        Holds the write lock from the first read to the commit: an enrolment at the same time waits, and its
+        rows can neither be left out of the new file nor renumbered wrongly."""
+        with self._lock:
+            return self._compact()
+
+    def _compact(self) -> int:
         with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._load_meta()
+            rows_total = self._committed_rows()
+            live = self._db.execute("SELECT id, row FROM entries ORDER BY row").fetchall()
+            if len(live) == rows_total:
+                return 0
+            dim = self.binding.dim
+            old = np.fromfile(self._check_vectors_file(rows_total), dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
+            new_name = f"vectors.{int(time.time() * 1000)}.f32"
+            new_path = self.path / new_name
+            with open(new_path, "wb") as f:
+                f.write(np.ascontiguousarray(old[[r for _, r in live]]).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            old_path = self._vectors_path
             self._db.execute("UPDATE entries SET row = -1 - row")
             self._db.executemany("UPDATE entries SET row=? WHERE id=?", [(i, eid) for i, (eid, _) in enumerate(live)])
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rows', ?)", (json.dumps(len(live)),))
@@ -462,3 +510,31 @@ class Gallery:
 def _check_label(name: str) -> None:
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"a label must be a non-empty string, got {name!r}")
+
+
+def _normal_label(name: str) -> str:
+    """One spelling per name: Unicode NFC (a Mac writes folder names decomposed, a keyboard types them
+    composed, and "Zoë" would otherwise be two people) without surrounding spaces."""
+    return unicodedata.normalize("NFC", name).strip()
+
+
+def _vector_of(query: Any) -> Any:
+    return getattr(query, "vector", query)  # an Embedding, or the vector itself
+
+
+def _unit_rows(vectors: Any, dim: int, what: str) -> np.ndarray:
+    """(N, dim) float32 rows of length 1, or one line saying what is wrong with them."""
+    v = np.asarray(vectors)
+    if v.ndim != 2 or v.shape[1] != dim:
+        raise InputError(f"{what} must be (N, {dim}), got {v.shape}")
+    if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+        raise InputError(f"{what} must be numbers, got dtype {v.dtype}")
+    v = v.astype(np.float32, copy=False)
+    if not np.isfinite(v).all():
+        raise InputError(f"{what} hold NaN or infinite values; embed the picture again")
+    norms = np.linalg.norm(v, axis=1)
+    if (norms == 0).any():
+        raise InputError(f"{what} hold an all-zero vector, which has no direction to compare")
+    if len(v) and np.abs(norms - 1.0).max() > 1e-3:  # the embedder's own vectors are left exactly as they are
+        v = v / norms[:, None]
+    return v

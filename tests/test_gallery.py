@@ -435,3 +435,69 @@ def test_earlier_shipped_files_name_what_todays_files_compute(name, earlier):
     with Embedder.create_from_model_path(REPO / "models" / name, num_threads=1) as emb:
         today = emb.behaviour_fingerprint()
     assert EARLIER_SHIPPED_BEHAVIOUR[earlier] == today
+
+
+def test_a_running_reader_follows_enrolments_and_removals_by_other_processes(tmp_path):
+    """A recognizer that keeps its gallery open (a camera running for days) sees a person enrolled or removed
+    by another process from its next search on: removal matters for privacy, enrolment for use."""
+    import threading
+
+    coil = DATA / "coil20"
+    g_path = tmp_path / "g"
+    p = run_cli("enroll", "--model", V1_EMBED, "--gallery", g_path, "--label", "obj01",
+                *sorted((coil / "obj01").iterdir())[:4], "--quiet")
+    assert p.returncode == 0, p.stderr
+    with Embedder.create_from_model_path(V1_EMBED, num_threads=1) as emb:
+        q1 = emb.embed(sorted((coil / "obj01").iterdir())[36])
+        q2 = emb.embed(sorted((coil / "obj02").iterdir())[36])
+    reader = Gallery.open(g_path)  # opened on this thread, searched from another (a pipeline's worker)
+    answers: list = []
+    t = threading.Thread(target=lambda: answers.append(reader.recognize(q1)))
+    t.start()
+    t.join()
+    assert answers[0].label == "obj01"
+    assert reader.recognize(q2).label != "obj02"
+    before = reader.threshold
+    p = run_cli("enroll", "--gallery", g_path, "--label", "obj02", *sorted((coil / "obj02").iterdir())[:4], "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert reader.recognize(q2).label == "obj02"  # no reopening
+    assert reader.threshold != before and reader.threshold == Gallery.open(g_path).threshold  # the re-derived one
+    p = run_cli("gallery", "remove", "--gallery", g_path, "obj01")
+    assert p.returncode == 0, p.stderr
+    r = reader.recognize(q1)
+    assert r.label != "obj01" and all(m.label != "obj01" for m in r.matches)
+    p = run_cli("gallery", "compact", "--gallery", g_path)  # switches vector files under the reader
+    assert p.returncode == 0, p.stderr
+    assert reader.recognize(q2).label == "obj02" and len(reader) == 4
+    reader.close()
+
+
+def test_labels_are_one_spelling_and_vectors_are_checked(tmp_path):
+    """A name typed (composed) and the same name from a Mac folder (decomposed) are one label; vectors that
+    cannot be compared (NaN, zero) are refused, and a query's length does not change its score."""
+    import unicodedata
+
+    from edgeembed.errors import InputError
+
+    rng = np.random.default_rng(1)
+    v = _unit(rng, 4, 8)
+    g = Gallery.create(tmp_path / "g", _binding())
+    typed, from_mac = "Zoë Müller", unicodedata.normalize("NFD", "Zoë Müller ")
+    assert typed != from_mac.strip()
+    g.add([typed, from_mac, "b", "b"], v)
+    assert g.labels() == {typed: 2, "b": 2}
+    assert len(g.entries(from_mac.strip())) == 2
+    assert g.search(v[0] * 50)[0].score == pytest.approx(1.0)  # not 50
+    g.add(["c"], v[2:3] * 3)  # stored with unit length
+    assert g.search(v[2])[0].score == pytest.approx(1.0)
+    bad = v[:1].copy()
+    bad[0, 3] = np.nan
+    for call, match in ((lambda: g.add(["d"], bad), "NaN"), (lambda: g.add(["d"], np.zeros((1, 8))), "all-zero"),
+                        (lambda: g.recognize(bad[0]), "NaN"), (lambda: g.recognize(v[0], k=0), "k must be"),
+                        (lambda: g.recognize(v[0], threshold=float("nan")), "threshold"),
+                        (lambda: g.add(["d", "e"], v[:1]), r"must be \(2, 8\)")):
+        with pytest.raises(InputError, match=match):
+            call()
+    assert len(g) == 5
+    assert g.remove_label(from_mac) == 2 and g.labels() == {"b": 2, "c": 1}
+    g.close()
