@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -90,7 +91,11 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 class Embedder:
-    """Runs one .tflite embedding model. Not thread-safe: one per thread."""
+    """Runs one .tflite embedding model.
+
+    Safe to share between threads: calls take turns on the one interpreter (a LiteRT interpreter used
+    by two threads at once mixes their tensors). For throughput on several cores, give each thread
+    its own Embedder, or one Embedder more ``num_threads``."""
 
     def __init__(self, options: EmbedderOptions, interpreter: Any, backend: str, spec: ModelSpec,
                  model_bytes: bytes, fingerprint: str):
@@ -121,10 +126,12 @@ class Embedder:
         self.dim = int(np.prod(self._output["shape"][1:]))
         self._behaviour: str | None = None
         self._closed = False
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def create_from_options(cls, options: EmbedderOptions) -> "Embedder":
+        _check_options(options)
         path = Path(options.model_path)
         if not path.exists():
             raise ModelError(f"model not found: {path} (check the path)")
@@ -164,23 +171,30 @@ class Embedder:
     # ------------------------------------------------------------------ the verb
     def embed(self, image: ImageLike, color: str = "RGB") -> Embedding:
         """One picture (path, or array in ``color`` order) -> its Embedding."""
+        if isinstance(image, np.ndarray) and image.ndim == 4:
+            raise InputError(f"embed takes one picture, got a batch of shape {image.shape}; use embed_many")
         return self.embed_tensor(self.preprocessor(image, color))[0]
 
     def embed_many(self, images: Iterable[ImageLike], color: str = "RGB") -> list[Embedding]:
-        """Several pictures -> their Embeddings, in order."""
+        """Several pictures (a list of paths or arrays, or an (N, H, W, C) array) -> their Embeddings, in order."""
+        if isinstance(images, (str, os.PathLike)):
+            raise InputError(f"embed_many takes a list of pictures, got one path {str(images)!r}; use embed")
         return [self.embed(im, color) for im in images]
 
     def embed_tensor(self, batch: np.ndarray) -> list[Embedding]:
         """Already-preprocessed input (N, H, W, 3) -> Embeddings; the hot path, one invoke each."""
-        self._check_open()
         out = []
-        for row in batch:
-            self.interpreter.set_tensor(self._input["index"], row[None])
-            self.interpreter.invoke()
-            out.append(self._read_output())
+        with self._lock:
+            self._check_open()
+            for row in batch:
+                self.interpreter.set_tensor(self._input["index"], row[None])
+                self.interpreter.invoke()
+                out.append(self._read_output())
         return out
 
     def raw_output(self) -> np.ndarray:
+        """The embedding output tensor of the last invoke, as the model gave it (int8/uint8 undequantized)."""
+        self._check_open()
         return self.interpreter.get_tensor(self._output["index"])
 
     def _read_output(self) -> Embedding:
@@ -215,8 +229,9 @@ class Embedder:
         return self._behaviour
 
     def close(self) -> None:
-        self._closed = True
-        self.interpreter = None
+        with self._lock:  # not under an embed running on another thread
+            self._closed = True
+            self.interpreter = None
 
     def __enter__(self) -> "Embedder":
         return self
@@ -228,6 +243,7 @@ class Embedder:
         """What ``edgeembed inspect`` prints."""
         from dataclasses import asdict
 
+        self._check_open()
         it = self.interpreter
         f = self.input_format
         return {
@@ -252,6 +268,17 @@ class Embedder:
             "fidelity": self.spec.fidelity,
             "extra": self.spec.extra,
         }
+
+
+def _check_options(o: EmbedderOptions) -> None:
+    """Options a caller typed wrong, said in one line before anything is loaded."""
+    if o.num_threads is not None and (isinstance(o.num_threads, bool) or not isinstance(o.num_threads, int)
+                                      or not 1 <= o.num_threads <= 256):
+        raise InputError(f"num_threads must be an integer in 1..256 or None, got {o.num_threads!r}")
+    if o.color_order is not None:
+        if not isinstance(o.color_order, str) or o.color_order.upper() not in ("RGB", "BGR"):
+            raise InputError(f"color_order must be 'RGB' or 'BGR', got {o.color_order!r}")
+        o.color_order = o.color_order.upper()
 
 
 def probe_pictures() -> list[np.ndarray]:

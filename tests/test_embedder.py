@@ -79,6 +79,36 @@ def test_close_and_context_manager():
         emb.embed(PARROT)
 
 
+def test_one_embedder_shared_by_threads_gives_each_its_own_answer():
+    """An app that hands one Embedder to several threads (a web handler, a camera callback) gets the same
+    vectors as one thread would: LiteRT's interpreter mixes tensors of concurrent calls, so calls take turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pictures = sorted((DATA / "imagenet-sample").iterdir())[:24]
+    with Embedder.create_from_model_path(V1_EMBED, num_threads=1) as emb:
+        alone = [emb.embed(p).vector for p in pictures]
+        with ThreadPoolExecutor(4) as pool:
+            shared = list(pool.map(lambda p: emb.embed(p).vector, pictures * 3))
+    for i, v in enumerate(shared):
+        assert np.array_equal(v, alone[i % len(pictures)]), i
+
+
+def test_api_misuse_is_one_clear_error():
+    with Embedder.create_from_model_path(V1_TINY, num_threads=1) as emb:
+        rgb = read_image(PARROT)
+        with pytest.raises(InputError, match=r"one picture, got a batch of shape \(2, .*use embed_many"):
+            emb.embed(np.stack([rgb, rgb]))
+        assert len(emb.embed_many(np.stack([rgb, rgb]))) == 2
+        with pytest.raises(InputError, match="one path .*use embed"):
+            emb.embed_many(str(PARROT))
+    for call in (emb.describe, emb.raw_output):
+        with pytest.raises(InputError, match="closed"):
+            call()
+    with pytest.raises(InputError, match="num_threads must be an integer"):
+        Embedder.create_from_model_path(V1_TINY, num_threads="4")
+    assert Embedder.create_from_model_path(V1_TINY, color_order="bgr").spec.preprocessing.color_order == "BGR"
+
+
 def test_model_errors(tmp_path):
     bad = tmp_path / "text.tflite"
     bad.write_text("hello")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -197,6 +198,7 @@ class FaceDetector:
         self.min_face = int(min_face or 0)
         self.fallback_pads = tuple(float(p) for p in fallback_pads) or (1.0,)
         self.fallback_tiles = int(fallback_tiles or 0)
+        self._lock = threading.Lock()  # one interpreter: threads sharing the detector take turns
 
     # ------------------------------------------------------------------ the verb
     def detect(self, image: ImageLike, color: str = "RGB") -> Detections:
@@ -223,10 +225,13 @@ class FaceDetector:
         small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         canvas = np.zeros((self.size, self.size, 3), np.float32)
         canvas[oy:oy + nh, ox:ox + nw] = small * (2.0 / 255.0) - 1.0  # [-1, 1], padding = black
-        self.interpreter.set_tensor(self._input["index"], canvas[None])
-        self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self._reg)[0]
-        logits = self.interpreter.get_tensor(self._cls)[0, :, 0]
+        with self._lock:
+            if self.interpreter is None:
+                raise InputError("this FaceDetector is closed; create a new one")
+            self.interpreter.set_tensor(self._input["index"], canvas[None])
+            self.interpreter.invoke()
+            raw = self.interpreter.get_tensor(self._reg)[0].copy()
+            logits = self.interpreter.get_tensor(self._cls)[0, :, 0].copy()
         boxes, keypoints, scores = self.decode(raw, logits)
         if len(scores) == 0:
             return []
@@ -282,7 +287,8 @@ class FaceDetector:
         return boxes, keypoints, scores[keep]
 
     def close(self) -> None:
-        self.interpreter = None
+        with self._lock:
+            self.interpreter = None
 
     def __enter__(self) -> "FaceDetector":
         return self
