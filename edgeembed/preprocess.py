@@ -21,13 +21,54 @@ from .errors import ImageError, InputError
 from .spec import Preprocessing
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".pgm", ".ppm", ".pbm", ".pnm", ".tif",
+                  ".tiff", ".webp", ".gif", ".jp2", ".avif", ".heic", ".heif"}
+_NO_DECODER = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF"}  # ftyp brands
 COLOR_LAYOUTS = ("RGB", "BGR", "RGBA", "BGRA", "RGBX", "BGRX", "XRGB", "XBGR", "GRAY")
 _INTERP = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST, "cubic": cv2.INTER_CUBIC}
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+    """A picture, by its name or, when the name says nothing (no or an unknown extension), by its first bytes."""
+    p = Path(path)
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    if p.suffix.lower() in _NOT_IMAGES:
+        return False
+    try:
+        with open(p, "rb") as f:
+            return _image_kind(f.read(32)) is not None
+    except OSError:
+        return False
+
+
+_NOT_IMAGES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg", ".h264", ".ts", ".txt", ".json",
+               ".csv", ".xml", ".md", ".py", ".tflite", ".zip", ".sqlite", ".f32"}
+
+
+def _image_kind(head: bytes) -> str | None:
+    """The image format its first bytes announce, or None."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:2] == b"BM":
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return "AVIF"
+    if head[4:8] == b"ftyp" and head[8:12] in _NO_DECODER:
+        return _NO_DECODER[head[8:12]]
+    if head[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51":
+        return "JPEG 2000"
+    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3] in b" \t\r\n#":
+        return "PNM"
+    return None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -48,12 +89,23 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, ...) to RGB uint8, refusing truncated JPEGs."""
     if not data:
         raise ImageError(f"{name} is empty (0 bytes), expected an image")
-    if data[:2] == b"\xff\xd8" and _jpeg_truncated(data):
+    kind = _image_kind(data[:32])
+    if kind == "JPEG" and _jpeg_truncated(data):
         raise ImageError(f"{name} is a truncated JPEG (no end-of-image marker after its last scan); re-copy or re-capture it")
+    if kind == "PNG" and data.rfind(b"IEND") < 0:
+        raise ImageError(f"{name} is a truncated PNG (no IEND chunk); re-copy or re-save it")
+    if kind in ("HEIC", "HEIF"):
+        raise ImageError(f"{name} is a {kind} photo, which OpenCV cannot decode; convert it to JPEG first "
+                         "(e.g. heif-convert, or the phone's 'Most Compatible' camera setting)")
     quiet_opencv_logs()
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a 20000x20000 PNG on a small board: not enough memory to decode it
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ImageError(f"{name} could not be decoded ({detail}); resize it to a few megapixels first") from None
     if bgr is None or bgr.size == 0:
-        raise ImageError(f"{name} is not a readable image (expected JPEG, PNG, BMP, PGM, TIFF or WebP)")
+        what = f"a damaged or unsupported {kind} file" if kind else "not a readable image"
+        raise ImageError(f"{name} is {what} (expected JPEG, PNG, BMP, PGM, TIFF or WebP)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -74,11 +126,38 @@ def quiet_opencv_logs() -> None:
 
 
 def _jpeg_truncated(data: bytes) -> bool:
-    tail = data.rstrip(b"\x00\r\n \t")
-    if tail.endswith(b"\xff\xd9"):
-        return False
-    # Bytes appended after EOI (motion photos, trailers) are fine; the last scan must be closed.
-    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+    """True when the main image ends before its end-of-image marker. Bytes after that marker (a motion
+    photo's video, a trailer) are not the picture's: the marker segments are walked from the start."""
+    if data.rstrip(b"\x00\r\n \t").endswith(b"\xff\xd9"):
+        return False  # the common case, without walking
+    n, i = len(data), 2
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            return False  # not a structure we can follow: leave the verdict to the decoder
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:  # end of image
+            return False
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        if i + 4 > n:
+            return True
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:  # a scan: entropy-coded bytes up to the next marker that is not a restart or stuffing
+            while True:
+                j = data.find(b"\xff", i)
+                if j < 0 or j + 1 >= n:
+                    return True
+                nxt = data[j + 1]
+                if nxt == 0x00 or nxt == 0xFF or 0xD0 <= nxt <= 0xD7:
+                    i = j + 1 if nxt == 0xFF else j + 2
+                    continue
+                i = j
+                break
+    return True
 
 
 def to_rgb(image: np.ndarray, color: str = "RGB") -> np.ndarray:
@@ -89,10 +168,14 @@ def to_rgb(image: np.ndarray, color: str = "RGB") -> np.ndarray:
     says. Float arrays are taken as 0..1 when their maximum is <= 1, else 0..255.
     """
     if not isinstance(image, np.ndarray):
-        raise InputError(f"image must be a numpy array or a path, got {type(image).__name__}")
-    color = color.upper()
-    if color not in COLOR_LAYOUTS:
+        raise InputError(f"image must be a numpy array (H, W[, C]) or a path, got {type(image).__name__}")
+    if not isinstance(color, str) or color.upper() not in COLOR_LAYOUTS:
         raise InputError(f"color must be one of {', '.join(COLOR_LAYOUTS)}, got {color!r}")
+    color = color.upper()
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise InputError(f"image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"image is empty, shape {image.shape}")
     img = image
     if img.dtype != np.uint8:
         img = _to_uint8(img)
@@ -100,11 +183,9 @@ def to_rgb(image: np.ndarray, color: str = "RGB") -> np.ndarray:
         img = img[:, :, 0]
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if img.ndim != 3 or img.shape[2] not in (3, 4):
-        raise InputError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
-    if img.shape[0] == 0 or img.shape[1] == 0:
-        raise InputError(f"image is empty, shape {image.shape}")
     if img.shape[2] == 4:
+        if color == "GRAY":
+            raise InputError(f"color GRAY needs a (H, W) or (H, W, 1) image, got {image.shape}")
         order = color if len(color) == 4 else color + "A"
         if order in ("RGBA", "RGBX"):
             return cv2.cvtColor(img, cv2.COLOR_RGBA2RGB)
@@ -121,7 +202,12 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.bool_:
         return img.astype(np.uint8) * 255
     if np.issubdtype(img.dtype, np.floating):
-        top = float(np.nanmax(img)) if img.size else 0.0
+        if not np.isfinite(img).all():
+            raise InputError("image holds NaN or infinite values; expected 0..1 or 0..255")
+        top, low = float(img.max()), float(img.min())
+        if low < 0 or top > 255:
+            raise InputError(f"a float image must be in 0..1 or 0..255, got {low:g}..{top:g} "
+                             "(undo the model's normalisation: edgeembed applies it itself)")
         scaled = img * 255.0 if top <= 1.0 else img
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     if img.dtype == np.uint16:
@@ -244,8 +330,13 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     """Image files in a folder, in sorted path order (the order eval's gallery split uses)."""
     root = Path(folder)
     it: Iterable[Path] = root.rglob("*") if recursive else root.iterdir()
-    files = [p for p in it if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
+    files = [p for p in it if not _hidden(p.relative_to(root)) and p.is_file() and is_image_file(p)]
     return sorted(files)
+
+
+def _hidden(rel: Path) -> bool:
+    """Dot-files and dot-folders (.thumbnails, ._x.jpg from a Mac), and a Synology's @eaDir thumbnails."""
+    return any(part.startswith(".") or part in ("@eaDir", "__MACOSX") for part in rel.parts)
 
 
 def still_images(source: str | os.PathLike) -> list[Path] | None:

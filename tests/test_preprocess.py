@@ -29,6 +29,14 @@ def test_bad_arrays_are_refused():
         to_rgb(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(InputError, match="color must be"):
         to_rgb(np.zeros((4, 4, 3), np.uint8), "CMYK")
+    for image, color, match in ((np.zeros((4, 4, 3), np.uint8), None, "color must be"),
+                                (np.zeros((4, 4, 4), np.uint8), "GRAY", "GRAY needs"),
+                                (np.zeros((0, 10), np.uint8), "RGB", "empty"),
+                                (np.zeros((2, 4, 4, 3), np.uint8), "RGB", r"got \(2, 4, 4, 3\)"),
+                                (np.full((4, 4, 3), np.nan, np.float32), "RGB", "NaN"),
+                                (np.full((4, 4, 3), -1.0), "RGB", "0..1 or 0..255, got -1..-1")):
+        with pytest.raises(InputError, match=match):
+            to_rgb(image, color)
 
 
 @pytest.mark.parametrize("mode", ["center_crop", "letterbox", "stretch"])
@@ -76,5 +84,34 @@ def test_bad_image_files(tmp_path):
         read_image(tmp_path / "text.jpg")
     with pytest.raises(ImageError, match="truncated JPEG"):
         read_image(tmp_path / "cut.jpg")
-    # Bytes appended after the end-of-image marker (motion photos) are not truncation.
+    # Bytes appended after the end-of-image marker (motion photos) are not truncation, even when the
+    # appended video holds the bytes of a JPEG scan marker
     assert decode_image(data + b"trailer" * 10).shape == read_image(PARROT).shape
+    motion = data + b"\x00\x00\x00\x18ftypmp42" + np.random.default_rng(0).bytes(300_000) + b"\xff\xda\x00\x08"
+    assert decode_image(motion).shape == read_image(PARROT).shape
+    ok, progressive = cv2.imencode(".jpg", cv2.imread(str(PARROT)), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        decode_image(progressive.tobytes()[: progressive.size // 2] + b"\x00" * 64)
+    png = cv2.imencode(".png", cv2.imread(str(PARROT)))[1].tobytes()
+    with pytest.raises(ImageError, match="truncated PNG"):
+        decode_image(png[: len(png) // 2])
+    heic = b"\x00\x00\x00\x18ftypheic" + bytes(200)  # an iPhone photo's header
+    with pytest.raises(ImageError, match="HEIC photo.*convert it to JPEG"):
+        decode_image(heic, "IMG_0001.HEIC")
+
+
+def test_pictures_are_found_by_content_and_hidden_files_are_not(tmp_path):
+    """Cameras and phones name pictures .jfif, .jpe or nothing; thumbnails hide in dot-folders."""
+    from edgeembed.preprocess import is_image_file, list_images, still_images
+
+    data = PARROT.read_bytes()
+    for name in ("a.jfif", "b.jpe", "no_extension", "c.JPG"):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / ".thumbnails").mkdir()
+    (tmp_path / ".thumbnails" / "t.jpg").write_bytes(data)
+    (tmp_path / "._c.JPG").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "notes").write_text("not a picture")
+    assert [p.name for p in list_images(tmp_path, recursive=True)] == ["a.jfif", "b.jpe", "c.JPG", "no_extension"]
+    assert still_images(tmp_path / "no_extension") == [tmp_path / "no_extension"]
+    assert not is_image_file(tmp_path / "notes")
+    assert read_image(tmp_path / "no_extension").shape == read_image(PARROT).shape
