@@ -535,6 +535,8 @@ def _system_error(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "cv2" not in sys.modules:  # our one-line errors without OpenCV's own lines beside them (any OpenCV version)
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
-import cv2
 import numpy as np
 
 from .errors import ImageError, InputError
@@ -25,7 +24,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".pg
                   ".tiff", ".webp", ".gif", ".jp2", ".avif", ".heic", ".heif"}
 _NO_DECODER = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF"}  # ftyp brands
 COLOR_LAYOUTS = ("RGB", "BGR", "RGBA", "BGRA", "RGBX", "BGRX", "XRGB", "XBGR", "GRAY")
-_INTERP = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST, "cubic": cv2.INTER_CUBIC}
+_INTERP = {"linear": "INTER_LINEAR", "area": "INTER_AREA", "nearest": "INTER_NEAREST", "cubic": "INTER_CUBIC"}
+
+
+def _opencv() -> Any:
+    """OpenCV, loaded on first use rather than when edgeembed is imported: the command line sets
+    OPENCV_LOG_LEVEL before it loads (OpenCV < 4.12 offers no other way to keep its warnings quiet)."""
+    import cv2  # noqa: PLC0415
+
+    return cv2
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -87,6 +94,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, ...) to RGB uint8, refusing truncated JPEGs."""
+    cv2 = _opencv()
     if not data:
         raise ImageError(f"{name} is empty (0 bytes), expected an image")
     kind = _image_kind(data[:32])
@@ -116,6 +124,7 @@ def quiet_opencv_logs() -> None:
     """OpenCV logs its own lines ('[ WARN ] ... PNG input buffer is incomplete', a camera that will not open)
     beside our one-line errors: keep to errors. Done once, when first needed (not at import: importing
     edgeembed changes no global state)."""
+    cv2 = _opencv()
     global _opencv_quiet
     if not _opencv_quiet:
         _opencv_quiet = True
@@ -167,6 +176,7 @@ def to_rgb(image: np.ndarray, color: str = "RGB") -> np.ndarray:
     XBGR, or GRAY. A 2-D array, or one with a single channel, is grayscale whatever ``color``
     says. Float arrays are taken as 0..1 when their maximum is <= 1, else 0..255.
     """
+    cv2 = _opencv()
     if not isinstance(image, np.ndarray):
         raise InputError(f"image must be a numpy array (H, W[, C]) or a path, got {type(image).__name__}")
     if not isinstance(color, str) or color.upper() not in COLOR_LAYOUTS:
@@ -240,6 +250,7 @@ def resize(rgb: np.ndarray, size: tuple[int, int], pre: Preprocessing) -> np.nda
 
 
 def _resize_to(rgb: np.ndarray, w: int, h: int, interpolation: str) -> np.ndarray:
+    cv2 = _opencv()
     if rgb.shape[0] == h and rgb.shape[1] == w:
         return np.ascontiguousarray(rgb)
     if rgb.strides[1:] != (3, 1):  # OpenCV takes a crop (strided rows) as it is, but not strided pixels
@@ -254,7 +265,7 @@ def _resize_to(rgb: np.ndarray, w: int, h: int, interpolation: str) -> np.ndarra
         if k >= 2 and (rgb.shape[1] != k * w or rgb.shape[0] != k * h):
             rgb = cv2.resize(rgb, (k * w, k * h), interpolation=cv2.INTER_LINEAR)
         return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-    return cv2.resize(rgb, (w, h), interpolation=_INTERP[interpolation])
+    return cv2.resize(rgb, (w, h), interpolation=getattr(cv2, _INTERP[interpolation]))
 
 
 @dataclass(frozen=True)
