@@ -196,11 +196,21 @@ def bench_source(args: argparse.Namespace) -> int:
         if args.gallery:
             gallery = Gallery.open(args.gallery)
             owned.append(gallery)
-            emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args))
+        if gallery is not None and gallery.binding.mode == "face":  # faces: detect, align, embed each one
+            from .face.cli import open_face_recognizer  # noqa: PLC0415
+
+            face_args = argparse.Namespace(**{**vars(args), "detector": None, "min_face": None, "face_score": None,
+                                              "threshold": None, "top_k": 1})
+            processor: Any = open_face_recognizer(face_args, gallery)
+            owned.append(processor.pipeline)
+            emb = processor.pipeline.embedder.embedder
         else:
-            emb = Embedder.create_from_model_path(args.model or default_model(), **_runtime_kwargs(args))
-        owned.append(emb)
-        processor = ImageProcessor(emb, gallery, top_k=1)
+            if gallery is not None:
+                emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args))
+            else:
+                emb = Embedder.create_from_model_path(args.model or default_model(), **_runtime_kwargs(args))
+            owned.append(emb)
+            processor = ImageProcessor(emb, gallery, top_k=1)
         source = _open_source(args, status)
         with source, _Terminate():
             limit = min(args.frames, args.max_frames) if args.max_frames else args.frames
@@ -216,14 +226,15 @@ def bench_source(args: argparse.Namespace) -> int:
     summary = stage_summary(stats)
     result = {"source": args.source, "model": emb.model_path, "backend": emb.backend, "threads": args.threads,
               "frames": stats.frames, "seconds": round(stats.seconds, 3), "fps": round(stats.fps, 2),
-              "stale_frames_skipped": stats.skipped_stale, "search": gallery is not None, "stages_ms": summary}
+              "stale_frames_skipped": stats.skipped_stale, "search": gallery is not None,
+              "mode": gallery.binding.mode if gallery is not None else "image", "stages_ms": summary}
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"{args.source}: {stats.frames} frames in {stats.seconds:.2f} s = {stats.fps:.1f} fps end to end "
           f"({emb.backend}, {os.path.basename(emb.model_path)})")
     print(f"{'stage':<11}{'mean ms':>9}{'p50 ms':>9}{'p95 ms':>9}")
-    for stage in ("capture", "preprocess", "invoke", "search", "total"):
+    for stage in ("capture", "detect", "preprocess", "invoke", "search", "total"):
         if stage in summary:
             s = summary[stage]
             print(f"{stage:<11}{s['mean']:>9.2f}{s['p50']:>9.2f}{s['p95']:>9.2f}")

@@ -427,6 +427,10 @@ def test_video_goes_through_the_live_pipeline_per_face(tmp_path, photos):
     assert len({f["track"] for f in last}) == 2  # two face tracks, followed across frames
     appeared = {(e["label"], e["track"]) for e in rows if e.get("event") == "appeared"}
     assert {lbl for lbl, _ in appeared} == {"s9", "s2"} and len(appeared) == 2  # once each, not per frame
+    # bench on a face gallery times what recognize does: detection, then each face (it embedded whole frames)
+    p = run_cli("bench", "--gallery", gal, "--source", video, "--frames", "8", "--json", check=True)
+    r = json.loads(p.stdout)
+    assert r["mode"] == "face" and r["frames"] == 8 and {"detect", "invoke", "search"} <= set(r["stages_ms"])
 
 
 def test_threshold_at_a_target_false_accept_rate(tmp_path, pipeline):
