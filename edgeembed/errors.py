@@ -50,5 +50,5 @@ def require(module: str, extra: str, purpose: str = ""):
         what = f" for {purpose}" if purpose else ""
         raise MissingExtraError(
             f"{module} is needed{what} but is not installed ({exc}); "
-            f"install it with: pip install 'edgeembed[{extra}]'"
+            f"install edgeembed's '{extra}' extra: pip install -e '.[{extra}]' in your edgeembed clone"
         ) from exc

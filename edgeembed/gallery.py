@@ -224,7 +224,7 @@ class Gallery:
             # the file at the gallery's own model path was replaced (e.g. an upgraded shipped model)
             raise GalleryError(
                 f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}), and that "
-                f"file has changed since (fingerprint now {binding.fingerprint}): the stored embeddings do not fit it; "
+                "file has changed since: the stored embeddings do not fit it; "
                 "put the original model file back (--model PATH to a copy of it), or enroll the pictures into a new gallery")
         if binding.model_path == mine.model_path and binding.dim != mine.dim:
             raise GalleryError(
@@ -236,7 +236,7 @@ class Gallery:
                    else "use the gallery's own model (omit --model)")
             raise GalleryError(
                 f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}, "
-                f"{mine.dim}-d) but model {binding.model_path} (fingerprint {binding.fingerprint}, {binding.dim}-d) "
+                f"{mine.dim}-d) but model {binding.model_path} ({binding.dim}-d, another model) "
                 f"was given; {fix} or enroll into a new gallery")
         if binding.mode != mine.mode:
             raise GalleryError(f"gallery {self.path} holds {mine.mode} embeddings, not {binding.mode}; "

@@ -356,6 +356,14 @@ def still_images(source: str | os.PathLike) -> list[Path] | None:
     src = Path(source)
     if src.is_file() and is_image_file(src):
         return [src]
+    if not src.exists() and any(c in str(source) for c in "*?["):  # a glob: the pictures it matches, like a folder's
+        import glob  # noqa: PLC0415
+
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(str(source)), recursive=True)
+                       if Path(p).is_file() and is_image_file(p))
+        if not files:
+            raise InputError(f"{source} matches no images (expected .jpg, .png, .bmp, ... files)")
+        return files
     if not src.is_dir():
         return None
     files = list_images(src, recursive=True)

@@ -120,6 +120,8 @@ def test_low_fidelity_fails_loudly_and_keeps_the_model_at_out(tmp_path, tiny_cal
     assert len(lines) == 1 and "LOW FIDELITY" in lines[0] and "Traceback" not in proc.stderr
     assert f"written to {low}" in lines[0] and f"{good} was left as it was" in lines[0]
     assert "--accept-low-fidelity" in lines[0]
+    printed = json.loads(proc.stdout)  # --json still describes what was written
+    assert printed["model"] == str(low) and printed["fidelity"]["passed"] is False
     meta = json.loads(run_cli("inspect", low, "--json", check=True).stdout)
     assert meta["fidelity"]["passed"] is False and meta["fidelity"]["failures"][0].startswith("mean_cosine")
     side = json.loads((tmp_path / "low.low-fidelity.fidelity.json").read_text())

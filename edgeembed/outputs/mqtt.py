@@ -55,6 +55,7 @@ class MqttSink:
         self._state: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self.connected = threading.Event()
+        self._closing = False
         self._first_try = threading.Event()
         self._warned_down = False
         self.published = 0
@@ -92,6 +93,8 @@ class MqttSink:
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if self.connected.is_set():
             self.connected.clear()
+            if self._closing:  # our own goodbye, not a lost broker
+                return
             self.log(f"mqtt: lost broker {self.host}:{self.port} ({reason}); reconnecting in the background")
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -132,6 +135,7 @@ class MqttSink:
         self.published += 1
 
     def close(self) -> None:
+        self._closing = True
         try:
             if self.connected.is_set():
                 info = self.client.publish(self.topics["availability"], "offline", qos=1, retain=True)
