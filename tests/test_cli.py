@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import DATA, REPO, V1_EMBED, V1_TINY, run_cli
@@ -40,6 +41,9 @@ def test_embed_and_inspect_json():
     img = DATA / "coral-images" / "owl.jpg"
     e = _json(run_cli("embed", V1_EMBED, img, "--json"))
     assert len(e["embedding"]) == 1024 and e["dim"] == 1024
+    shipped = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"  # outputs named as its standard metadata names them
+    logits = _json(run_cli("embed", shipped, DATA / "coral-images" / "parrot.jpg", "--output", "logits", "--json"))
+    assert logits["dim"] == 1000 and int(np.argmax(logits["embedding"])) == 88  # ImageNet class 88: macaw
     i = _json(run_cli("inspect", V1_EMBED, "--json"))
     assert i["embedding"]["dim"] == 1024 and i["input"]["dtype"] == "uint8" and "preprocessing" in i
 
@@ -66,6 +70,10 @@ def test_enroll_list_recognize_edit(tmp_path):
     assert [by[o]["label"] for o in ("obj01", "obj02", "obj03")] == ["obj01", "obj02", "obj03"]
     one = _json(run_cli("recognize", "--gallery", gal, "--source", q / "obj02_009.png", "--json"))
     assert one["label"] == "obj02"
+    # a glob is answered like the folder: picture by picture, each with its source (not smoothed as a stream)
+    proc = run_cli("recognize", "--gallery", gal, "--source", str(q / "obj0[12]_*.png"), "--json", check=True)
+    globbed = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["source"], r["label"]) for r in globbed] == [(by[o]["source"], o) for o in ("obj01", "obj02")]
     # Editing: rename, remove, threshold; more images with --label.
     run_cli("gallery", "rename", "obj01", "duck", "--gallery", gal, check=True)
     run_cli("gallery", "remove", "obj03", "--gallery", gal, check=True)
