@@ -53,7 +53,9 @@ class LabelSmoother:
     the smoothed label becomes that candidate if the mean score of its votes reaches the
     threshold, else unknown. A label already shown is kept while its mean stays within
     HOLD_MARGIN of the threshold (a Schmitt trigger), so a label whose score hovers at the
-    threshold does not flap between known and unknown. No majority keeps the old label.
+    threshold does not flap between known and unknown. Without a majority the old label is kept
+    only while its own votes in the window hold that mean: a stranger whose best match wanders
+    between labels becomes unknown instead of keeping the last label shown.
     Answers without a threshold (e.g. from another processor) vote with their label as is.
     """
 
@@ -77,6 +79,10 @@ class LabelSmoother:
                 mean = sum(s for k, s, _ in self.history if k == top) / n
                 bar = threshold - self.hold_margin if top == self.label else threshold
                 self.label = top if mean >= bar else None
+        elif self.label is not None:  # no majority: the old label stays only while the window still backs it
+            mine = [s for k, s, _ in self.history if k == self.label]
+            if not mine or (threshold is not None and sum(mine) / len(mine) < threshold - self.hold_margin):
+                self.label = None
         scores = [s for k, s, _ in self.history if k == self.label] or [s for _, s, _ in self.history]
         return self.label, sum(scores) / len(scores)
 
