@@ -141,3 +141,65 @@ def test_broker_down_at_start_then_up(gallery, tmp_path):
     got = [json.loads(m) for m in sub.on("edgeembed/door/event")]
     assert any(e["event"] == "appeared" for e in got), f"no event arrived after the broker came up: {got}"
     assert sub.on("edgeembed/door/availability")[-1] == "offline"
+
+
+def test_a_broker_that_froze_gets_the_current_state_and_no_replayed_events(tmp_path):
+    """A network cut without FIN (here: the broker stopped with SIGSTOP) while recognition goes on. QoS 1 messages
+    published into the dead connection were queued by paho and re-sent on reconnect: old events replayed, and an
+    old retained state left in place of the current one. Now nothing is replayed and the retained state is current."""
+    import signal
+
+    from edgeembed.outputs.mqtt import MqttSink
+    from edgeembed.pipeline import FrameRecord
+    from edgeembed.smoothing import LabelSmoother, Track
+
+    broker = Broker(tmp_path, free_port()).start()
+    sub = Subscriber(broker.port, "t/c/#")
+    sink = MqttSink(f"127.0.0.1:{broker.port}", prefix="t", camera="c", discovery=False, keepalive=1, log=lambda m: None)
+    frame = 0
+
+    def show(label, n=1):
+        nonlocal frame
+        for _ in range(n):
+            frame += 1
+            sink.on_frame(FrameRecord(frame, frame / 10, [Track(0, None, LabelSmoother(), label=label, score=0.9)], {}), None)
+            time.sleep(0.05)
+
+    try:
+        assert sink.connected.wait(10)
+        show("ann")
+        sink.on_event({"event": "appeared", "label": "ann", "frame": frame})
+        time.sleep(0.5)
+        os_kill = __import__("os").kill
+        os_kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            for label in ("bob", None, "bob", None):  # published into the dead connection
+                show(label, 3)
+                sink.on_event({"event": "appeared" if label else "left", "label": "bob", "frame": frame})
+            deadline = time.monotonic() + 30
+            while sink.connected.is_set() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not sink.connected.is_set(), "the dead connection was not noticed"
+            show("cid")  # the current state while the broker is away
+        finally:
+            os_kill(broker.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while not sink.connected.is_set() and time.monotonic() < deadline:
+            show("cid")
+            time.sleep(0.2)
+        assert sink.connected.is_set(), "no reconnection"
+        show("cid", 5)
+        time.sleep(1.0)
+        late = Subscriber(broker.port, "t/c/state")
+        time.sleep(0.5)
+        retained = [json.loads(p) for t, p, r in late.messages if r]
+        late.close()
+        assert [s["label"] for s in retained] == ["cid"]
+        events = [json.loads(p) for p in sub.on("t/c/event")]
+        assert [e["label"] for e in events].count("ann") == 1
+        assert len(events) <= 1 + 4  # the bob events may arrive once or be lost with the connection; never twice
+        assert len({(e["event"], e["frame"]) for e in events}) == len(events)
+    finally:
+        sink.close()
+        sub.close()
+        broker.stop()

@@ -9,7 +9,11 @@ Topics, with ``prefix`` = --mqtt-topic and ``camera`` = --camera-name:
 
 The client connects in the background (loop_start + reconnect_delay_set): a broker that is
 down at start or goes away later never stops recognition; it is reconnected when it is back,
-and availability and state are re-published on each connection.
+and availability and state are re-published on each connection. State and events go out at QoS 0:
+a QoS 1 message published into a connection that died silently is queued by paho and re-sent on
+reconnect, so an outage replayed a burst of old events and left an old retained state in place of
+the current one. At QoS 0 what happened while the broker was away is not replayed, and the state
+re-published on reconnect is the current one.
 """
 from __future__ import annotations
 
@@ -28,11 +32,24 @@ DEFAULT_PORT = 1883
 
 
 def parse_broker(text: str) -> tuple[str, int]:
-    """'HOST[:PORT]' -> (host, port)."""
-    host, _, port = text.rpartition(":") if re.search(r":\d+$", text) else (text, "", "")
-    if not host:
-        raise InputError(f"--mqtt must be HOST or HOST:PORT, got {text!r}")
-    return host, int(port) if port else DEFAULT_PORT
+    """'HOST[:PORT]' -> (host, port); an IPv6 address with a port is written [ADDR]:PORT."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text) or re.fullmatch(r"([^:\s]+)(?::(\d+))?", text)
+    if m is None and text.count(":") >= 2 and re.fullmatch(r"[0-9A-Fa-f:.]+", text):
+        return text, DEFAULT_PORT  # a bare IPv6 address
+    if m is None:
+        raise InputError(f"--mqtt must be HOST, HOST:PORT or [IPV6]:PORT with a numeric port, got {text!r}")
+    port = int(m.group(2)) if m.group(2) else DEFAULT_PORT
+    if not 1 <= port <= 65535:
+        raise InputError(f"--mqtt port must be 1..65535, got {port}")
+    return m.group(1), port
+
+
+def check_topic_prefix(prefix: str) -> str:
+    """The --mqtt-topic prefix: MQTT's wildcards cannot be published to, so they are refused here, not ignored later."""
+    p = prefix.strip("/")
+    if not p or any(c in p for c in "+#\x00"):
+        raise InputError(f"--mqtt-topic must be a topic prefix without + or # (e.g. home/cameras), got {prefix!r}")
+    return p
 
 
 def _slug(text: str) -> str:
@@ -43,10 +60,11 @@ class MqttSink:
     """Publishes availability, state and events; survives the broker being down."""
 
     def __init__(self, broker: str, prefix: str = "edgeembed", camera: str = "camera", discovery: bool = True,
-                 keepalive: int = 30, connect_wait: float = 3.0, log=None):
+                 keepalive: int = 15, connect_wait: float = 3.0, log=None):
         mqtt = require("paho.mqtt.client", "mqtt", "MQTT output")
         self.host, self.port = parse_broker(broker)
-        self.base = f"{prefix.strip('/')}/{_slug(camera)}"
+        prefix = check_topic_prefix(prefix)
+        self.base = f"{prefix}/{_slug(camera)}"
         self.topics = {k: f"{self.base}/{k}" for k in ("availability", "state", "event")}
         self.camera = camera
         self.prefix = prefix.strip("/")
@@ -56,6 +74,7 @@ class MqttSink:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self._closing = False
+        self._republish = False
         self._first_try = threading.Event()
         self._warned_down = False
         self.published = 0
@@ -87,8 +106,9 @@ class MqttSink:
                            json.dumps(self._discovery_config()), qos=1, retain=True)
         with self._lock:
             state = self._state
+            self._republish = True  # once more on the next frame: after anything a dead connection still delivers
         if state is not None:
-            client.publish(self.topics["state"], json.dumps(state), qos=1, retain=True)
+            client.publish(self.topics["state"], json.dumps(state), qos=0, retain=True)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if self.connected.is_set():
@@ -119,6 +139,10 @@ class MqttSink:
         with self._lock:
             changed = self._state is None or self._state["label"] != label
             if not changed:
+                if self._republish and self.connected.is_set():
+                    self._republish = False
+                    state = self._state
+                    self.client.publish(self.topics["state"], json.dumps(state), qos=0, retain=True)
                 return
             self._state = {"label": label, "score": round(m.score, 4) if m else None, "frame": record.frame,
                            "time": round(time.time(), 3), "camera": self.camera}
@@ -131,7 +155,7 @@ class MqttSink:
     def _publish(self, kind: str, payload: dict, retain: bool = False) -> None:
         if not self.connected.is_set():
             return  # retained state is re-published on connect; events while the broker is down are not replayed
-        self.client.publish(self.topics[kind], json.dumps(payload), qos=1, retain=retain)
+        self.client.publish(self.topics[kind], json.dumps(payload), qos=0, retain=retain)
         self.published += 1
 
     def close(self) -> None:
