@@ -534,6 +534,8 @@ def _system_error(exc: BaseException) -> str:
         return f"the gallery database is damaged ({exc}); restore the gallery folder from a backup"
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
     if getattr(exc, "errno", None) == errno.ENOSPC:
+        if "annotated video" in str(getattr(exc, "strerror", "")):  # the video sink's own account, with what it kept
+            return f"no space left on the device: {exc.strerror}"
         return f"no space left on the device{where}; free some space and run again (nothing half-written was kept)"
     if getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write{where}: {exc.strerror}; choose a writable place (nothing half-written was kept)"
@@ -543,6 +545,7 @@ def _system_error(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     if "cv2" not in sys.modules:  # our one-line errors without OpenCV's own lines beside them (any OpenCV version)
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own lines ("[mjpeg @ 0x..] overread 8") too
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -557,7 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         gallery = sys.modules.get("edgeembed.gallery")
-        if gallery is None:  # no gallery involved (convert, embed, eval, ...): outputs are written atomically
+        writing = args.command in ("enroll", "gallery") or (gallery is not None and gallery.WRITES_STARTED)
+        if gallery is None or not (gallery.ENTRY_COMMITS or writing):
+            # no gallery write begun (convert, embed, eval, a recognize being set up): outputs are written atomically
             print("edgeembed: interrupted; nothing half-written was kept", file=sys.stderr)
         elif gallery.ENTRY_COMMITS:
             print("edgeembed: interrupted after the enrolment was committed: the new entries are in the gallery "

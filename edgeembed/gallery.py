@@ -38,6 +38,7 @@ FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
 
 ENTRY_COMMITS = 0  # enrolments committed by this process: lets an interrupted command say whether its write went in
+WRITES_STARTED = 0  # gallery writes this process began (an interrupted recognize began none)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -383,6 +384,8 @@ class Gallery:
         infos = list(infos) if infos is not None else [None] * n
         now = time.time()
         ids = []
+        global WRITES_STARTED
+        WRITES_STARTED += 1
         with self._lock, self._db:  # one transaction: entries, committed row count, meta
             self._db.execute("BEGIN IMMEDIATE")  # the write lock, held until the commit
             self._load_meta()  # another process may have committed since this gallery was opened

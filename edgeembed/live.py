@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, SourceError
 from .progress import Progress
 from .pipeline import ImageProcessor, Pipeline, RunStats, stage_summary
 from .smoothing import TrackSmoother
@@ -82,7 +82,8 @@ def _sinks(args: argparse.Namespace, source: Any) -> list[Any]:
         if args.output:
             from .outputs.video import AnnotatedVideoSink  # noqa: PLC0415
 
-            sinks.append(AnnotatedVideoSink(args.output, fps=args.fps or source.native_fps))
+            sinks.append(AnnotatedVideoSink(args.output, fps=args.fps or source.native_fps, live=source.live,
+                                            source=args.source))
         if args.preview is not None:
             from .outputs.preview import PreviewServer  # noqa: PLC0415
 
@@ -172,6 +173,8 @@ def recognize_live(args: argparse.Namespace, gallery: Any, processor: Any = None
                 _close_all(sinks)
     finally:
         _close_all(owned)
+    if stats.frames == 0 and not source.live:
+        raise SourceError(f"{args.source} holds no frame that could be decoded; check the file (e.g. play it with ffplay)")
     if not args.json:
         print(f"edgeembed: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps), "
               f"{stats.events} events", file=sys.stderr)

@@ -266,3 +266,16 @@ def test_a_stranger_whose_best_match_wanders_is_unknown_not_the_last_label(tmp_p
     assert all(r["label"] is None for r in rows[10 + 5:]), [r["label"] for r in rows]  # within one window
     left = [e for e in events if e["event"] == "left" and e["label"] == "obj01"]
     assert left and left[0]["frame"] < 10 + 5 and left[0].get("reason") != "end"
+
+
+def test_a_full_disk_under_the_annotated_video_stops_the_run_with_one_line(coil, tmp_path, monkeypatch, capsys):
+    """cv2.VideoWriter reports no write errors: the free space is checked as the file grows. The disk is
+    made to look full by raising the sink's floor (the real check, on this machine's statvfs)."""
+    from edgeembed.cli import main
+    from edgeembed.outputs.video import AnnotatedVideoSink
+
+    monkeypatch.setattr(AnnotatedVideoSink, "MIN_FREE_BYTES", 1 << 62)
+    rc = main(["recognize", "--gallery", str(coil["gallery"]), "--source", str(coil["clip"]),
+               "--output", str(tmp_path / "out.avi"), "--max-frames", "10"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edgeembed: error")]
+    assert rc != 0 and len(err) == 1 and "no space left on the device: writing the annotated video" in err[0]

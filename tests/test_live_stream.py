@@ -97,3 +97,62 @@ def test_latest_frame_policy_skips_stale_frames(gallery):
         server.stop()
     assert stats.frames == 12
     assert stats.skipped_stale >= 12, f"stale frames must be dropped, not queued ({stats.skipped_stale} dropped)"
+
+
+def test_annotated_video_of_a_live_stream_plays_at_the_speed_things_happened(gallery, tmp_path):
+    """A 10 fps camera processed for 3 s gives about 3 s of video, whatever rate FFmpeg assumes for the stream
+    (25 fps for MJPEG over HTTP: the 30 frames played in 1.2 s before) and however fast the board processes."""
+    import cv2
+
+    server = MjpegServer([coil_view("obj01", v) for v in range(0, 72, 2)], fps=10).start()
+    out = tmp_path / "live.avi"
+    try:
+        t0 = time.monotonic()
+        p = run_cli("recognize", "--gallery", gallery, "--source", server.url, "--json", "--max-frames", "30",
+                    "--output", out)
+        seconds = time.monotonic() - t0
+    finally:
+        server.stop()
+    assert p.returncode == 0, p.stderr
+    cap = cv2.VideoCapture(str(out))
+    n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    # 30 processed frames of a 10 fps camera: 2.9 s from the first to the last, written at fps frames a second
+    assert 2.4 <= n / fps <= min(seconds, 4.0), (n, fps, seconds)
+
+
+def test_output_that_is_the_source_video_is_refused(gallery, tmp_path):
+    """--output naming the video being read would overwrite it while it is read."""
+    from test_live_support import coil_segments, write_clip
+
+    clip = tmp_path / "clip.avi"
+    write_clip(clip, coil_segments(["obj01"]))
+    before = clip.read_bytes()
+    p = run_cli("recognize", "--gallery", gallery, "--source", clip, "--output", tmp_path / "." / "clip.avi")
+    assert p.returncode == 2 and "is the video being read" in p.stderr and clip.read_bytes() == before
+
+
+def test_a_video_file_served_over_http_is_read_once_to_its_end(tmp_path):
+    """http://.../clip.avi has a length: it is a recording (every frame, then the end), not a camera stream
+    that 'drops' at the end of the file and is replayed from the start for ever."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from test_live_support import coil_segments, enroll_coil, free_port, write_clip
+
+    enroll_coil(tmp_path / "g", ["obj01", "obj02"], tmp_path)
+    truth = write_clip(tmp_path / "clip.avi", coil_segments(["obj01", "obj02"]))
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        p = run_cli("recognize", "--gallery", tmp_path / "g", "--source",
+                    f"http://127.0.0.1:{httpd.server_port}/clip.avi", "--json", timeout=120)
+    finally:
+        httpd.shutdown()
+    assert p.returncode == 0, p.stderr
+    frames, events = parse_jsonl(p.stdout)
+    assert [f["frame"] for f in frames] == list(range(len(truth))) and "dropped" not in p.stderr
+    assert [e["label"] for e in events if e["event"] == "appeared"] == ["obj01", "obj02"]

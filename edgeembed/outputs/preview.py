@@ -8,6 +8,8 @@ pays nothing for an idle preview.
 """
 from __future__ import annotations
 
+import errno
+
 import html
 import socket
 import threading
@@ -39,8 +41,9 @@ class PreviewServer:
         try:
             self.httpd = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
-            raise InputError(f"cannot serve the preview on {host}:{port} ({exc.strerror or exc}); "
-                             "choose another --preview PORT") from None
+            fix = ("choose another --preview PORT" if getattr(exc, "errno", None) in (errno.EADDRINUSE, errno.EACCES)
+                   else "check --preview-host: an address of this machine, or 0.0.0.0 for all")
+            raise InputError(f"cannot serve the preview on {host}:{port} ({exc.strerror or exc}); {fix}") from None
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="edgeembed-preview", daemon=True)

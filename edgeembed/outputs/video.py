@@ -1,6 +1,14 @@
-"""An annotated copy of what the camera saw, written with cv2.VideoWriter."""
+"""An annotated copy of what the camera saw, written with cv2.VideoWriter.
+
+A recording is copied frame for frame at its own rate. A live source is written on the wall clock
+(each processed frame repeated, or skipped, to fill the time it stood for), so the file plays at the
+speed things happened however fast the board processed them. cv2.VideoWriter reports no write
+errors, so the free space is checked as the file grows: a full disk stops the run with one line.
+"""
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +24,27 @@ FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv"
 class AnnotatedVideoSink:
     """Opens the writer on the first frame (its size is known only then); frames of another size are scaled."""
 
-    def __init__(self, path: str, fps: float | None = None):
+    MIN_FREE_BYTES = 4 << 20  # stop before the disk is full: the last frames and the file's index still fit
+
+    def __init__(self, path: str, fps: float | None = None, live: bool = False, source: str | None = None):
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in FOURCC:
             raise InputError(f"--output {path}: expected a video file name ending in {', '.join(FOURCC)}")
         if not self.path.parent.exists():
             raise InputError(f"--output {path}: folder {self.path.parent} does not exist")
+        if source is not None and Path(source).exists() and self.path.exists() and os.path.samefile(source, self.path):
+            raise InputError(f"--output {path} is the video being read (--source); choose another file name")
         self.fourcc = FOURCC[suffix]
+        self.live = live
         self.fps = fps if fps and fps > 0 else 15.0
+        if live:
+            self.fps = min(self.fps, 15.0)  # wall-clock frames: more would only repeat the same picture
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
-        self.frames = 0
+        self._t0: float | None = None
+        self.frames = 0  # processed frames written (a live frame repeated counts once)
+        self.written = 0  # frames in the file
 
     def on_frame(self, record: Any, rgb: np.ndarray) -> None:
         img = annotate(rgb, record)
@@ -36,11 +53,30 @@ class AnnotatedVideoSink:
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
             if not self._writer.isOpened():
                 self._writer = None
-                raise InputError(f"cannot write video {self.path} with codec {self.fourcc} (try a .avi name)")
+                hint = "is the folder writable?" if self.path.suffix.lower() == ".avi" else "try a .avi name"
+                raise InputError(f"cannot write video {self.path} with codec {self.fourcc} ({hint})")
         if (img.shape[1], img.shape[0]) != self._size:
             img = cv2.resize(img, self._size)
-        self._writer.write(img)
+        copies = 1
+        if self.live:  # as many frames as the time since the first one fills at self.fps
+            if self._t0 is None:
+                self._t0 = record.time
+            copies = max(0, int((record.time - self._t0) * self.fps) + 1 - self.written)
+        for _ in range(copies):
+            self._writer.write(img)
+        self.written += copies
         self.frames += 1
+        if self.frames % 30 == 1:
+            self._check_space()
+
+    def _check_space(self) -> None:
+        try:
+            st = os.statvfs(self.path.parent)
+        except (OSError, AttributeError):  # no statvfs (Windows): nothing to check with
+            return
+        if st.f_bavail * st.f_frsize < self.MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, f"writing the annotated video {self.path}: the disk is (almost) full "
+                                        f"after {self.frames} frames; free some space or choose another --output")
 
     def on_event(self, event: dict) -> None:
         pass

@@ -108,6 +108,11 @@ class OpenCVSource(FrameSource):
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.native_fps = float(fps) if fps and 0 < fps < 1000 else None
+        if self.kind == "stream" and cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0:
+            # a video file served over HTTP (it has a length; a camera's stream has none): read it as a
+            # recording, every frame in turn, ending at its end, not as a camera that drops and reconnects
+            self.live = False
+            self.name = "video"
 
     def _open_failure(self) -> str:
         if self.kind == "camera":
@@ -167,12 +172,13 @@ class OpenCVSource(FrameSource):
             if left <= 0:
                 raise SourceError(f"{self.name}: gave up after {self.reconnect_timeout:g} s and {attempt} reconnect "
                                   "attempts without a frame; check the camera or stream, then restart")
-            if self._stop.wait(min(delay, left)):
+            waited = min(delay, left)
+            if self._stop.wait(waited):
                 return None
             attempt += 1
             self.retries += 1
-            self.on_status("source_retry", f"{self.name}: reconnect attempt {attempt} after {delay:g} s",
-                           {"source": self.spec, "attempt": attempt, "delay_s": delay})
+            self.on_status("source_retry", f"{self.name}: reconnect attempt {attempt} after {waited:g} s",
+                           {"source": self.spec, "attempt": attempt, "delay_s": waited})
             cap = self._capture()
             if cap.isOpened():
                 self._cap = cap
