@@ -176,7 +176,10 @@ class Gallery:
     def _refresh(self) -> None:
         """Reload when another connection has committed since we last read (an enrolment, a removal, a
         threshold); our own writes reset the cache themselves."""
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        try:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.ProgrammingError:  # closed: what was read last still stands
+            return
         if version != self._data_version:
             self._data_version = version
             self._load_meta()

@@ -10,6 +10,7 @@ is the identity (raw-pixel uint8 models) no float work is done at all.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
@@ -61,7 +62,7 @@ def _image_kind(head: bytes) -> str | None:
         return "PNG"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "GIF"
-    if head[:2] == b"BM":
+    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":  # 'BM', file size, four reserved zero bytes
         return "BMP"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
@@ -73,7 +74,7 @@ def _image_kind(head: bytes) -> str | None:
         return _NO_DECODER[head[8:12]]
     if head[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51":
         return "JPEG 2000"
-    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3] in b" \t\r\n#":
+    if re.match(rb"P[1-6]\s+(#|\d)", head):
         return "PNM"
     return None
 

@@ -24,6 +24,7 @@ FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv"
 class AnnotatedVideoSink:
     """Opens the writer on the first frame (its size is known only then); frames of another size are scaled."""
 
+    MAX_HOLD_S = 2  # a live frame stands for at most this long in the file
     MIN_FREE_BYTES = 4 << 20  # stop before the disk is full: the last frames and the file's index still fit
 
     def __init__(self, path: str, fps: float | None = None, live: bool = False, source: str | None = None):
@@ -62,6 +63,9 @@ class AnnotatedVideoSink:
             if self._t0 is None:
                 self._t0 = record.time
             copies = max(0, int((record.time - self._t0) * self.fps) + 1 - self.written)
+            if copies > self.MAX_HOLD_S * self.fps:  # a long gap (a camera reconnecting) is cut to a few seconds
+                self._t0 += (copies - self.MAX_HOLD_S * self.fps) / self.fps
+                copies = int(self.MAX_HOLD_S * self.fps)
         for _ in range(copies):
             self._writer.write(img)
         self.written += copies
