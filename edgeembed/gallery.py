@@ -263,7 +263,7 @@ class Gallery:
         self._load_meta()
 
     def _set_meta(self, values: dict[str, Any]) -> None:
-        with self._db:
+        with self._lock, self._db:
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in values.items()])
         self.meta.update(values)
@@ -277,16 +277,32 @@ class Gallery:
         return int(json.loads(self._db.execute("SELECT value FROM meta WHERE key='rows'").fetchone()[0]))
 
     def _load(self) -> None:
-        """Read the vectors of the live entries, ordered by label, for search."""
-        rows_total = self._committed_rows()
-        dim = self.binding.dim
-        path = self._check_vectors_file(rows_total)
-        all_vectors = np.fromfile(path, dtype="<f4", count=rows_total * dim).reshape(rows_total, dim) if rows_total else \
-            np.zeros((0, dim), np.float32)
-        rows = self._db.execute(
-            "SELECT e.id, e.row, l.name FROM entries e JOIN labels l ON l.id = e.label_id ORDER BY l.name, e.id").fetchall()
+        """Read the vectors of the live entries, ordered by label, for search.
+
+        All in one read transaction: another process's enrolment or compaction cannot commit between the
+        reads (it waits for our shared lock), so the row count, the vector file and the entries agree."""
+        own = not self._db.in_transaction  # inside add() (its threshold callback) the write transaction serves
+        if own:
+            self._db.execute("BEGIN")
+        try:
+            if own:
+                self._load_meta()  # what this snapshot sees: the vector file's name and the row count
+            rows_total = self._committed_rows()
+            dim = self.binding.dim
+            path = self._check_vectors_file(rows_total)
+            all_vectors = np.fromfile(path, dtype="<f4", count=rows_total * dim).reshape(rows_total, dim) \
+                if rows_total else np.zeros((0, dim), np.float32)
+            rows = self._db.execute("SELECT e.id, e.row, l.name FROM entries e JOIN labels l ON l.id = e.label_id "
+                                    "ORDER BY l.name, e.id").fetchall()
+        finally:
+            if own:
+                self._db.execute("COMMIT")
         self._entry_ids = np.array([r[0] for r in rows], np.int64)
-        self._matrix = np.ascontiguousarray(all_vectors[[r[1] for r in rows]]) if rows else np.zeros((0, dim), np.float32)
+        m = np.ascontiguousarray(all_vectors[[r[1] for r in rows]]) if rows else np.zeros((0, dim), np.float32)
+        norms = np.linalg.norm(m, axis=1)
+        if len(m) and np.abs(norms - 1.0).max() > 1e-3:  # entries stored unnormalised by an earlier edgeembed
+            m = m / np.maximum(norms, 1e-12)[:, None]
+        self._matrix = m
         names = [r[2] for r in rows]
         self._label_names: list[str] = []
         starts = []
@@ -301,19 +317,17 @@ class Gallery:
         with self._lock:
             self._refresh()
             if self._matrix is None:
-                try:
-                    self._load()
-                except GalleryError:  # a compaction elsewhere switched vector files between our reads: once more
-                    self._load_meta()
-                    self._load()
+                self._load()
             return self._matrix  # type: ignore[return-value]
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
     def labels(self) -> dict[str, int]:
         """Label -> number of entries, sorted by label."""
-        return dict(self._db.execute(
+        with self._lock:
+            return dict(self._db.execute(
             "SELECT l.name, COUNT(e.id) FROM labels l JOIN entries e ON e.label_id = l.id GROUP BY l.id ORDER BY l.name"))
 
     def entries(self, label: str | None = None) -> list[dict[str, Any]]:
@@ -322,7 +336,9 @@ class Gallery:
         if label is not None:
             q += " WHERE l.name IN (?, ?)"
             args = (label, _normal_label(label))
-        return [{"id": i, "label": n, "source": s, "created": c} for i, n, s, c in self._db.execute(q + " ORDER BY e.id", args)]
+        with self._lock:
+            rows = self._db.execute(q + " ORDER BY e.id", args).fetchall()
+        return [{"id": i, "label": n, "source": s, "created": c} for i, n, s, c in rows]
 
     def search(self, query: Any, k: int = 5) -> list[Match]:
         """The ``k`` best labels for one query (a vector or an Embedding), each by its closest entry."""
@@ -334,7 +350,7 @@ class Gallery:
         with self._lock:
             m = self.matrix
             starts, names, entry_ids = self._label_starts, self._label_names, self._entry_ids
-        q = _unit_rows(queries, self.binding.dim, "queries")
+        q = _unit_rows(queries, self.binding.dim, "queries", allow_zero=True)
         if len(m) == 0:
             return [[] for _ in range(len(q))]
         scores = q @ m.T  # (N, entries)
@@ -366,11 +382,11 @@ class Gallery:
     # ------------------------------------------------------------------ writing
     def add(self, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None] | None = None,
             infos: Sequence[dict | None] | None = None,
-            meta: dict[str, Any] | Callable[[], dict[str, Any] | None] | None = None) -> list[int]:
+            meta: dict[str, Any] | Callable[[list[str], np.ndarray], dict[str, Any] | None] | None = None) -> list[int]:
         """Add entries in one atomic step: all of them, or (on any failure) none.
 
         ``meta``: values (e.g. the new threshold) committed in the same transaction; a function is called
-        under the write lock, on the gallery as committed. The lock is taken before the vector file is
+        under the write lock, on the gallery as committed, with the labels as stored and the vectors as stored. The lock is taken before the vector file is
         touched, so two enrolments at once queue instead of both appending at the same committed end.
         """
         n = len(labels)
@@ -394,7 +410,8 @@ class Gallery:
             self._load_meta()  # another process may have committed since this gallery was opened
             self._matrix = None
             rows0 = self._committed_rows()
-            extra = meta() if callable(meta) else meta
+            labels = self._stored_spellings(labels)
+            extra = meta(labels, vectors) if callable(meta) else meta
             path = self._check_vectors_file(rows0)
             with open(path, "r+b" if path.exists() else "w+b") as f:
                 f.truncate(rows0 * self.binding.dim * 4)  # drop rows of an enrolment that never committed
@@ -432,14 +449,29 @@ class Gallery:
 
     def remove_label(self, label: str) -> int:
         """Remove a label and all its entries; returns how many entries went."""
+        with self._lock:
+            return self._remove_label(label)
+
+    def _remove_label(self, label: str) -> int:
         row = self._label_row(label)
         if row is None:
             raise GalleryError(f"label {label!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
-        with self._lock, self._db:
+        with self._db:
             n = self._db.execute("DELETE FROM entries WHERE label_id=?", (row[0],)).rowcount
             self._db.execute("DELETE FROM labels WHERE id=?", (row[0],))
         self._matrix = None
         return n
+
+    def _stored_spellings(self, labels: Sequence[str]) -> list[str]:
+        """Each label as the gallery already spells it when only Unicode form or spaces differ (a label written
+        by an earlier edgeembed, before labels were normalised), else its normal form."""
+        known: dict[str, str] = {}
+        for (name,) in self._db.execute("SELECT name FROM labels ORDER BY name"):
+            known.setdefault(_normal_label(name), name)
+        for (name,) in self._db.execute("SELECT name FROM labels ORDER BY name"):
+            if _normal_label(name) == name:
+                known[name] = name  # the normal spelling wins when both exist
+        return [known.get(n, n) for n in labels]
 
     def _label_row(self, label: str) -> tuple | None:
         """The label's row, found as typed or as its normalised form (galleries written before labels were)."""
@@ -458,10 +490,14 @@ class Gallery:
         """Rename a label; renaming onto an existing label merges the two."""
         _check_label(new)
         new = _normal_label(new)
+        with self._lock:
+            self._rename(old, new)
+
+    def _rename(self, old: str, new: str) -> None:
         row = self._label_row(old)
         if row is None:
             raise GalleryError(f"label {old!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
-        with self._lock, self._db:
+        with self._db:
             if self._db.execute("SELECT name FROM labels WHERE id=?", (row[0],)).fetchone()[0] == new:
                 return
             target = self._db.execute("SELECT id FROM labels WHERE name=?", (new,)).fetchone()
@@ -528,8 +564,9 @@ def _vector_of(query: Any) -> Any:
     return getattr(query, "vector", query)  # an Embedding, or the vector itself
 
 
-def _unit_rows(vectors: Any, dim: int, what: str) -> np.ndarray:
-    """(N, dim) float32 rows of length 1, or one line saying what is wrong with them."""
+def _unit_rows(vectors: Any, dim: int, what: str, allow_zero: bool = False) -> np.ndarray:
+    """(N, dim) float32 rows of length 1, or one line saying what is wrong with them. ``allow_zero``: an all-zero
+    query (a model's answer to a black frame) stays zero and matches nothing, instead of stopping a live run."""
     v = np.asarray(vectors)
     if v.ndim != 2 or v.shape[1] != dim:
         raise InputError(f"{what} must be (N, {dim}), got {v.shape}")
@@ -539,8 +576,8 @@ def _unit_rows(vectors: Any, dim: int, what: str) -> np.ndarray:
     if not np.isfinite(v).all():
         raise InputError(f"{what} hold NaN or infinite values; embed the picture again")
     norms = np.linalg.norm(v, axis=1)
-    if (norms == 0).any():
+    if (norms == 0).any() and not allow_zero:
         raise InputError(f"{what} hold an all-zero vector, which has no direction to compare")
-    if len(v) and np.abs(norms - 1.0).max() > 1e-3:  # the embedder's own vectors are left exactly as they are
-        v = v / norms[:, None]
+    if len(v) and np.abs(norms[norms > 0] - 1.0).max(initial=0.0) > 1e-3:  # the embedder's own vectors stay as they are
+        v = v / np.where(norms > 0, norms, 1.0)[:, None]
     return v

@@ -140,8 +140,9 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
                 infos: Sequence[dict | None] | None = None) -> None:
     """Add entries and the threshold re-derived with them in one commit (an interrupted enrolment never
     leaves new entries under the old threshold)."""
-    def threshold() -> dict[str, Any] | None:  # under the write lock: with every entry committed so far
-        t = auto_threshold(gallery, labels, vectors)
+    def threshold(stored_labels: list[str], stored_vectors: np.ndarray) -> dict[str, Any] | None:
+        # under the write lock: with every entry committed so far, and the new ones as the gallery stores them
+        t = auto_threshold(gallery, stored_labels, stored_vectors)
         return {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else None
 
     gallery.add(labels, vectors, sources, infos, meta=threshold)

@@ -501,3 +501,63 @@ def test_labels_are_one_spelling_and_vectors_are_checked(tmp_path):
     assert len(g) == 5
     assert g.remove_label(from_mac) == 2 and g.labels() == {"b": 2, "c": 1}
     g.close()
+    # a gallery written before labels were normalised: its spelling is kept, not doubled by a typed one
+    old = Gallery.create(tmp_path / "old", _binding())
+    old.add(["b"], v[1:2])
+    with old._db:
+        old._db.execute("INSERT INTO labels(name, created) VALUES (?, 0)", (from_mac.strip(),))
+        old._db.execute("UPDATE entries SET label_id = (SELECT id FROM labels WHERE name = ?)", (from_mac.strip(),))
+        old._db.execute("DELETE FROM labels WHERE name = 'b'")
+    old.add([typed, "b"], v[[0, 3]])
+    assert old.labels() == {from_mac.strip(): 2, "b": 1}
+    old.close()
+    # entries stored unnormalised (an Embedder with l2_normalize=False, before vectors were checked) are
+    # compared by direction like the rest
+    vec_file = tmp_path / "old" / "vectors.f32"
+    raw = np.fromfile(vec_file, "<f4") * 3.0
+    raw.astype("<f4").tofile(vec_file)
+    with Gallery.open(tmp_path / "old") as reopened:
+        assert reopened.search(v[3])[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_reload_is_one_snapshot_even_when_another_process_commits_in_the_middle(tmp_path, monkeypatch):
+    """A reader reloading the gallery reads the row count, the vector file and the entries in one read
+    transaction. Here another process tries to commit an enrolment right between the vector file and the
+    entries: it has to wait, and the reader sees the gallery before or after it, never half of it (it was an
+    IndexError: entries pointing past the vectors read)."""
+    import time
+
+    rng = np.random.default_rng(3)
+    g_path = tmp_path / "g"
+    v = _unit(rng, 6, 8)
+    Gallery.create(g_path, _binding()).add(["a", "a", "b"], v[:3])
+    reader = Gallery.open(g_path)
+    assert reader.search(v[0])[0].label == "a"
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time, pathlib, numpy as np
+sys.path.insert(0, {str(REPO)!r})
+from edgeembed.gallery import Gallery
+flag = pathlib.Path({str(tmp_path / "go")!r})
+while not flag.exists():
+    time.sleep(0.01)
+g = Gallery.open({str(g_path)!r})
+g.add(["c", "c", "c"], np.load({str(tmp_path / "v.npy")!r}))
+g.close()
+"""])
+    np.save(tmp_path / "v.npy", v[3:])
+    Gallery.open(g_path).add(["b"], v[5:6])  # a commit the reader has not seen: its next search reloads
+    real_fromfile = np.fromfile
+
+    def fromfile_then_let_the_writer_in(*args, **kwargs):
+        out = real_fromfile(*args, **kwargs)
+        (tmp_path / "go").touch()
+        time.sleep(1.5)  # the other process's enrolment is ready to commit now
+        return out
+
+    monkeypatch.setattr(np, "fromfile", fromfile_then_let_the_writer_in)
+    best = reader.search(v[5])[0]  # reloads: before the fix an IndexError
+    monkeypatch.setattr(np, "fromfile", real_fromfile)
+    assert best.label == "b" and best.score == pytest.approx(1.0)
+    assert writer.wait(timeout=60) == 0
+    assert reader.search(v[4])[0].label == "c" and reader.labels() == {"a": 2, "b": 2, "c": 3}
+    reader.close()
