@@ -36,12 +36,14 @@ def _opencv() -> Any:
     return cv2
 
 
-def is_image_file(path: str | os.PathLike) -> bool:
-    """A picture, by its name or, when the name says nothing (no or an unknown extension), by its first bytes."""
+def is_image_file(path: str | os.PathLike, sniff_any: bool = True) -> bool:
+    """A picture, by its name or, when the name says nothing, by its first bytes: any unknown extension for a file
+    named on purpose; in a folder walk (``sniff_any=False``) only a name without extension (a download's
+    ``photo.jpg.part`` stays out)."""
     p = Path(path)
     if p.suffix.lower() in IMAGE_SUFFIXES:
         return True
-    if p.suffix.lower() in _NOT_IMAGES:
+    if p.suffix.lower() in _NOT_IMAGES or (p.suffix and not sniff_any):
         return False
     try:
         with open(p, "rb") as f:
@@ -216,10 +218,13 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
         if not np.isfinite(img).all():
             raise InputError("image holds NaN or infinite values; expected 0..1 or 0..255")
         top, low = float(img.max()), float(img.min())
-        if low < 0 or top > 255:
+        unit = top <= 1.01
+        # a resize's overshoot (cubic: 10.7..265.4 from 0..255) is clipped; a normalised picture (-1..1, -2.1..2.6)
+        # is refused: read as pixels it would be a different picture
+        if (unit and low < -0.01) or (not unit and (low < -32.0 or top > 288.0 or (low < 0 and top < 16.0))):
             raise InputError(f"a float image must be in 0..1 or 0..255, got {low:g}..{top:g} "
                              "(undo the model's normalisation: edgeembed applies it itself)")
-        scaled = img * 255.0 if top <= 1.0 else img
+        scaled = img * 255.0 if unit else img
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     if img.dtype == np.uint16:
         return (img >> 8).astype(np.uint8)
@@ -342,7 +347,7 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     """Image files in a folder, in sorted path order (the order eval's gallery split uses)."""
     root = Path(folder)
     it: Iterable[Path] = root.rglob("*") if recursive else root.iterdir()
-    files = [p for p in it if not _hidden(p.relative_to(root)) and p.is_file() and is_image_file(p)]
+    files = [p for p in it if not _hidden(p.relative_to(root)) and p.is_file() and is_image_file(p, sniff_any=False)]
     return sorted(files)
 
 
@@ -357,11 +362,11 @@ def still_images(source: str | os.PathLike) -> list[Path] | None:
     src = Path(source)
     if src.is_file() and is_image_file(src):
         return [src]
-    if not src.exists() and any(c in str(source) for c in "*?["):  # a glob: the pictures it matches, like a folder's
+    if not src.exists() and "://" not in str(source) and any(c in str(source) for c in "*?["):  # a glob: like a folder
         import glob  # noqa: PLC0415
 
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(str(source)), recursive=True)
-                       if Path(p).is_file() and is_image_file(p))
+                       if Path(p).is_file() and is_image_file(p, sniff_any=False))
         if not files:
             raise InputError(f"{source} matches no images (expected .jpg, .png, .bmp, ... files)")
         return files

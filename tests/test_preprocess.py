@@ -34,9 +34,12 @@ def test_bad_arrays_are_refused():
                                 (np.zeros((0, 10), np.uint8), "RGB", "empty"),
                                 (np.zeros((2, 4, 4, 3), np.uint8), "RGB", r"got \(2, 4, 4, 3\)"),
                                 (np.full((4, 4, 3), np.nan, np.float32), "RGB", "NaN"),
-                                (np.full((4, 4, 3), -1.0), "RGB", "0..1 or 0..255, got -1..-1")):
+                                (np.full((4, 4, 3), -1.0), "RGB", "0..1 or 0..255, got -1..-1"),
+                                (np.linspace(-2.1, 2.6, 48).reshape(4, 4, 3), "RGB", "normalisation")):
         with pytest.raises(InputError, match=match):
             to_rgb(image, color)
+    # a cubic resize's overshoot is clipped, not refused
+    assert to_rgb(np.linspace(10.7, 265.4, 48, dtype=np.float32).reshape(4, 4, 3)).max() == 255
 
 
 @pytest.mark.parametrize("mode", ["center_crop", "letterbox", "stretch"])
@@ -111,7 +114,9 @@ def test_pictures_are_found_by_content_and_hidden_files_are_not(tmp_path):
     (tmp_path / ".thumbnails" / "t.jpg").write_bytes(data)
     (tmp_path / "._c.JPG").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     (tmp_path / "notes").write_text("not a picture")
+    (tmp_path / "d.jpg.part").write_bytes(data[:1000])  # a download cut short: out of a folder walk
     assert [p.name for p in list_images(tmp_path, recursive=True)] == ["a.jfif", "b.jpe", "c.JPG", "no_extension"]
+    assert still_images("http://192.168.1.20/video.cgi?res=640") is None  # a URL, not a glob
     assert still_images(tmp_path / "no_extension") == [tmp_path / "no_extension"]
     assert not is_image_file(tmp_path / "notes")
     assert read_image(tmp_path / "no_extension").shape == read_image(PARROT).shape

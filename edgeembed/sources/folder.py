@@ -16,7 +16,7 @@ GLOB_CHARS = "*?["
 
 def is_folder_spec(spec: str) -> bool:
     """A folder, or a glob pattern; an existing file (say ``clip[1].avi``) is never read as a pattern."""
-    return Path(spec).is_dir() or (not Path(spec).exists() and any(c in spec for c in GLOB_CHARS))
+    return Path(spec).is_dir() or (not Path(spec).exists() and "://" not in spec and any(c in spec for c in GLOB_CHARS))
 
 
 class FolderSource(FrameSource):
@@ -37,7 +37,7 @@ class FolderSource(FrameSource):
             self.files = list_images(self.spec, recursive=True)
         else:
             self.files = sorted(Path(p) for p in glob.glob(os.path.expanduser(self.spec), recursive=True)
-                                if is_image_file(p) and Path(p).is_file())
+                                if is_image_file(p, sniff_any=False) and Path(p).is_file())
         if not self.files:
             raise SourceError(f"{self.spec} matches no images (expected .jpg, .png, .bmp, ... files)")
         self._next = 0
