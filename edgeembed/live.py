@@ -142,6 +142,7 @@ def _run(pipeline: Pipeline) -> RunStats:
     try:
         return pipeline.run()
     except KeyboardInterrupt:  # the normal way to stop a camera
+        pipeline.stats.interrupted = True
         return pipeline.stats
 
 
@@ -173,7 +174,7 @@ def recognize_live(args: argparse.Namespace, gallery: Any, processor: Any = None
                 _close_all(sinks)
     finally:
         _close_all(owned)
-    if stats.frames == 0 and not source.live:
+    if stats.frames == 0 and not source.live and not stats.interrupted:
         raise SourceError(f"{args.source} holds no frame that could be decoded; check the file (e.g. play it with ffplay)")
     if not args.json:
         print(f"edgeembed: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps), "

@@ -124,6 +124,7 @@ class RunStats:
     skipped_stale: int = 0
     events: int = 0
     seconds: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM
     stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
     @property

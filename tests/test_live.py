@@ -279,3 +279,30 @@ def test_a_full_disk_under_the_annotated_video_stops_the_run_with_one_line(coil,
                "--output", str(tmp_path / "out.avi"), "--max-frames", "10"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edgeembed: error")]
     assert rc != 0 and len(err) == 1 and "no space left on the device: writing the annotated video" in err[0]
+
+
+def test_live_annotated_video_shows_each_picture_from_the_moment_it_came(tmp_path):
+    """On the wall clock the previous picture fills the time until the next one arrives (it did not: each new
+    picture was repeated back over the time before it came); a long gap stands for at most MAX_HOLD_S."""
+    from edgeembed.outputs.video import AnnotatedVideoSink
+    from edgeembed.pipeline import FrameRecord
+
+    views = [cv2.cvtColor(cv2.imread(str(DATA / "coil20" / o / "000.png")), cv2.COLOR_BGR2RGB)
+             for o in ("obj01", "obj05", "obj09")]
+    sink = AnnotatedVideoSink(str(tmp_path / "live.avi"), fps=10, live=True)
+    for t, rgb in zip((100.0, 101.0, 160.0), views):  # monotonic seconds; a minute's gap before the third
+        sink.on_frame(FrameRecord(0, t, [], {}), rgb)
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / "live.avi"))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    hold = AnnotatedVideoSink.MAX_HOLD_S * 10
+
+    def nearest(img):  # which picture a frame shows (below the banner; MJPEG is lossy)
+        return int(np.argmin([np.abs(img[20:].astype(int) - cv2.cvtColor(v, cv2.COLOR_RGB2BGR)[20:]).mean() for v in views]))
+
+    assert [nearest(f) for f in frames] == [0] * 10 + [1] * (1 + hold) + [2]

@@ -104,11 +104,11 @@ class MqttSink:
         if self.discovery:
             client.publish(f"homeassistant/sensor/{_slug(self.prefix)}_{_slug(self.camera)}/config",
                            json.dumps(self._discovery_config()), qos=1, retain=True)
-        with self._lock:
+        with self._lock:  # published under the lock: a newer state from on_frame cannot go out before it
             state = self._state
             self._republish = True  # once more on the next frame: after anything a dead connection still delivers
-        if state is not None:
-            client.publish(self.topics["state"], json.dumps(state), qos=0, retain=True)
+            if state is not None:
+                client.publish(self.topics["state"], json.dumps(state), qos=0, retain=True)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if self.connected.is_set():
@@ -146,8 +146,7 @@ class MqttSink:
                 return
             self._state = {"label": label, "score": round(m.score, 4) if m else None, "frame": record.frame,
                            "time": round(time.time(), 3), "camera": self.camera}
-            state = self._state
-        self._publish("state", state, retain=True)
+            self._publish("state", self._state, retain=True)
 
     def on_event(self, event: dict) -> None:
         self._publish("event", {**event, "camera": self.camera, "time": round(time.time(), 3)})

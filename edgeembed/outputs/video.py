@@ -44,6 +44,8 @@ class AnnotatedVideoSink:
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self._t0: float | None = None
+        self._last: np.ndarray | None = None
+        self._checked_at = 0
         self.frames = 0  # processed frames written (a live frame repeated counts once)
         self.written = 0  # frames in the file
 
@@ -58,19 +60,24 @@ class AnnotatedVideoSink:
                 raise InputError(f"cannot write video {self.path} with codec {self.fourcc} ({hint})")
         if (img.shape[1], img.shape[0]) != self._size:
             img = cv2.resize(img, self._size)
-        copies = 1
-        if self.live:  # as many frames as the time since the first one fills at self.fps
+        if self.live:  # the previous picture fills the time until this one came, at self.fps
             if self._t0 is None:
                 self._t0 = record.time
-            copies = max(0, int((record.time - self._t0) * self.fps) + 1 - self.written)
-            if copies > self.MAX_HOLD_S * self.fps:  # a long gap (a camera reconnecting) is cut to a few seconds
-                self._t0 += (copies - self.MAX_HOLD_S * self.fps) / self.fps
-                copies = int(self.MAX_HOLD_S * self.fps)
-        for _ in range(copies):
-            self._writer.write(img)
-        self.written += copies
+            pad = int((record.time - self._t0) * self.fps) - self.written
+            if pad > self.MAX_HOLD_S * self.fps:  # a long gap (a camera reconnecting) is cut to a few seconds
+                self._t0 += (pad - self.MAX_HOLD_S * self.fps) / self.fps
+                pad = int(self.MAX_HOLD_S * self.fps)
+            for _ in range(pad if self._last is not None else 0):
+                self._write(self._last)
+            self._last = img
+        self._write(img)
         self.frames += 1
-        if self.frames % 30 == 1:
+
+    def _write(self, img: np.ndarray) -> None:
+        self._writer.write(img)
+        self.written += 1
+        if self.written - self._checked_at >= 30 or self.written == 1:
+            self._checked_at = self.written
             self._check_space()
 
     def _check_space(self) -> None:

@@ -108,7 +108,8 @@ class OpenCVSource(FrameSource):
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.native_fps = float(fps) if fps and 0 < fps < 1000 else None
-        if self.kind == "stream" and cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0:
+        if self.kind == "stream" and self.spec.lower().startswith(("http://", "https://")) \
+                and cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0:
             # a video file served over HTTP (it has a length; a camera's stream has none): read it as a
             # recording, every frame in turn, ending at its end, not as a camera that drops and reconnects
             self.live = False
