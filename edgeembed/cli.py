@@ -271,9 +271,20 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     else:
         print(f"enrolled {report['enrolled']} images under {len(report['labels'])} labels into {args.gallery} "
               f"({report['entries']} entries, threshold {report['threshold']:.3f})")
-        for s in report["skipped"]:
-            print(f"skipped {s['source']}: {s['reason']}", file=sys.stderr)
+        print_skipped(report["skipped"])
     return 0
+
+
+def print_skipped(skipped: list[dict]) -> None:
+    """Each picture skipped as unusable on its own line; pictures already enrolled (a folder enrolled again after
+    a few were added) in one line."""
+    again = [s for s in skipped if s["reason"].startswith("already enrolled")]
+    for s in skipped:
+        if s not in again:
+            print(f"skipped {s['source']}: {s['reason']}", file=sys.stderr)
+    if again:
+        print(f"skipped {len(again)} picture(s) already enrolled under the same label (e.g. {again[0]['source']})",
+              file=sys.stderr)
 
 
 def _has_pre_overrides(args: argparse.Namespace) -> bool:
@@ -327,6 +338,10 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     from .recognizer import open_gallery_embedder
 
     gallery = Gallery.open(args.gallery)
+    if gallery.binding.mode == "face" and args.mode == "image":
+        gallery.close()
+        raise GalleryError(f"gallery {args.gallery} holds faces; recognize faces in it (drop --mode image), or use a "
+                           "gallery enrolled from whole images")
     if gallery.binding.mode == "face" or args.mode == "face":
         from .face.cli import recognize_faces  # noqa: PLC0415
 

@@ -142,6 +142,10 @@ def open_set_figures(best_genuine: np.ndarray, correct_genuine: np.ndarray, best
         return {"genuine_queries": ng, "impostor_queries": ni, "best_threshold": None, "best_accuracy": None,
                 "tar_at_far": None, "threshold_at_far": None, "far_target": far_target}
     finite = np.concatenate([best_genuine[np.isfinite(best_genuine)], best_impostor[np.isfinite(best_impostor)]])
+    if len(finite) == 0:  # nothing enrolled to compare with (e.g. no face in any gallery picture)
+        return {"genuine_queries": ng, "impostor_queries": ni, "best_threshold": None, "best_accuracy": None,
+                "tar_at_far": None, "threshold_at_far": None, "far_target": far_target,
+                "note": "no known class has a usable gallery picture"}
     candidates = np.unique(np.concatenate([finite, np.nextafter(finite, np.inf).astype(finite.dtype)]))
     g_sorted = np.sort(best_genuine[correct_genuine])
     i_sorted = np.sort(best_impostor)

@@ -335,7 +335,7 @@ class Gallery:
         args: tuple = ()
         if label is not None:
             q += " WHERE l.name IN (?, ?)"
-            args = (label, _normal_label(label))
+            args = (label, normal_label(label))
         with self._lock:
             rows = self._db.execute(q + " ORDER BY e.id", args).fetchall()
         return [{"id": i, "label": n, "source": s, "created": c} for i, n, s, c in rows]
@@ -396,7 +396,7 @@ class Gallery:
         vectors = np.ascontiguousarray(_unit_rows(vectors, self.binding.dim, "vectors"), dtype="<f4")
         for name in set(labels):
             _check_label(name)
-        labels = [_normal_label(name) for name in labels]
+        labels = [normal_label(name) for name in labels]
         if n == 0:
             return []
         sources = list(sources) if sources is not None else [None] * n
@@ -467,16 +467,16 @@ class Gallery:
         by an earlier edgeembed, before labels were normalised), else its normal form."""
         known: dict[str, str] = {}
         for (name,) in self._db.execute("SELECT name FROM labels ORDER BY name"):
-            known.setdefault(_normal_label(name), name)
+            known.setdefault(normal_label(name), name)
         for (name,) in self._db.execute("SELECT name FROM labels ORDER BY name"):
-            if _normal_label(name) == name:
+            if normal_label(name) == name:
                 known[name] = name  # the normal spelling wins when both exist
         return [known.get(n, n) for n in labels]
 
     def _label_row(self, label: str) -> tuple | None:
         """The label's row, found as typed or as its normalised form (galleries written before labels were)."""
         return self._db.execute("SELECT id FROM labels WHERE name IN (?, ?) ORDER BY name = ? DESC",
-                                (label, _normal_label(label), label)).fetchone()
+                                (label, normal_label(label), label)).fetchone()
 
     def remove_entry(self, entry_id: int) -> None:
         with self._lock, self._db:
@@ -489,7 +489,7 @@ class Gallery:
     def rename(self, old: str, new: str) -> None:
         """Rename a label; renaming onto an existing label merges the two."""
         _check_label(new)
-        new = _normal_label(new)
+        new = normal_label(new)
         with self._lock:
             self._rename(old, new)
 
@@ -554,7 +554,7 @@ def _check_label(name: str) -> None:
         raise InputError(f"a label must be a non-empty string, got {name!r}")
 
 
-def _normal_label(name: str) -> str:
+def normal_label(name: str) -> str:
     """One spelling per name: Unicode NFC (a Mac writes folder names decomposed, a keyboard types them
     composed, and "Zoë" would otherwise be two people) without surrounding spaces."""
     return unicodedata.normalize("NFC", name).strip()

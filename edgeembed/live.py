@@ -206,6 +206,7 @@ def bench_source(args: argparse.Namespace) -> int:
             face_args = argparse.Namespace(**{**vars(args), "detector": None, "min_face": None, "face_score": None,
                                               "threshold": None, "top_k": 1})
             processor: Any = open_face_recognizer(face_args, gallery)
+            processor.pipeline.detector.multiscale = False  # as recognize runs a live source
             owned.append(processor.pipeline)
             emb = processor.pipeline.embedder.embedder
         else:

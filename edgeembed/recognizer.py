@@ -14,7 +14,7 @@ import numpy as np
 
 from .embedder import Embedder, EmbedderOptions
 from .errors import EdgeEmbedError, GalleryError, ImageError, InputError
-from .gallery import Gallery, ModelBinding
+from .gallery import Gallery, ModelBinding, normal_label
 from .preprocess import is_image_file, list_images
 from .progress import progress
 
@@ -131,21 +131,61 @@ def enroll(gallery: Gallery | Callable[[], Gallery], embed_one: Callable[[Path],
                          "enrolled")
     if not isinstance(gallery, Gallery):
         gallery = gallery()
-    add_entries(gallery, labels, np.stack(vectors), sources)
-    return {"enrolled": len(vectors), "labels": sorted(set(labels)), "skipped": skipped,
+    again = add_entries(gallery, labels, np.stack(vectors), sources)
+    return {"enrolled": len(vectors) - len(again), "labels": sorted(set(labels)), "skipped": skipped + again,
             "entries": len(gallery), "threshold": gallery.threshold}
 
 
 def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None],
-                infos: Sequence[dict | None] | None = None) -> None:
+                infos: Sequence[dict | None] | None = None) -> list[dict[str, str]]:
     """Add entries and the threshold re-derived with them in one commit (an interrupted enrolment never
-    leaves new entries under the old threshold)."""
+    leaves new entries under the old threshold). A picture already enrolled under the same label (same file,
+    same embedding: the same command run twice) is not added again; those come back as skipped.
+
+    Duplicates would count as perfect 'genuine' matches and raise the automatic threshold: re-running an
+    enrolment of 40 people made 24 of 320 known faces 'unknown' instead of 10."""
+    dup = already_enrolled(gallery, labels, vectors, sources)
+    again = [{"source": str(sources[i]), "reason": f"already enrolled under {labels[i]!r} (entry #{dup[i]})"}
+             for i in range(len(labels)) if dup[i] is not None]
+    keep = [i for i in range(len(labels)) if dup[i] is None]
+    if not keep:
+        return again
+    if len(keep) < len(labels):
+        labels = [labels[i] for i in keep]
+        vectors = np.asarray(vectors)[keep]
+        sources = [sources[i] for i in keep]
+        infos = [infos[i] for i in keep] if infos is not None else None
+
     def threshold(stored_labels: list[str], stored_vectors: np.ndarray) -> dict[str, Any] | None:
         # under the write lock: with every entry committed so far, and the new ones as the gallery stores them
         t = auto_threshold(gallery, stored_labels, stored_vectors)
         return {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else None
 
     gallery.add(labels, vectors, sources, infos, meta=threshold)
+    return again
+
+
+def already_enrolled(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray,
+                     sources: Sequence[str | None]) -> list[int | None]:
+    """Per new entry: the id of the same picture stored under the same label (same file, cosine > 0.999), or None."""
+    if not len(gallery):
+        return [None] * len(labels)
+    by_source: dict[str, list[tuple[str, int]]] = {}
+    for e in gallery.entries():
+        if e["source"]:
+            by_source.setdefault(os.path.realpath(e["source"]), []).append((normal_label(e["label"]), e["id"]))
+    m = gallery.matrix
+    row_of = {int(eid): r for r, eid in enumerate(gallery._entry_ids)}
+    out: list[int | None] = []
+    for label, v, src in zip(labels, np.asarray(vectors, np.float32), sources):
+        hit = None
+        n = float(np.linalg.norm(v))
+        for stored_label, eid in by_source.get(os.path.realpath(str(src)), []) if src else []:
+            if stored_label == normal_label(label) and eid in row_of and n > 0 and float(m[row_of[eid]] @ v) / n > 0.999:
+                hit = eid
+                break
+        out.append(hit)
+    return out
 
 
 def update_auto_threshold(gallery: Gallery) -> float:

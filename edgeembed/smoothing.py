@@ -112,6 +112,10 @@ class Track:
                 "matches": (r.matches if r and self.seen else [])}
 
 
+def _centre_distance(a: Box, b: Box) -> float:
+    return float(((a[0] + a[2] / 2 - b[0] - b[2] / 2) ** 2 + (a[1] + a[3] / 2 - b[1] - b[3] / 2) ** 2) ** 0.5)
+
+
 def iou(a: Box, b: Box) -> float:
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
@@ -176,6 +180,17 @@ class TrackSmoother:
         used_t: set[int] = set()
         for score, i, j in cands:
             if score < self.min_iou or i in used_r or j in used_t:
+                continue
+            used_r.add(i)
+            used_t.add(j)
+            pairs.append((boxed[i], free[j]))
+        # A face that moved more than its overlap allows (someone walking past a camera at a few frames per
+        # second): the nearest track of a similar size within 1.5 face widths.
+        near = sorted((_centre_distance(r.box, t.box) / max(t.box[2], t.box[3], 1), i, j)
+                      for i, r in enumerate(boxed) if i not in used_r for j, t in enumerate(free)
+                      if j not in used_t and 0.5 <= (r.box[2] * r.box[3]) / max(t.box[2] * t.box[3], 1) <= 2.0)
+        for d, i, j in near:
+            if d > 1.5 or i in used_r or j in used_t:
                 continue
             used_r.add(i)
             used_t.add(j)

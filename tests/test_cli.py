@@ -58,6 +58,10 @@ def test_enroll_list_recognize_edit(tmp_path):
     run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, enroll_dir, check=True)
     lst = _json(run_cli("gallery", "list", "--gallery", gal, "--json"))
     assert lst["entries"] == 12 and lst["labels"] == {"obj01": 4, "obj02": 4, "obj03": 4}
+    # the same enrolment again adds nothing (duplicates would be perfect 'genuine' matches and raise the threshold)
+    again = _json(run_cli("enroll", "--gallery", gal, enroll_dir, "--json"))
+    assert again["enrolled"] == 0 and again["entries"] == 12 and len(again["skipped"]) == 12
+    assert again["threshold"] == lst["threshold"]
     # Recognize unseen views of enrolled objects, and an object never enrolled.
     q = tmp_path / "queries"
     q.mkdir()

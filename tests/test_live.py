@@ -306,3 +306,18 @@ def test_live_annotated_video_shows_each_picture_from_the_moment_it_came(tmp_pat
         return int(np.argmin([np.abs(img[20:].astype(int) - cv2.cvtColor(v, cv2.COLOR_RGB2BGR)[20:]).mean() for v in views]))
 
     assert [nearest(f) for f in frames] == [0] * 10 + [1] * (1 + hold) + [2]
+
+
+def test_a_face_moving_faster_than_its_box_keeps_its_track():
+    """Someone walking past at a few processed frames per second: the box moves 60 px a frame, no overlap
+    between frames; the nearest track of a similar size within 1.5 face widths continues (it was a new,
+    never-labelled track every frame). Two faces far apart are never joined."""
+    from edgeembed.smoothing import Result, TrackSmoother
+
+    sm = TrackSmoother(window=3)
+    events = []
+    for i in range(12):
+        results = [Result((40 + 60 * i, 150, 50, 50), "ann", 0.95), Result((500, 400 - 5 * i, 50, 50), None, 0.3)]
+        tracks, ev = sm.update(i, results)
+        events += [(e["event"], e["label"], e["track"]) for e in ev]
+    assert events == [("appeared", "ann", 0)] and sorted(t.id for t in tracks) == [0, 1]

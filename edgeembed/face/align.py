@@ -109,7 +109,13 @@ def align_face(rgb: np.ndarray, keypoints: np.ndarray, template: AlignmentTempla
         template = AlignmentTemplate(tuple(names), pts, _hw(size))
     h, w = template.size if size is None else _hw(size)
     kp = np.asarray(keypoints, np.float32)
-    src = kp if len(kp) == len(template.points) else template.source_points(kp)
+    n = len(template.points)
+    if kp.ndim != 2 or kp.shape[1] != 2 or len(kp) not in (n, len(KEYPOINT_NAMES)):
+        raise InputError(f"keypoints must be ({len(KEYPOINT_NAMES)}, 2) BlazeFace points or ({n}, 2) template points, "
+                         f"got {kp.shape}")
+    if not np.isfinite(kp).all():
+        raise InputError("keypoints hold NaN or infinite values")
+    src = kp if len(kp) == n else template.source_points(kp)
     m = similarity_transform(src, template.points)
     return cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 

@@ -59,8 +59,10 @@ def _one_face(pipeline: FacePipeline, path: Path, pick: str | None) -> tuple[np.
     rgb = read_image(path)
     dets = pipeline.detector.detect(rgb)
     if not dets.faces:
-        small = (f" ({dets.too_small} smaller than --min-face {pipeline.detector.min_face} px)" if dets.too_small else "")
-        raise FaceError(f"no face found in {path}{small}; use a photo where the face is clearly visible "
+        if dets.too_small:
+            raise FaceError(f"no face found in {path}: {dets.too_small} smaller than --min-face "
+                            f"{pipeline.detector.min_face} px; lower --min-face, or use a closer photo")
+        raise FaceError(f"no face found in {path}; use a photo where the face is clearly visible "
                         "(or --detector full for small, distant faces)")
     if len(dets.faces) > 1 and not pick:
         raise FaceError(f"{path} shows {len(dets.faces)} faces; enrol a photo of one person, "
@@ -116,8 +118,9 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
         if gallery is None:
             gallery = create_gallery(args.gallery, model, "face")
             gallery._set_meta({"face_detector": str(getattr(args, "detector", None) or DEFAULT_DETECTOR)})
-        add_entries(gallery, labels, np.stack(vectors), sources, infos)
-        report = {"enrolled": len(vectors), "labels": sorted(set(labels)), "skipped": skipped,
+        again = add_entries(gallery, labels, np.stack(vectors), sources, infos)
+        skipped += again
+        report = {"enrolled": len(vectors) - len(again), "labels": sorted(set(labels)), "skipped": skipped,
                   "entries": len(gallery), "threshold": gallery.threshold, "gallery": str(args.gallery), "mode": "face"}
     finally:
         pipeline.close()
@@ -128,8 +131,9 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
     else:
         print(f"enrolled {report['enrolled']} faces under {len(report['labels'])} labels into {args.gallery} "
               f"({report['entries']} entries, threshold {report['threshold']:.3f})")
-        for s in skipped:
-            print(f"skipped {s['source']}: {s['reason']}", file=sys.stderr)
+        from ..cli import print_skipped  # noqa: PLC0415
+
+        print_skipped(skipped)
     return 0
 
 
@@ -151,6 +155,7 @@ def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
     recognizer = open_face_recognizer(args, gallery)
     if files is None:  # video files, cameras, streams: smoothed per face track by the live pipeline
         return _recognize_live(args, gallery, recognizer)
+    failed = 0
     try:
         for i, f in enumerate(files):
             t0 = time.perf_counter()
@@ -159,6 +164,7 @@ def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
             except EdgeEmbedError as exc:
                 if len(files) == 1:
                     raise
+                failed += 1
                 _print({"frame": i, "source": str(f), "error": str(exc)}) if args.json else \
                     print(f"{f}: error: {exc}", file=sys.stderr)
                 continue
@@ -176,6 +182,8 @@ def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
     finally:
         recognizer.pipeline.close()
         gallery.close()
+    if failed == len(files):
+        raise InputError(f"none of the {len(files)} images in {args.source} could be read; see the lines above")
     return 0
 
 
@@ -185,6 +193,7 @@ def _recognize_live(args: argparse.Namespace, gallery: Gallery, recognizer: Face
         from ..live import recognize_live  # noqa: PLC0415
     except ImportError as exc:
         raise SourceError(f"{args.source} is not an image or folder, and live sources are unavailable ({exc})") from None
+    recognizer.pipeline.detector.multiscale = False  # frame rate first: tiles only when a frame shows no face
     try:
         params = inspect.signature(recognize_live).parameters
         if "processor" not in params:

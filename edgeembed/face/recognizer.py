@@ -112,6 +112,7 @@ class FaceResult:
     label: str | None = None
     score: float = 0.0
     matches: list[Match] = field(default_factory=list)
+    threshold: float | None = None  # what the score was held against: lets the live smoother vote with hysteresis
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -175,6 +176,14 @@ class FaceRecognizer:
     """Every face of a frame, recognized against a face gallery (label None below the threshold)."""
 
     def __init__(self, pipeline: FacePipeline, gallery: Gallery, threshold: float | None = None, top_k: int = 3):
+        if threshold is not None and not (isinstance(threshold, (int, float)) and -1.0 <= threshold <= 1.0):
+            raise InputError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
+        if gallery.binding.mode != "face":
+            raise InputError(f"gallery {gallery.path} holds whole-image embeddings, not faces; a FaceRecognizer needs "
+                             "a gallery enrolled with --mode face")
+        if gallery.binding.dim != pipeline.embedder.embedder.dim:
+            raise InputError(f"gallery {gallery.path} holds {gallery.binding.dim}-d faces but the pipeline's face model "
+                             f"gives {pipeline.embedder.embedder.dim}-d; use the gallery's own model")
         self.pipeline = pipeline
         self.gallery = gallery
         self.threshold = threshold
@@ -198,6 +207,7 @@ class FaceRecognizer:
             all_matches = self.gallery.search_many(np.stack([r.vector for r in results]), self.top_k)
             for r, matches in zip(results, all_matches):
                 r.matches = matches
+                r.threshold = t
                 if matches:
                     r.score = matches[0].score
                     r.label = matches[0].label if matches[0].score >= t else None
