@@ -218,7 +218,7 @@ class FaceDetector:
                 break
         if self.multiscale and max(h, w) >= 2 * self.size:
             faces = self._detect_multiscale(rgb, faces)
-        elif not faces and self.fallback_tiles > 1 and max(h, w) >= 2 * self.size:
+        if not faces and self.fallback_tiles > 1 and max(h, w) >= 2 * self.size:
             faces = self._detect_tiled(rgb, self.fallback_tiles)
         kept = [f for f in faces if f.size >= self.min_face]
         kept.sort(key=lambda f: -f.box[2] * f.box[3])
