@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .embedder import Embedder, EmbedderOptions
-from .errors import EdgeEmbedError, GalleryError, ImageError, InputError
+from .errors import GalleryError, ImageError, InputError
 from .gallery import Gallery, ModelBinding, normal_label
 from .preprocess import is_image_file, list_images
 from .progress import progress

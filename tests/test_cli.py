@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from conftest import DATA, REPO, V1_EMBED, V1_TINY, run_cli
 from tflite_builder import custom_op_model
