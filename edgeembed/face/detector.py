@@ -292,13 +292,7 @@ class FaceDetector:
                         found.append(Face(((bx + x) / k, (by + y) / k, bw / k, bh / k),
                                           (f.keypoints + np.array([x, y], np.float32)) / k, f.score))
             side *= self.TILE_GROWTH
-        if len(found) < 2:
-            return found
-        boxes = np.array([[f.box[0], f.box[1], f.box[0] + f.box[2], f.box[1] + f.box[3]] for f in found], np.float32)
-        boxes, keypoints, scores = weighted_nms(boxes, np.stack([f.keypoints for f in found]),
-                                                np.array([f.score for f in found], np.float32), NMS_IOU)
-        return [Face((float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])), kp, float(sc))
-                for b, kp, sc in zip(boxes, keypoints, scores)]
+        return _merge(found)
 
     def _detect_tiled(self, rgb: np.ndarray, n: int, fraction: float = 0.6) -> list[Face]:
         """Faces found in n x n overlapping tiles (each ``fraction`` of the picture's sides), merged."""
@@ -312,13 +306,7 @@ class FaceDetector:
                         continue
                     bx, by, bw, bh = f.box
                     found.append(Face((bx + x, by + y, bw, bh), f.keypoints + np.array([x, y], np.float32), f.score))
-        if len(found) < 2:
-            return found
-        boxes = np.array([[f.box[0], f.box[1], f.box[0] + f.box[2], f.box[1] + f.box[3]] for f in found], np.float32)
-        boxes, keypoints, scores = weighted_nms(boxes, np.stack([f.keypoints for f in found]),
-                                                np.array([f.score for f in found], np.float32), NMS_IOU)
-        return [Face((float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])), k, float(sc))
-                for b, k, sc in zip(boxes, keypoints, scores)]
+        return _merge(found)
 
     def decode(self, raw: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Regressions (N, 16) and logits (N,) -> boxes (M, 4) x0,y0,x1,y1 and keypoints (M, 6, 2) in 0..1, scores (M,)."""
@@ -343,6 +331,17 @@ class FaceDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _merge(found: list[Face]) -> list[Face]:
+    """Faces found in overlapping passes (tiles, scales) merged into one per face by weighted NMS."""
+    if len(found) < 2:
+        return found
+    boxes = np.array([[f.box[0], f.box[1], f.box[0] + f.box[2], f.box[1] + f.box[3]] for f in found], np.float32)
+    boxes, keypoints, scores = weighted_nms(boxes, np.stack([f.keypoints for f in found]),
+                                            np.array([f.score for f in found], np.float32), NMS_IOU)
+    return [Face((float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])), k, float(sc))
+            for b, k, sc in zip(boxes, keypoints, scores)]
 
 
 def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
