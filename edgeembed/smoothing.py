@@ -65,10 +65,17 @@ class LabelSmoother:
         self.hold_margin = hold_margin
         self.history: deque[tuple[str | None, float, str | None]] = deque(maxlen=self.window)
         self.label: str | None = None
+        self.threshold: float | None = None  # the last one given: an empty frame is judged by it too
 
     def update(self, label: str | None, score: float, candidate: str | None = None,
                threshold: float | None = None) -> tuple[str | None, float]:
         """Add one raw answer; return the smoothed (label, score)."""
+        if threshold is not None:
+            self.threshold = threshold
+        elif label is None and candidate is None:
+            # nothing there (the face left the picture): judged like the answers before it, so the votes of a
+            # face that stayed below the threshold do not make it 'appear' as it goes
+            threshold = self.threshold
         key = candidate if threshold is not None else label
         self.history.append((key, float(score), label))
         top, n = Counter(k for k, _, _ in self.history).most_common(1)[0]

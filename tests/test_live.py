@@ -321,3 +321,19 @@ def test_a_face_moving_faster_than_its_box_keeps_its_track():
         tracks, ev = sm.update(i, results)
         events += [(e["event"], e["label"], e["track"]) for e in ev]
     assert events == [("appeared", "ann", 0)] and sorted(t.id for t in tracks) == [0, 1]
+
+
+def test_an_unknown_face_that_leaves_raises_no_event():
+    """A face whose best match stays below the threshold, then goes: no 'appeared' as it leaves (the empty
+    frames were judged without the threshold, so the old below-threshold votes won: 'appeared ada' with no
+    'left' ever after, 242 such events in an 18-minute live run). A known face that leaves still does both."""
+    from edgeembed.smoothing import Result, TrackSmoother
+
+    for label, score, expected in ((None, 0.80, []), ("ada", 0.97, [("appeared", "ada"), ("left", "ada")])):
+        sm = TrackSmoother(window=5)
+        events = []
+        for i in range(12):
+            results = [Result((100, 100, 60, 60), label, score, candidate="ada", threshold=0.94)] if i < 6 else []
+            _, ev = sm.update(i, results)
+            events += [(e["event"], e["label"]) for e in ev]
+        assert events == expected
