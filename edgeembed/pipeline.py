@@ -11,6 +11,7 @@ is written in ``Pipeline.run`` in the order a frame travels.
 from __future__ import annotations
 
 import queue
+from collections import deque
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .smoothing import Result, Track, TrackSmoother
 from .sources.base import Frame, FrameSource
 
 STAGES = ("capture", "preprocess", "invoke", "search", "total")
+STAGE_WINDOW = 10_000  # frames whose stage times are kept (bench's summary); a run of days keeps no more
 CAPTURE_JOIN_S = 15.0  # longest a blocked camera/stream read may take to return (stream read timeout is 5 s)
 
 
@@ -125,7 +127,8 @@ class RunStats:
     events: int = 0
     seconds: float = 0.0
     interrupted: bool = False  # stopped by Ctrl-C or SIGTERM
-    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    stage_ms: dict[str, deque[float]] = field(  # the last STAGE_WINDOW frames' times, per stage
+        default_factory=lambda: {s: deque(maxlen=STAGE_WINDOW) for s in STAGES})
 
     @property
     def fps(self) -> float:
@@ -193,15 +196,23 @@ class _Capture(threading.Thread):
             except queue.Full:
                 continue
 
-    def get(self) -> Frame | None:
-        """The next frame to process; None at the end. Re-raises the capture thread's error."""
+    def get(self, idle: Any = None) -> Frame | None:
+        """The next frame to process; None at the end. Re-raises the capture thread's error.
+
+        ``idle`` is called every half second while a live source gives nothing (a camera reconnecting),
+        so what happens meanwhile goes out as it happens, not when the frames come back."""
         if self.live:
-            with self._cond:
-                while self._latest is None:
-                    if self._halt.is_set():
-                        return None
-                    self._cond.wait(0.5)
-                item, self._latest = self._latest, (None if isinstance(self._latest, Frame) else self._latest)
+            while True:
+                with self._cond:
+                    if self._latest is None:
+                        if self._halt.is_set():
+                            return None
+                        self._cond.wait(0.5)
+                    if self._latest is not None:
+                        item, self._latest = self._latest, (None if isinstance(self._latest, Frame) else self._latest)
+                        break
+                if idle is not None:
+                    idle()
         else:
             item = self._q.get()
         if item is _END:
@@ -258,7 +269,7 @@ class Pipeline:
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:
                     break
                 # 1. capture: the newest frame of a live source, the next frame of a recording
-                frame = capture.get()
+                frame = capture.get(idle=self._emit_status)
                 self._emit_status()
                 if frame is None:
                     break
@@ -306,7 +317,7 @@ class Pipeline:
     def _account(self, timings: dict[str, float]) -> None:
         self.stats.frames += 1
         for k, v in timings.items():
-            self.stats.stage_ms.setdefault(k, []).append(v)
+            self.stats.stage_ms.setdefault(k, deque(maxlen=STAGE_WINDOW)).append(v)
 
     def _event(self, e: dict) -> None:
         self.stats.events += 1

@@ -28,6 +28,8 @@ def test_stream_drop_back_off_resume(gallery):
         run.wait_for(lambda: run.frames() >= 30)
         server.stop()  # the camera goes away mid-stream ...
         run.wait_for(lambda: any("reconnect attempt 3" in line for line in run.err), timeout=30)
+        # the drop and the retries go out while the camera is away, not when it comes back
+        run.wait_for(lambda: '"source_retry"' in "".join(run.out) and '"source_dropped"' in "".join(run.out), timeout=5)
         server.start()  # ... and comes back on the same address
         rc = run.finish()
     finally:
