@@ -86,7 +86,7 @@ def _live_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     g.add_argument("--camera-name", default="camera", help="name of this camera in events and MQTT topics")
     g.add_argument("--preview", type=_int_in(1, 65535), default=None, metavar="PORT", help="serve an MJPEG preview on this port")
     g.add_argument("--preview-host", default="127.0.0.1", help="preview bind address (default 127.0.0.1)")
-    g.add_argument("--output", default=None, metavar="FILE", help="write an annotated video")
+    g.add_argument("--output", default=None, metavar="FILE", help="write an annotated video (.mkv survives a kill or power cut; .mp4 does not)")
 
 
 def _face_options(p: argparse.ArgumentParser) -> None:

@@ -84,6 +84,10 @@ def _sinks(args: argparse.Namespace, source: Any) -> list[Any]:
 
             sinks.append(AnnotatedVideoSink(args.output, fps=args.fps or source.native_fps, live=source.live,
                                             source=args.source))
+            if source.live and args.max_frames is None and args.output.lower().endswith((".mp4", ".m4v", ".mov")):
+                print(f"edgeembed: note: {args.output} is readable only if the run ends normally (its index is written "
+                      "last); a .mkv name (the same size) keeps what was written through a kill or a power cut",
+                      file=sys.stderr, flush=True)
         if args.preview is not None:
             from .outputs.preview import PreviewServer  # noqa: PLC0415
 

@@ -308,6 +308,24 @@ def test_live_annotated_video_shows_each_picture_from_the_moment_it_came(tmp_pat
     assert [nearest(f) for f in frames] == [0] * 10 + [1] * (1 + hold) + [2]
 
 
+def test_live_annotated_video_skips_pictures_that_come_faster_than_its_rate(tmp_path):
+    """A board processing 40 frames a second into a 10 fps file: two seconds of camera are two seconds of
+    video (every picture was written: a 1,070 s run made 2,818 s of video, 2.6x too slow)."""
+    from edgeembed.outputs.video import AnnotatedVideoSink
+    from edgeembed.pipeline import FrameRecord
+
+    rgb = cv2.cvtColor(cv2.imread(str(DATA / "coil20" / "obj01" / "000.png")), cv2.COLOR_BGR2RGB)
+    sink = AnnotatedVideoSink(str(tmp_path / "fast.avi"), fps=10, live=True)
+    for i in range(80):
+        sink.on_frame(FrameRecord(i, 100.0 + i / 40, [], {}), rgb)
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / "fast.avi"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 20 and sink.written == 20
+
+
 def test_a_face_moving_faster_than_its_box_keeps_its_track():
     """Someone walking past at a few processed frames per second: the box moves 60 px a frame, no overlap
     between frames; the nearest track of a similar size within 1.5 face widths continues (it was a new,

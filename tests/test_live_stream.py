@@ -123,6 +123,36 @@ def test_annotated_video_of_a_live_stream_plays_at_the_speed_things_happened(gal
     assert 2.4 <= n / fps <= min(seconds, 4.0), (n, fps, seconds)
 
 
+def test_annotated_video_in_mkv_survives_a_kill(gallery, tmp_path):
+    """A Pi recording for days loses power: the .mkv written so far still plays (an .mp4's index is written at
+    the end, so a killed run left an unreadable file); an .mp4 name on a camera gets a note saying so."""
+    import cv2
+
+    from conftest import DATA
+
+    # 640x480 street-camera-sized pictures: FFmpeg writes in 256 KB blocks, so what a kill loses is seconds
+    pictures = [cv2.resize(cv2.imread(str(p)), (640, 480)) for p in sorted((DATA / "imagenet-sample").iterdir())[:30]]
+    server = MjpegServer(pictures, fps=25).start()
+    try:
+        for name in ("live.mkv", "live.mp4"):
+            run = Running("recognize", "--gallery", gallery, "--source", server.url, "--json", "--output",
+                          tmp_path / name)
+            try:
+                run.wait_for(lambda: run.frames() >= 60)
+            finally:
+                run.proc.kill()  # SIGKILL: no clean-up runs, as with a power cut
+                run.proc.wait()
+            note = any("readable only if the run ends normally" in line for line in run.err)
+            assert note == (name == "live.mp4"), "".join(run.err)
+    finally:
+        server.stop()
+    cap = cv2.VideoCapture(str(tmp_path / "live.mkv"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n >= 10, f"{n} frames readable in the killed run's .mkv"
+
+
 def test_output_that_is_the_source_video_is_refused(gallery, tmp_path):
     """--output naming the video being read would overwrite it while it is read."""
     from test_live_support import coil_segments, write_clip

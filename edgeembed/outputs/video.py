@@ -18,7 +18,9 @@ import numpy as np
 from ..errors import InputError
 from .annotate import annotate
 
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+# .mkv: MPEG-4 in Matroska, as small as .mp4 and still readable after a kill or a power cut (an .mp4's index is
+# written last); .avi: MJPEG, ~10x larger, but OpenCV writes it without FFmpeg
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
 class AnnotatedVideoSink:
@@ -67,6 +69,9 @@ class AnnotatedVideoSink:
             if pad > self.MAX_HOLD_S * self.fps:  # a long gap (a camera reconnecting) is cut to a few seconds
                 self._t0 += (pad - self.MAX_HOLD_S * self.fps) / self.fps
                 pad = int(self.MAX_HOLD_S * self.fps)
+            if pad < 0:  # processed faster than the file's rate: this slot is filled; show the picture next time
+                self._last = img
+                return
             for _ in range(pad if self._last is not None else 0):
                 self._write(self._last)
             self._last = img
