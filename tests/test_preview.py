@@ -114,3 +114,57 @@ def test_sigterm_stops_cleanly_and_closes_the_preview(live):
     assert run.finish(timeout=20) == 0, "".join(run.err)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{live['port']}/", timeout=5)
+
+
+def test_viewers_are_capped_and_a_stalled_one_is_dropped(monkeypatch):
+    """Each viewer holds a thread and its buffers on a small board: 30 viewers that never read took 36 threads
+    and 293 MB. Beyond MAX_STREAMS a viewer gets one 503 line; one that stops reading is dropped after the send
+    timeout, and its place is free again."""
+    import socket
+    import threading
+    import time
+
+    from edgeembed.outputs import preview
+    from edgeembed.pipeline import FrameRecord
+
+    monkeypatch.setattr(preview._Handler, "timeout", 1.0)
+    big = cv2.resize(cv2.imread(str(DATA / "coral-images" / "parrot.jpg")), (1280, 960))  # ~0.3 MB a JPEG
+    server = preview.PreviewServer(0)
+    stop = threading.Event()
+
+    def camera():
+        i = 0
+        while not stop.is_set():
+            server.on_frame(FrameRecord(i, i / 10, [], {}), cv2.cvtColor(np.roll(big, i, axis=1), cv2.COLOR_BGR2RGB))
+            i += 1
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=camera, daemon=True)
+    feeder.start()
+    stalled = []
+    try:
+        for _ in range(preview.MAX_STREAMS):  # viewers that ask for the stream and never read it
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", server.port))
+            s.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
+            stalled.append(s)
+        time.sleep(0.5)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/stream.mjpg", timeout=5)
+        assert err.value.code == 503 and b"viewers are watching already" in err.value.read()
+        deadline = time.monotonic() + 20
+        while True:  # the stalled viewers are dropped once their writes stall past the timeout
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/stream.mjpg", timeout=5) as r:
+                    assert r.status == 200 and r.read(2) == b"--"
+                break
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 503 and time.monotonic() < deadline, "a viewer that never reads kept its place"
+                time.sleep(0.5)
+    finally:
+        stop.set()
+        feeder.join()
+        for s in stalled:
+            s.close()
+        server.close()

@@ -9,9 +9,7 @@ pays nothing for an idle preview.
 from __future__ import annotations
 
 import errno
-
 import html
-import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +23,8 @@ from .annotate import annotate
 
 BOUNDARY = "edgeembedframe"
 JPEG_QUALITY = 80
+MAX_STREAMS = 4  # viewers at once: each holds a thread and its JPEG buffers on a board with little memory
+SEND_TIMEOUT_S = 15.0  # a viewer that stops reading (a phone gone off the Wi-Fi) is dropped after this
 
 
 class PreviewServer:
@@ -37,6 +37,7 @@ class PreviewServer:
         self._seq = 0
         self._jpeg: tuple[int, bytes] | None = None
         self._closed = False
+        self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         handler = type("Handler", (_Handler,), {"preview": self})
         try:
             self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -90,6 +91,7 @@ class PreviewServer:
 class _Handler(BaseHTTPRequestHandler):
     preview: PreviewServer
     protocol_version = "HTTP/1.0"
+    timeout = SEND_TIMEOUT_S  # on the socket: a request or a write that stalls this long ends the connection
 
     def log_message(self, format: str, *args: Any) -> None:  # no access log on the user's terminal
         pass
@@ -123,6 +125,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _stream(self) -> None:
+        if not self.preview._streams.acquire(blocking=False):
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain",
+                       f"{MAX_STREAMS} viewers are watching already; close one, or use /snapshot.jpg\n".encode())
+            return
+        try:
+            self._stream_frames()
+        finally:
+            self.preview._streams.release()
+
+    def _stream_frames(self) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
@@ -138,5 +150,5 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
                                  .encode() + data + b"\r\n")
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):  # socket.timeout is TimeoutError
             return
