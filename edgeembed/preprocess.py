@@ -362,6 +362,8 @@ def still_images(source: str | os.PathLike) -> list[Path] | None:
     src = Path(source)
     if src.is_file() and is_image_file(src):
         return [src]
+    if str(source).lower().startswith("picamera2"):  # picamera2, picamera2:1, picamera2?format=...: a camera
+        return None
     if not src.exists() and "://" not in str(source) and any(c in str(source) for c in "*?["):  # a glob: like a folder
         import glob  # noqa: PLC0415
 

@@ -130,6 +130,12 @@ def test_picamera2_through_the_cli(fake_picamera2, monkeypatch, tmp_path):
 
     frames = [json.loads(line) for line in p.stdout.splitlines() if '"event"' not in line]
     assert len(frames) == 6 and frames[-1]["label"] == "parrot"
+    # options in the source, as the README shows them (the '?' was taken for a file pattern: "matches no images")
+    p = run_cli("recognize", "--gallery", tmp_path / "g", "--source", "picamera2?format=XRGB8888&lores=320x240",
+                "--resolution", "320x240", "--max-frames", "4", "--json", env={"FAKE_PICAMERA2_IMAGE": str(png)})
+    assert p.returncode == 0, p.stderr
+    frames = [json.loads(line) for line in p.stdout.splitlines() if '"event"' not in line]
+    assert len(frames) == 4 and frames[-1]["label"] == "parrot"
     p = run_cli("recognize", "--gallery", tmp_path / "g", "--source", "picamera2", "--max-frames", "2",
                 env={"FAKE_PICAMERA2_IMAGE": str(png), "FAKE_PICAMERA2_CAMERAS": "0"})
     assert p.returncode == 2
