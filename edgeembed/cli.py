@@ -102,9 +102,12 @@ def _face_options(p: argparse.ArgumentParser) -> None:
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",")]
+        vals = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 1 or 3 comma-separated numbers, got {text!r}") from None
+    if not all(v == v and abs(v) != float("inf") for v in vals):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return vals
 
 
 def _delegate_options(args: argparse.Namespace) -> dict[str, str]:
@@ -243,11 +246,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             gallery.close()
             raise GalleryError(f"gallery {args.gallery} holds {gallery.binding.mode} embeddings; drop --mode image "
                                "(or use --mode face) to enrol into it, or give another gallery")
+        emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args))  # checks the binding
         if _has_pre_overrides(args):
-            emb = _open_embedder(args, args.model or gallery.binding.model_path)
-            gallery.check_binding(binding_for(emb, "image"), emb.behaviour_fingerprint)
-        else:  # open_gallery_embedder checks the binding itself
-            emb = open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args))
+            try:
+                _same_settings_as_gallery(args, emb, gallery)
+            except BaseException:
+                emb.close()
+                gallery.close()
+                raise
         target: Gallery | Callable[[], Gallery] = gallery
     else:
         if not args.model:
@@ -285,6 +291,43 @@ def print_skipped(skipped: list[dict]) -> None:
     if again:
         print(f"skipped {len(again)} picture(s) already enrolled under the same label (e.g. {again[0]['source']})",
               file=sys.stderr)
+
+
+def _same_settings_as_gallery(args: argparse.Namespace, emb: Any, gallery: Any) -> None:
+    """Preprocessing options given to an existing gallery must be the ones it was enrolled with (the gallery
+    keeps its own, so they are redundant): different ones would add vectors that do not compare."""
+    import numpy as np
+
+    from .embedder import Embedder, EmbedderOptions
+
+    pre = emb.spec.preprocessing
+    asked = Embedder.create_from_options(EmbedderOptions(
+        model_path=emb.model_path, output=args.output if args.output is not None else emb.options.output,
+        mean=args.mean if args.mean is not None else pre.mean, std=args.std if args.std is not None else pre.std,
+        color_order=args.color_order or pre.color_order, resize=args.resize or pre.resize,
+        crop_fraction=args.crop_fraction if args.crop_fraction is not None else pre.crop_fraction,
+        interpolation=pre.interpolation, **_runtime_kwargs(args)))
+    with asked:
+        now, out, out_now = asked.spec.preprocessing, emb._output["name"], asked._output["name"]
+    differ = []
+    for k in ("mean", "std", "color_order", "resize", "crop_fraction"):
+        a, b = getattr(now, k), getattr(pre, k)
+        same = a == b if isinstance(b, str) else np.allclose(np.atleast_1d(a), np.atleast_1d(b))
+        if not same:
+            differ.append(f"--{k.replace('_', '-')} {_setting(a)} (the gallery's: {_setting(b)})")
+    if out_now != out:
+        differ.append(f"--output {out_now} (the gallery's: {out})")
+    if differ:
+        raise GalleryError(f"gallery {gallery.path} was enrolled with other settings: {'; '.join(differ)}; its "
+                           "vectors would not compare with these: drop the options (the gallery keeps its own) or "
+                           "enroll into a new gallery")
+
+
+def _setting(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    vals = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+    return ",".join(f"{x:g}" for x in (vals[:1] if len(set(vals)) == 1 else vals))
 
 
 def _has_pre_overrides(args: argparse.Namespace) -> bool:

@@ -8,6 +8,7 @@ field. The spec is the contract between the two halves of the project.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -38,8 +39,8 @@ class Preprocessing:
     def __post_init__(self):
         object.__setattr__(self, "mean", _triple(self.mean, "mean"))
         object.__setattr__(self, "std", _triple(self.std, "std"))
-        if any(not s > 0 for s in self.std):  # a negative std would feed the model the negative picture
-            raise InputError(f"std must be positive, got {self.std}")
+        if any(not s >= 1e-3 for s in self.std):  # negative: the negative picture; tiny: overflow to inf
+            raise InputError(f"std must be positive (at least 0.001, in 0..255 pixel units), got {self.std}")
         if self.color_order not in COLOR_ORDERS:
             raise InputError(f"color order must be one of {COLOR_ORDERS}, got {self.color_order!r}")
         if self.resize not in RESIZE_MODES:
@@ -58,6 +59,8 @@ def _triple(value: Any, name: str) -> tuple[float, float, float]:
         return vals * 3
     if len(vals) != 3:
         raise InputError(f"{name} must be 1 or 3 numbers, got {len(vals)}: {value!r}")
+    if not all(math.isfinite(v) for v in vals):  # NaN would turn every picture into a NaN vector
+        raise InputError(f"{name} must be finite numbers, got {value!r}")
     return vals  # type: ignore[return-value]
 
 

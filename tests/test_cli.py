@@ -153,6 +153,14 @@ def test_options_out_of_range_and_batches_that_all_fail_are_one_line_and_non_zer
         proc = run_cli("recognize", "--gallery", gal, "--source", cat, *option)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    for option, needle in ((["--mean", "nan"], "expected finite numbers, got 'nan'"), (["--std", "inf"], "got 'inf'"),
+                           (["--std", "1e-30"], "std must be positive (at least 0.001")):
+        # a NaN mean gave NaN vectors and exit 0; into a new gallery it left one bound to NaN settings
+        proc = run_cli("enroll", "--model", V1_EMBED, "--gallery", tmp_path / "nan", "--label", "owl",
+                       DATA / "coral-images" / "owl.jpg", *option)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+        assert not (tmp_path / "nan").exists()
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.jpg").write_text("not an image")
@@ -222,3 +230,20 @@ def test_demo_runs_on_bundled_pictures(tmp_path):
     summary = lines[-1]
     assert summary["queries"] == 20 and summary["correct"] >= 18
     assert all(not r["correct"] or r["label"] == r["expected"] for r in lines[:-1])
+
+
+def test_more_pictures_into_a_gallery_with_its_own_settings_or_a_named_refusal(tmp_path):
+    """A gallery enrolled with --mean/--std/--color-order: adding with the same option again works (it was
+    refused as 'that file has changed'); another value is refused by name, and nothing stored changes."""
+    g = tmp_path / "g"
+    run_cli("enroll", DATA / "coil20" / "obj01", "--label", "obj01", "--gallery", g, "--model", V1_EMBED, "--mean",
+            "127.5", "--std", "127.5", "--color-order", "BGR", "--quiet", check=True)
+    p = run_cli("enroll", DATA / "coil20" / "obj02", "--label", "obj02", "--gallery", g, "--color-order", "BGR",
+                "--quiet")
+    assert p.returncode == 0, p.stderr
+    before = run_cli("gallery", "list", "--gallery", g, "--json", check=True).stdout
+    assert json.loads(before)["labels"] == {"obj01": 72, "obj02": 72}
+    p = run_cli("enroll", DATA / "coil20" / "obj03", "--label", "obj03", "--gallery", g, "--mean", "0", "--quiet")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "--mean 0 (the gallery's: 127.5)" in p.stderr and "changed" not in p.stderr, p.stderr
+    assert run_cli("gallery", "list", "--gallery", g, "--json", check=True).stdout == before
