@@ -92,6 +92,10 @@ def test_page_snapshot_and_stream_over_http(live):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(base + "/nothing", timeout=10)
     assert e.value.code == 404
+    for path, ctype in (("/", "text/html"), ("/snapshot.jpg", "image/jpeg"), ("/stream.mjpg", "multipart/")):
+        # HEAD (uptime checks, curl -I) answered like GET without the body (it was 501)
+        head = urllib.request.urlopen(urllib.request.Request(base + path, method="HEAD"), timeout=10)
+        assert head.status == 200 and head.headers["Content-Type"].startswith(ctype) and head.read() == b""
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")

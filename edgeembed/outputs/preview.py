@@ -96,6 +96,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # no access log on the user's terminal
         pass
 
+    head = False  # a HEAD request: the same status and headers, no body (uptime checks, curl -I)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+        self.head = True
+        self.do_GET()
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
@@ -122,9 +128,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if not self.head:
+            self.wfile.write(body)
 
     def _stream(self) -> None:
+        if self.head:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.end_headers()
+            return
         if not self.preview._streams.acquire(blocking=False):
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain",
                        f"{MAX_STREAMS} viewers are watching already; close one, or use /snapshot.jpg\n".encode())
