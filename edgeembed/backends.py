@@ -50,6 +50,11 @@ class DelegateSpec:
             if ":" in text:  # edgetpu:usb, edgetpu:pci:0
                 opts.setdefault("device", text.split(":", 1)[1])
             return cls("edgetpu", EDGETPU_LIBRARY, opts)
+        if os.path.basename(text).startswith("libedgetpu"):  # the Edge TPU library named by file or path
+            return cls("edgetpu", text, dict(options or {}))
+        if text.lower() == "nnapi":
+            raise BackendError("--delegate nnapi: give the path of the NNAPI delegate library of your Android build "
+                             "(e.g. --delegate /path/to/libnnapi_delegate.so); NNAPI has no default library name")
         return cls("library", text, dict(options or {}))
 
 

@@ -118,6 +118,9 @@ def test_bad_input_one_clear_line_and_nothing_lost(tmp_path):
     _one_line_error(run_cli("inspect", tmp_path / "text.tflite"), "not a TFLite model")
     _one_line_error(run_cli("inspect", tmp_path / "etpu.tflite"), "compiled for the Coral Edge TPU")
     _one_line_error(run_cli("inspect", tmp_path / "etpu.tflite", "--delegate", "edgetpu"), "Edge TPU delegate")
+    # the Edge TPU library named by file is the Edge TPU delegate (it was refused as 'cannot run on the CPU')
+    _one_line_error(run_cli("inspect", tmp_path / "etpu.tflite", "--delegate", "libedgetpu.so.1"), "Edge TPU delegate")
+    _one_line_error(run_cli("inspect", V1_EMBED, "--delegate", "nnapi"), "path of the NNAPI delegate library")
     # Enrolment with a bad image, or with another model, stores nothing.
     _one_line_error(run_cli("enroll", "--gallery", gal, "--label", "x", DATA / "coral-images" / "cat.bmp",
                             tmp_path / "cut.jpg"), "nothing was enrolled")
