@@ -156,6 +156,20 @@ def load_delegate(module: Any, spec: DelegateSpec):
     raise BackendError(f"the delegate library {spec.library} could not be loaded ({detail}); check the path and its options")
 
 
+def _fixed_input_sizes(interpreter: Any, name: str) -> None:
+    """A batch left open (-1) is set to 1; a picture size left open cannot be guessed, so it is refused by name
+    (XNNPACK's own failure, 'failed to reshape runtime', says nothing of the cause)."""
+    for d in interpreter.get_input_details():
+        sig = [int(v) for v in d.get("shape_signature", [])]
+        if len(sig) < 2:
+            continue
+        if any(v < 0 for v in sig[1:]):
+            raise ModelError(f"{name} takes inputs of any size (input {d.get('name')!r} shape {sig}, -1 = not fixed); "
+                             "export it with a fixed input size, e.g. [1, 224, 224, 3]")
+        if sig[0] < 0:
+            interpreter.resize_tensor_input(d["index"], [1, *sig[1:]])
+
+
 def make_interpreter(model_content: bytes, *, backend: str = "auto", num_threads: int | None = None,
                      delegate: DelegateSpec | str | None = None, is_edgetpu_model: bool = False,
                      name: str = "model") -> tuple[Any, str]:
@@ -176,6 +190,7 @@ def make_interpreter(model_content: bytes, *, backend: str = "auto", num_threads
     with _quiet_unraisable(), _quiet_native_stderr():
         try:
             interpreter = module.Interpreter(**kwargs)
+            _fixed_input_sizes(interpreter, name)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             detail = " ".join(str(exc).split())[:300]

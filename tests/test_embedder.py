@@ -137,3 +137,23 @@ def test_tensorflow_backend_embeds_as_litert():
         for picture in (PARROT, DATA / "coral-images" / "cat.bmp"):
             assert cosine_similarity(lite.embed(picture), tf.embed(picture)) >= 0.9999
         assert tf.behaviour_fingerprint() == lite.behaviour_fingerprint()
+
+
+def test_input_size_left_open(tmp_path):
+    """A Keras model exported with an open batch runs (batch set to 1); one whose picture size is open is refused
+    by name (XNNPACK's 'failed to reshape runtime' said nothing of the cause)."""
+    tf = pytest.importorskip("tensorflow")
+
+    def export(shape, batch, path):
+        inp = tf.keras.Input(shape=shape, batch_size=batch)
+        out = tf.keras.layers.GlobalAveragePooling2D()(tf.keras.layers.Conv2D(8, 3, activation="relu")(inp))
+        model = tf.keras.Model(inp, out)
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+        return path
+
+    open_batch = export((96, 96, 3), None, tmp_path / "open_batch.tflite")
+    with Embedder.create_from_model_path(open_batch) as emb:
+        assert emb.dim == 8 and np.isfinite(emb.embed(PARROT).vector).all()
+    open_size = export((None, None, 3), None, tmp_path / "open_size.tflite")
+    with pytest.raises(ModelError, match=r"takes inputs of any size .*export it with a fixed input size"):
+        Embedder.create_from_model_path(open_size)
