@@ -81,7 +81,9 @@ def load_backend(name: str = "auto") -> tuple[str, Any]:
     errors = []
     for candidate in names:
         try:
-            module = _tensorflow_lite() if candidate == "tensorflow" else importlib.import_module(_MODULES[candidate])
+            # TensorFlow's own absl / oneDNN lines on import are not ours to print
+            with _quiet_native_stderr() if candidate == "tensorflow" else contextlib.nullcontext():
+                module = _tensorflow_lite() if candidate == "tensorflow" else importlib.import_module(_MODULES[candidate])
         except Exception as exc:  # ImportError, or numpy ABI errors from tflite_runtime under numpy 2
             errors.append(f"{candidate}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue

@@ -250,3 +250,14 @@ def test_more_pictures_into_a_gallery_with_its_own_settings_or_a_named_refusal(t
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert "--mean 0 (the gallery's: 127.5)" in p.stderr and "changed" not in p.stderr, p.stderr
     assert run_cli("gallery", "list", "--gallery", g, "--json", check=True).stdout == before
+
+
+def test_tensorflow_backend_prints_only_the_answer():
+    """--backend tensorflow: TensorFlow's own absl/oneDNN lines on import stayed on the user's terminal."""
+    import pytest
+
+    pytest.importorskip("tensorflow")
+    p = run_cli("embed", REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite", DATA / "coral-images" / "parrot.jpg",
+                "--backend", "tensorflow", "--json")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert len(json.loads(p.stdout)["embedding"]) == 1280
