@@ -109,7 +109,11 @@ class Embedder:
         inp = interpreter.get_input_details()
         if len(inp) != 1 or len(inp[0]["shape"]) != 4 or inp[0]["shape"][3] != 3:
             shapes = [tuple(int(v) for v in d["shape"]) for d in inp]
-            raise ModelError(f"{self.model_path} must take one image input of shape (1, H, W, 3), got {shapes}")
+            fix = ("; a channels-first (1, 3, H, W) model, as PyTorch exports, needs converting to channels-last"
+                   if len(inp) == 1 and len(shapes[0]) == 4 and shapes[0][1] == 3 else
+                   "; a grey (1, H, W, 1) model needs a 3-channel input in front (e.g. their mean), re-exported"
+                   if len(inp) == 1 and len(shapes[0]) == 4 and shapes[0][3] == 1 else "")
+            raise ModelError(f"{self.model_path} must take one image input of shape (1, H, W, 3), got {shapes}{fix}")
         self._input = inp[0]
         scale, zp = inp[0]["quantization"]
         self.input_format = InputFormat(int(inp[0]["shape"][1]), int(inp[0]["shape"][2]), np.dtype(inp[0]["dtype"]),

@@ -157,3 +157,15 @@ def test_input_size_left_open(tmp_path):
     open_size = export((None, None, 3), None, tmp_path / "open_size.tflite")
     with pytest.raises(ModelError, match=r"takes inputs of any size .*export it with a fixed input size"):
         Embedder.create_from_model_path(open_size)
+
+
+def test_grey_input_model_is_refused_with_the_fix(tmp_path):
+    """A model taking grey (1, H, W, 1) pictures: one line that says what to change, not only what was expected."""
+    tf = pytest.importorskip("tensorflow")
+
+    inp = tf.keras.Input(shape=(64, 64, 1), batch_size=1)
+    out = tf.keras.layers.GlobalAveragePooling2D()(tf.keras.layers.Conv2D(8, 3, activation="relu")(inp))
+    path = tmp_path / "grey.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, out)).convert())
+    with pytest.raises(ModelError, match=r"got \[\(1, 64, 64, 1\)\]; a grey .* needs a 3-channel input in front"):
+        Embedder.create_from_model_path(path)
