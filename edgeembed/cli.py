@@ -296,19 +296,15 @@ def print_skipped(skipped: list[dict]) -> None:
 def _same_settings_as_gallery(args: argparse.Namespace, emb: Any, gallery: Any) -> None:
     """Preprocessing options given to an existing gallery must be the ones it was enrolled with (the gallery
     keeps its own, so they are redundant): different ones would add vectors that do not compare."""
+    from dataclasses import replace
+
     import numpy as np
 
-    from .embedder import Embedder, EmbedderOptions
-
     pre = emb.spec.preprocessing
-    asked = Embedder.create_from_options(EmbedderOptions(
-        model_path=emb.model_path, output=args.output if args.output is not None else emb.options.output,
-        mean=args.mean if args.mean is not None else pre.mean, std=args.std if args.std is not None else pre.std,
-        color_order=args.color_order or pre.color_order, resize=args.resize or pre.resize,
-        crop_fraction=args.crop_fraction if args.crop_fraction is not None else pre.crop_fraction,
-        interpolation=pre.interpolation, **_runtime_kwargs(args)))
-    with asked:
-        now, out, out_now = asked.spec.preprocessing, emb._output["name"], asked._output["name"]
+    now = replace(pre, **{k: getattr(args, k) for k in ("mean", "std", "color_order", "resize", "crop_fraction")
+                          if getattr(args, k) is not None})  # checked and made triples as the embedder does
+    out = emb._output["name"]
+    out_now = emb._select_output(args.output)["name"] if args.output is not None else out
     differ = []
     for k in ("mean", "std", "color_order", "resize", "crop_fraction"):
         a, b = getattr(now, k), getattr(pre, k)

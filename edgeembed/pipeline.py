@@ -11,9 +11,9 @@ is written in ``Pipeline.run`` in the order a frame travels.
 from __future__ import annotations
 
 import queue
-from collections import deque
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
