@@ -1,11 +1,14 @@
 """Preprocessing: colour layouts, resize modes, quantized fast paths, bad images."""
+import struct
+
 import cv2
 import numpy as np
 import pytest
 
-from conftest import DATA
+from conftest import DATA, REPO
 from edgeembed.errors import ImageError, InputError
-from edgeembed.preprocess import InputFormat, Preprocessor, decode_image, read_image, resize, to_rgb
+from edgeembed.preprocess import (InputFormat, Preprocessor, decode_image, jpeg_reduction, jpeg_size, read_image, resize,
+                                  to_rgb)
 from edgeembed.spec import Preprocessing
 
 PARROT = DATA / "coral-images" / "parrot.jpg"
@@ -120,3 +123,61 @@ def test_pictures_are_found_by_content_and_hidden_files_are_not(tmp_path):
     assert still_images(tmp_path / "no_extension") == [tmp_path / "no_extension"]
     assert not is_image_file(tmp_path / "notes")
     assert read_image(tmp_path / "no_extension").shape == read_image(PARROT).shape
+
+
+def _phone_photo(tmp_path, orientation: int | None = None, progressive: bool = False):
+    """A real picture (imagenet-sample) enlarged to 3000x2250 and saved as a JPEG, optionally with the EXIF
+    orientation a phone writes for a portrait photo (6: turn 90 degrees clockwise to view)."""
+    src = sorted((DATA / "imagenet-sample").glob("*.jpg"))[7]
+    big = cv2.resize(cv2.imread(str(src)), (3000, 2250), interpolation=cv2.INTER_CUBIC)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 90] + ([cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if progressive else [])
+    jpeg = cv2.imencode(".jpg", big, params)[1].tobytes()
+    if orientation is not None:
+        tiff = b"II*\x00\x08\x00\x00\x00\x01\x00" + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + b"\x00" * 4
+        payload = b"Exif\x00\x00" + tiff
+        jpeg = jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    return path, cv2.cvtColor(big, cv2.COLOR_BGR2RGB)
+
+
+def test_a_large_jpeg_is_decoded_reduced_upright_and_gives_the_same_embedding(tmp_path):
+    from edgeembed import Embedder
+
+    path, upright = _phone_photo(tmp_path, orientation=6)
+    data = path.read_bytes()
+    assert jpeg_size(data) == (2250, 3000)  # as stored, before the EXIF turn
+    with Embedder.create_from_model_path(REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite", num_threads=1) as emb:
+        pre = emb.preprocessor
+        assert pre.keep_side == 448  # stretch to 224x224: twice the input side
+        assert jpeg_reduction(data, pre.keep_side) == 4  # 2250 // 8 = 281 would be too small
+        reduced = read_image(path, pre.keep_side)
+        full = read_image(path)
+        assert full.shape == (3000, 2250, 3) and abs(reduced.shape[0] - 750) <= 1 and abs(reduced.shape[1] - 563) <= 1
+        # both decodes are turned upright by the EXIF tag: the reduced one matches the turned picture
+        turned = np.rot90(upright, -1)
+        small = cv2.resize(turned, reduced.shape[1::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(reduced.astype(int) - small).mean() < 4
+        exact = cv2.resize(full, (224, 224), interpolation=cv2.INTER_AREA)  # the ideal: an area average of every pixel
+        v_path = emb.embed(path).vector
+        v_exact = emb.embed(exact).vector
+        v_full = emb.embed(full).vector  # what reading in full gave before
+        v_sideways = emb.embed(np.rot90(exact)).vector
+        assert float(v_path @ v_exact) > 0.99 and float(v_path @ v_full) > 0.99
+        assert float(v_path @ v_sideways) < float(v_path @ v_exact) - 0.05
+
+
+def test_small_jpegs_other_formats_and_exact_interpolations_decode_in_full(tmp_path):
+    small = (DATA / "imagenet-sample").glob("*.jpg").__next__().read_bytes()
+    assert jpeg_reduction(small, 448) == 1  # 256 px short side
+    path, _ = _phone_photo(tmp_path, progressive=True)
+    assert jpeg_size(path.read_bytes()) == (2250, 3000)  # a progressive frame header (SOF2)
+    assert jpeg_size(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()) is None
+    assert jpeg_size(path.read_bytes()[:40]) is None  # cut before its frame header
+    assert jpeg_reduction(b"\xff\xd8\xff\xe0garbage", 448) == 1
+    fmt = InputFormat(224, 224, np.dtype(np.uint8), 1.0, 0)
+    assert Preprocessor(Preprocessing(interpolation="linear"), fmt).keep_side is None  # the model gets exactly linear
+    assert Preprocessor(Preprocessing(resize="center_crop", crop_fraction=0.875), fmt).keep_side == 512
+    cropped = Preprocessor(Preprocessing(resize="center_crop", crop_fraction=0.875), fmt)
+    assert read_image(path, cropped.keep_side).shape[:2] == (563, 750)  # 1/4: the 0.875 crop of 562 px still holds 492
+    assert read_image(path, 600).shape[:2] == (1125, 1500)  # 1/2
