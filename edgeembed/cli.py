@@ -257,7 +257,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         target: Gallery | Callable[[], Gallery] = gallery
     else:
         if not args.model:
-            raise InputError(f"no gallery at {args.gallery} yet: give --model MODEL to create it")
+            args.model = str(default_model())
+            if not args.quiet:
+                print(f"creating {args.gallery} with the default model {args.model} (--model chooses another)",
+                      file=sys.stderr)
         emb = _open_embedder(args, args.model)
 
         def target() -> Gallery:  # created only once there is something to add
@@ -275,10 +278,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if args.json:
         _print(report)
     else:
-        print(f"enrolled {report['enrolled']} images under {len(report['labels'])} labels into {args.gallery} "
-              f"({report['entries']} entries, threshold {report['threshold']:.3f})")
+        print(f"enrolled {count_of(report['enrolled'], 'image')} under {count_of(len(report['labels']), 'label')} "
+              f"into {args.gallery} ({count_of(report['entries'], 'entry', 'entries')}, threshold {report['threshold']:.3f})")
         print_skipped(report["skipped"])
     return 0
+
+
+def count_of(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 image', '3 images'; '1 entry', '3 entries' with the plural given."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def print_skipped(skipped: list[dict]) -> None:
@@ -487,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("enroll", help="add labelled images to a gallery (created on first use)")
     p.add_argument("inputs", nargs="+", help="a folder whose sub-folders are labels, or images/folders with --label")
     p.add_argument("--gallery", required=True, help="gallery folder")
-    p.add_argument("--model", default=None, help="the model (needed to create a gallery; an existing one knows its model)")
+    p.add_argument("--model", default=None, help="the model of a new gallery (default: the shipped default model); an existing one knows its model")
     p.add_argument("--label", default=None, help="enrol all given images under this label")
     p.add_argument("--mode", choices=["image", "face"], default=None,
                    help="whole images, or faces found in them (default: the gallery's mode; image for a new gallery)")

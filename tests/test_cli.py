@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -94,6 +95,17 @@ def test_unknown_for_strangers(tmp_path):
     run_cli("gallery", "threshold", "0.75", "--gallery", gal, check=True)
     r = _json(run_cli("recognize", "--gallery", gal, "--source", DATA / "coil20" / "obj05" / "000.png", "--json"))
     assert r["label"] is None and r["score"] < 0.75
+
+
+def test_a_new_gallery_takes_the_shipped_default_model_unless_told(tmp_path):
+    owl = DATA / "coral-images" / "owl.jpg"
+    proc = run_cli("enroll", "--gallery", tmp_path / "g", "--label", "owl", owl, check=True)
+    assert "default model" in proc.stderr and proc.stdout.startswith("enrolled 1 image under 1 label into")
+    lst = _json(run_cli("gallery", "list", "--gallery", tmp_path / "g", "--json"))
+    assert Path(lst["model"]) == REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite" and lst["dim"] == 1280
+    run_cli("enroll", "--gallery", tmp_path / "v1", "--label", "owl", owl, "--quiet", check=True,
+            env={"EDGEEMBED_MODEL": str(V1_EMBED)})
+    assert _json(run_cli("gallery", "list", "--gallery", tmp_path / "v1", "--json"))["dim"] == 1024
 
 
 def _one_line_error(proc, needle):

@@ -129,10 +129,10 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
     if args.json:
         _print(report)
     else:
-        print(f"enrolled {report['enrolled']} faces under {len(report['labels'])} labels into {args.gallery} "
-              f"({report['entries']} entries, threshold {report['threshold']:.3f})")
-        from ..cli import print_skipped  # noqa: PLC0415
+        from ..cli import count_of, print_skipped  # noqa: PLC0415
 
+        print(f"enrolled {count_of(report['enrolled'], 'face')} under {count_of(len(report['labels']), 'label')} "
+              f"into {args.gallery} ({count_of(report['entries'], 'entry', 'entries')}, threshold {report['threshold']:.3f})")
         print_skipped(skipped)
     return 0
 
