@@ -143,6 +143,37 @@ def test_broker_down_at_start_then_up(gallery, tmp_path):
     assert sub.on("edgeembed/door/availability")[-1] == "offline"
 
 
+def test_a_camera_that_goes_away_makes_the_sensor_unavailable_until_it_is_back(gallery, tmp_path):
+    broker = Broker(tmp_path, free_port()).start()
+    sub = Subscriber(broker.port, "edgeembed/yard/#")
+    camera = MjpegServer([coil_view("obj01", v) for v in range(0, 72, 2)], fps=25).start()
+    run = Running("recognize", "--gallery", gallery / "g", "--source", camera.url, "--json", "--max-frames", "120",
+                  "--mqtt", f"127.0.0.1:{broker.port}", "--camera-name", "yard")
+    availability = lambda: sub.on("edgeembed/yard/availability")  # noqa: E731
+    try:
+        run.wait_for(lambda: run.frames() >= 20 and availability() == ["online"])
+        camera.stop()  # the camera goes away; recognition waits for it
+        run.wait_for(lambda: availability() == ["online", "offline"], timeout=20)
+        late = Subscriber(broker.port, "edgeembed/yard/availability")  # Home Assistant (re)subscribing meanwhile
+        time.sleep(0.5)
+        assert [(p, r) for _, p, r in late.messages] == [("offline", True)]
+        late.close()
+        camera.start()
+        run.wait_for(lambda: availability() == ["online", "offline", "online"], timeout=30)
+        rc = run.finish()
+        time.sleep(0.5)
+    finally:
+        camera.stop()
+        if run.proc.poll() is None:
+            run.proc.kill()
+        sub.close()
+        broker.stop()
+    assert rc == 0, "".join(run.err)
+    assert availability() == ["online", "offline", "online", "offline"]  # the last one: the run's end
+    kinds = [json.loads(m)["event"] for m in sub.on("edgeembed/yard/event")]
+    assert kinds.count("source_dropped") == 1 and kinds.count("source_resumed") == 1
+
+
 def test_a_broker_that_froze_gets_the_current_state_and_no_replayed_events(tmp_path):
     """A network cut without FIN (here: the broker stopped with SIGSTOP) while recognition goes on. QoS 1 messages
     published into the dead connection were queued by paho and re-sent on reconnect: old events replayed, and an

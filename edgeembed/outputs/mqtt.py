@@ -2,7 +2,8 @@
 
 Topics, with ``prefix`` = --mqtt-topic and ``camera`` = --camera-name:
 
-    <prefix>/<camera>/availability   "online" / "offline", retained; "offline" is also the last will
+    <prefix>/<camera>/availability   "online" / "offline", retained; "offline" is also the last will, and is
+                                     published while the camera is away (dropped, reconnecting)
     <prefix>/<camera>/state          JSON {"label", "score", "frame", "time"}, retained, on every change
     <prefix>/<camera>/event          JSON {"event": "appeared"|"left", "label", "frame", ...}
     homeassistant/sensor/<prefix>_<camera>/config   retained discovery config of a "label" sensor
@@ -71,6 +72,7 @@ class MqttSink:
         self.discovery = discovery
         self.log = log or (lambda msg: print(f"edgeembed: {msg}", file=sys.stderr, flush=True))
         self._state: dict[str, Any] | None = None
+        self._source_away = False  # between a source_dropped and a source_resumed event
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self._closing = False
@@ -100,7 +102,8 @@ class MqttSink:
         self._first_try.set()
         self._warned_down = False
         self.log(f"mqtt: connected to {self.host}:{self.port}, publishing under {self.base}/")
-        client.publish(self.topics["availability"], "online", qos=1, retain=True)
+        with self._lock:
+            client.publish(self.topics["availability"], "offline" if self._source_away else "online", qos=1, retain=True)
         if self.discovery:
             client.publish(f"homeassistant/sensor/{_slug(self.prefix)}_{_slug(self.camera)}/config",
                            json.dumps(self._discovery_config()), qos=1, retain=True)
@@ -149,6 +152,15 @@ class MqttSink:
             self._publish("state", self._state, retain=True)
 
     def on_event(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind in ("source_dropped", "source_resumed"):
+            # a camera that is away makes the sensor unavailable (Home Assistant greys it out) rather than
+            # leaving the last label standing as if it were still seen
+            with self._lock:
+                self._source_away = kind == "source_dropped"
+                if self.connected.is_set():
+                    self.client.publish(self.topics["availability"], "offline" if self._source_away else "online",
+                                        qos=1, retain=True)
         self._publish("event", {**event, "camera": self.camera, "time": round(time.time(), 3)})
 
     def _publish(self, kind: str, payload: dict, retain: bool = False) -> None:
