@@ -1,15 +1,16 @@
 """Reading phone-sized JPEGs for a 224x224 model: decoded at a reduction (1/2, 1/4, 1/8) vs in full, side by side.
 
-``Preprocessor.resized(path)`` decodes a JPEG whose shorter side is at least 2, 4 or 8 times twice the model side
-at that reduction (``edgeembed.preprocess.decode_keep_side`` / ``jpeg_reduction``). Baseline: the same picture
+``Preprocessor.resized(path)`` decodes a JPEG whose shorter side is at least 2, 4 or 8 times three times the model
+side at that reduction (``edgeembed.preprocess.decode_keep_side`` / ``jpeg_reduction``). Baseline: the same picture
 decoded in full and resized by the same code (``resize(read_image(path), ...)``, what every path did before),
 in the same process, alternating picture by picture. Pictures: ``--count`` imagenet-sample pictures (../shared)
-enlarged to 4032x3024 (a 12 MP phone photo), with sensor-like noise (sd 8 grey levels) so the files are as large as a phone's
-(JPEG quality 92), written to a temporary folder. Reported: time to read + resize, time for a whole ``embed``, the
-decoded picture's size, and the embeddings' cosine to each other and to the ideal input (an exact area average of
+enlarged to ``--size`` (default 4032x3024, a 12 MP phone photo), with sensor-like noise (``--noise``, sd in grey
+levels, default 8: the files are then as large as a phone's) at JPEG quality 92, written to a temporary folder.
+Reported: time to read + resize, time for a whole ``embed``, the decoded picture's size, and the embeddings' cosine to each other and to the ideal input (an exact area average of
 the fully decoded picture, ``cv2.INTER_AREA``).
 
-    python benchmarks/bench_large_photos.py [--model models/mobilenet_v2_1.0_224_int8.tflite] [--count 40]
+    python benchmarks/bench_large_photos.py [--model models/mobilenet_v2_1.0_224_int8.tflite] [--count 40] [--noise 8]
+        [--size 4032x3024]
 """
 from __future__ import annotations
 
@@ -34,14 +35,15 @@ from edgeembed.preprocess import jpeg_reduction, read_image, resize  # noqa: E40
 SHARED = ROOT.parent / "shared" / "data" / "imagenet-sample"
 
 
-def make_photos(folder: Path, count: int) -> list[Path]:
+def make_photos(folder: Path, count: int, noise: float, size: tuple[int, int]) -> list[Path]:
     rng = np.random.default_rng(0)
     sources = sorted(SHARED.glob("*.jpg"))[1::2][:count]
     out = []
     for i, src in enumerate(sources):
         im = cv2.imread(str(src))
-        big = cv2.resize(im, (4032, 3024), interpolation=cv2.INTER_CUBIC).astype(np.int16)
-        big += rng.normal(0, 8, big.shape).astype(np.int16)
+        big = cv2.resize(im, size, interpolation=cv2.INTER_CUBIC).astype(np.int16)
+        if noise:
+            big += rng.normal(0, noise, big.shape).astype(np.int16)
         path = folder / f"photo{i:03d}.jpg"
         cv2.imwrite(str(path), np.clip(big, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 92])
         out.append(path)
@@ -58,10 +60,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "models" / "mobilenet_v2_1.0_224_int8.tflite"))
     ap.add_argument("--count", type=int, default=40)
+    ap.add_argument("--noise", type=float, default=8.0)
+    ap.add_argument("--size", default="4032x3024", help="WIDTHxHEIGHT of the enlarged pictures")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Embedder.create_from_model_path(args.model, num_threads=1) as emb:
         pre = emb.preprocessor
-        photos = make_photos(Path(tmp), args.count)
+        photos = make_photos(Path(tmp), args.count, args.noise, tuple(int(v) for v in args.size.split("x")))
         old_read, new_read, old_embed, new_embed = [], [], [], []
         cos_new_old, cos_new_ideal, cos_old_ideal, reductions, decoded_mb = [], [], [], [], []
         for i, p in enumerate(photos):
@@ -88,7 +92,7 @@ def main() -> int:
         result = {
             "machine": f"{platform.machine()}, {platform.processor() or '?'}, python {platform.python_version()}",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "model": Path(args.model).name, "pictures": len(photos),
+            "model": Path(args.model).name, "pictures": len(photos), "size": args.size, "noise_sd": args.noise,
             "file_mb_median": round(med(p.stat().st_size for p in photos) / 1e6, 2),
             "reductions": {str(r): reductions.count(r) for r in sorted(set(reductions))},
             "decoded_mb_full_vs_reduced": [round(med(a for a, _ in decoded_mb), 1), round(med(b for _, b in decoded_mb), 2)],

@@ -126,10 +126,10 @@ def test_pictures_are_found_by_content_and_hidden_files_are_not(tmp_path):
 
 
 def _phone_photo(tmp_path, orientation: int | None = None, progressive: bool = False):
-    """A real picture (imagenet-sample) enlarged to 3000x2250 and saved as a JPEG, optionally with the EXIF
+    """A real picture (imagenet-sample) enlarged to 4032x3024 (12 MP) and saved as a JPEG, optionally with the EXIF
     orientation a phone writes for a portrait photo (6: turn 90 degrees clockwise to view)."""
     src = sorted((DATA / "imagenet-sample").glob("*.jpg"))[7]
-    big = cv2.resize(cv2.imread(str(src)), (3000, 2250), interpolation=cv2.INTER_CUBIC)
+    big = cv2.resize(cv2.imread(str(src)), (4032, 3024), interpolation=cv2.INTER_CUBIC)
     params = [cv2.IMWRITE_JPEG_QUALITY, 90] + ([cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if progressive else [])
     jpeg = cv2.imencode(".jpg", big, params)[1].tobytes()
     if orientation is not None:
@@ -146,14 +146,14 @@ def test_a_large_jpeg_is_decoded_reduced_upright_and_gives_the_same_embedding(tm
 
     path, upright = _phone_photo(tmp_path, orientation=6)
     data = path.read_bytes()
-    assert jpeg_size(data) == (2250, 3000)  # as stored, before the EXIF turn
+    assert jpeg_size(data) == (3024, 4032)  # as stored, before the EXIF turn
     with Embedder.create_from_model_path(REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite", num_threads=1) as emb:
         pre = emb.preprocessor
-        assert pre.keep_side == 448  # stretch to 224x224: twice the input side
-        assert jpeg_reduction(data, pre.keep_side) == 4  # 2250 // 8 = 281 would be too small
+        assert pre.keep_side == 672  # stretch to 224x224: three times the input side
+        assert jpeg_reduction(data, pre.keep_side) == 4  # 3024 // 8 = 378 would be too small
         reduced = read_image(path, pre.keep_side)
         full = read_image(path)
-        assert full.shape == (3000, 2250, 3) and abs(reduced.shape[0] - 750) <= 1 and abs(reduced.shape[1] - 563) <= 1
+        assert full.shape == (4032, 3024, 3) and reduced.shape == (1008, 756, 3)
         # both decodes are turned upright by the EXIF tag: the reduced one matches the turned picture
         turned = np.rot90(upright, -1)
         small = cv2.resize(turned, reduced.shape[1::-1], interpolation=cv2.INTER_AREA)
@@ -169,15 +169,15 @@ def test_a_large_jpeg_is_decoded_reduced_upright_and_gives_the_same_embedding(tm
 
 def test_small_jpegs_other_formats_and_exact_interpolations_decode_in_full(tmp_path):
     small = (DATA / "imagenet-sample").glob("*.jpg").__next__().read_bytes()
-    assert jpeg_reduction(small, 448) == 1  # 256 px short side
+    assert jpeg_reduction(small, 672) == 1  # 256 px short side
     path, _ = _phone_photo(tmp_path, progressive=True)
-    assert jpeg_size(path.read_bytes()) == (2250, 3000)  # a progressive frame header (SOF2)
+    assert jpeg_size(path.read_bytes()) == (3024, 4032)  # a progressive frame header (SOF2)
     assert jpeg_size(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()) is None
     assert jpeg_size(path.read_bytes()[:40]) is None  # cut before its frame header
-    assert jpeg_reduction(b"\xff\xd8\xff\xe0garbage", 448) == 1
+    assert jpeg_reduction(b"\xff\xd8\xff\xe0garbage", 672) == 1
     fmt = InputFormat(224, 224, np.dtype(np.uint8), 1.0, 0)
     assert Preprocessor(Preprocessing(interpolation="linear"), fmt).keep_side is None  # the model gets exactly linear
-    assert Preprocessor(Preprocessing(resize="center_crop", crop_fraction=0.875), fmt).keep_side == 512
     cropped = Preprocessor(Preprocessing(resize="center_crop", crop_fraction=0.875), fmt)
-    assert read_image(path, cropped.keep_side).shape[:2] == (563, 750)  # 1/4: the 0.875 crop of 562 px still holds 492
-    assert read_image(path, 600).shape[:2] == (1125, 1500)  # 1/2
+    assert cropped.keep_side == 768  # the crop keeps 0.875 of the short side: 768 * 0.875 = 672
+    assert read_image(path, cropped.keep_side).shape[:2] == (1512, 2016)  # 1/2: 3024 // 4 = 756 is short of 768
+    assert read_image(path, 600).shape[:2] == (756, 1008)  # 1/4
