@@ -234,3 +234,45 @@ def test_a_broker_that_froze_gets_the_current_state_and_no_replayed_events(tmp_p
         sink.close()
         sub.close()
         broker.stop()
+
+
+def test_availability_after_a_frozen_broker_is_the_cameras_current_one(tmp_path):
+    """The camera drops while the link to the broker is dead without a FIN (broker SIGSTOPped), and is back before
+    the link: the retained availability must end 'online', not a queued 'offline' re-sent after the reconnect."""
+    import os
+    import signal
+
+    from edgeembed.outputs.mqtt import MqttSink
+    from edgeembed.pipeline import FrameRecord
+    from edgeembed.smoothing import LabelSmoother, Track
+
+    broker = Broker(tmp_path, free_port()).start()
+    sink = MqttSink(f"127.0.0.1:{broker.port}", prefix="t", camera="c", discovery=False, keepalive=1, log=lambda m: None)
+    try:
+        assert sink.connected.wait(10)
+        time.sleep(0.3)
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            sink.on_event({"event": "source_dropped", "frame": 10})  # into the dead link
+            deadline = time.monotonic() + 30
+            while sink.connected.is_set() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not sink.connected.is_set(), "the dead link was not noticed"
+            sink.on_event({"event": "source_resumed", "frame": 11})  # the camera is back; the broker is not
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while not sink.connected.is_set() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sink.connected.is_set(), "no reconnection"
+        time.sleep(1.0)  # whatever the dead link and paho's queue still deliver
+        sink.on_frame(FrameRecord(12, 1.2, [Track(0, None, LabelSmoother(), label="ann", score=0.9)], {}), None)
+        time.sleep(0.5)
+        late = Subscriber(broker.port, "t/c/availability")
+        time.sleep(0.5)
+        retained = [p for _, p, r in late.messages if r]
+        late.close()
+        assert retained == ["online"]
+    finally:
+        sink.close()
+        broker.stop()

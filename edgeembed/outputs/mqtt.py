@@ -77,6 +77,7 @@ class MqttSink:
         self.connected = threading.Event()
         self._closing = False
         self._republish = False
+        self._was_connected = False
         self._first_try = threading.Event()
         self._warned_down = False
         self.published = 0
@@ -103,13 +104,15 @@ class MqttSink:
         self._warned_down = False
         self.log(f"mqtt: connected to {self.host}:{self.port}, publishing under {self.base}/")
         with self._lock:
-            client.publish(self.topics["availability"], "offline" if self._source_away else "online", qos=1, retain=True)
+            client.publish(self.topics["availability"], self._availability(), qos=1, retain=True)
         if self.discovery:
             client.publish(f"homeassistant/sensor/{_slug(self.prefix)}_{_slug(self.camera)}/config",
                            json.dumps(self._discovery_config()), qos=1, retain=True)
         with self._lock:  # published under the lock: a newer state from on_frame cannot go out before it
             state = self._state
-            self._republish = True  # once more on the next frame: after anything a dead connection still delivers
+            # once more on the next frame or event, after anything an earlier connection that died still delivers
+            self._republish = self._was_connected
+            self._was_connected = True
             if state is not None:
                 client.publish(self.topics["state"], json.dumps(state), qos=0, retain=True)
 
@@ -142,10 +145,7 @@ class MqttSink:
         with self._lock:
             changed = self._state is None or self._state["label"] != label
             if not changed:
-                if self._republish and self.connected.is_set():
-                    self._republish = False
-                    state = self._state
-                    self.client.publish(self.topics["state"], json.dumps(state), qos=0, retain=True)
+                self._republish_once()
                 return
             self._state = {"label": label, "score": round(m.score, 4) if m else None, "frame": record.frame,
                            "time": round(time.time(), 3), "camera": self.camera}
@@ -153,15 +153,28 @@ class MqttSink:
 
     def on_event(self, event: dict) -> None:
         kind = event.get("event")
-        if kind in ("source_dropped", "source_resumed"):
-            # a camera that is away makes the sensor unavailable (Home Assistant greys it out) rather than
-            # leaving the last label standing as if it were still seen
-            with self._lock:
+        with self._lock:
+            if kind in ("source_dropped", "source_resumed"):
+                # a camera that is away makes the sensor unavailable (Home Assistant greys it out) rather than
+                # leaving the last label standing as if it were still seen; QoS 0 like the state, for the same reason
                 self._source_away = kind == "source_dropped"
                 if self.connected.is_set():
-                    self.client.publish(self.topics["availability"], "offline" if self._source_away else "online",
-                                        qos=1, retain=True)
+                    self.client.publish(self.topics["availability"], self._availability(), qos=0, retain=True)
+            else:  # while the camera is away no frame comes, but its retries do
+                self._republish_once()
         self._publish("event", {**event, "camera": self.camera, "time": round(time.time(), 3)})
+
+    def _availability(self) -> str:
+        return "offline" if self._source_away else "online"
+
+    def _republish_once(self) -> None:
+        """After a reconnect, the current availability and state once more (under the lock): a QoS 1 message paho
+        queued in a connection that died silently is re-sent after the connect callback, over what it published."""
+        if self._republish and self.connected.is_set():
+            self._republish = False
+            self.client.publish(self.topics["availability"], self._availability(), qos=0, retain=True)
+            if self._state is not None:
+                self.client.publish(self.topics["state"], json.dumps(self._state), qos=0, retain=True)
 
     def _publish(self, kind: str, payload: dict, retain: bool = False) -> None:
         if not self.connected.is_set():
