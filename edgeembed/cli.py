@@ -256,16 +256,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 raise
         target: Gallery | Callable[[], Gallery] = gallery
     else:
-        if not args.model:
+        default = not args.model
+        if default:
             args.model = str(default_model())
-            if not args.quiet:
-                print(f"creating {args.gallery} with the default model {args.model} (--model chooses another)",
-                      file=sys.stderr)
         emb = _open_embedder(args, args.model)
 
         def target() -> Gallery:  # created only once there is something to add
             nonlocal gallery
             gallery = create_gallery(args.gallery, emb, "image")
+            if default:  # said even with --quiet: a mistyped --gallery starts a new gallery
+                print(f"created {args.gallery} with the default model {args.model} (--model chooses another)",
+                      file=sys.stderr)
             return gallery
     try:
         with emb:
