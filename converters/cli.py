@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgeembed.errors import InputError, require
+from edgeembed.errors import EdgeEmbedError, InputError, require
 
 ARCH_CHOICES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
                 "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3", "efficientnet_lite4")
@@ -111,7 +111,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(f"--tflite writes full-integer int8 (int8 edges) only, got --output-type {args.output_type}; "
                          "leave --output-type out, or convert the Keras model with --weights keras:PATH")
     if args.tflite:
+        _check_requantize_args(args)
         checks.check_count("--calibration-images", args.calibration_images)
+        checks.check_count("--fidelity-images", args.fidelity_images)
         if not args.calibration_faces:
             if not args.calibration:
                 raise InputError("--tflite needs --calibration DIR (pictures) or --calibration-faces DIR (face photos)")
@@ -181,11 +183,49 @@ def _edgetpu(path: Path, log) -> dict:
     return {**rep, **{k: v for k, v in res.items() if k != "log"}}
 
 
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve() or (Path(b).exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _check_requantize_args(args: argparse.Namespace) -> None:
+    """--tflite: what it cannot honour is refused, before TensorFlow loads; the input is never the output."""
+    if _same_file(args.tflite, args.out):
+        raise InputError(f"--out {args.out} is the --tflite input model; writing there would replace it: choose another --out")
+    for flag, given in (("--arch", args.arch), ("--embedding-layer", args.embedding_layer),
+                        ("--keep-classifier", args.keep_classifier), ("--labels", args.labels)):
+        if given:
+            raise InputError(f"{flag} does not apply to --tflite (the float .tflite is requantized as it is: its "
+                             "first output is the embedding); leave it out")
+    if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
+        raise InputError(f"--min-cosine must be a number from -1 to 1 (a cosine similarity; default 0.98), got {args.min_cosine:g}")
+    if args.calibration_faces and args.fidelity_dir:
+        raise InputError("--fidelity-dir does not apply with --calibration-faces (the face crops are checked as "
+                         "they are calibrated); leave it out")
+    if not args.calibration_faces and args.mean is None and args.std is None:
+        from edgeembed.spec import spec_from_metadata  # noqa: PLC0415 - no TensorFlow
+        from edgeembed.tflite_file import read_tflite  # noqa: PLC0415
+
+        try:
+            source = spec_from_metadata(read_tflite(Path(args.tflite).read_bytes()).metadata, "float32", (0.0, 0)).source
+        except (OSError, EdgeEmbedError):
+            return  # a missing or unreadable model is reported where it is opened
+        if source == "defaults":
+            raise InputError(f"{args.tflite} carries no preprocessing metadata, and int8 calibration needs the input it "
+                             "was trained on: give --mean and --std (e.g. --mean 127.5 --std 127.5 for inputs in -1..1, "
+                             "--mean 0 --std 1 for 0..255 pixels)")
+
+
 def _requantize(args: argparse.Namespace) -> int:
     """--tflite FLOAT.tflite: requantize a float .tflite (converters.tflite_quant, the face helper's module).
 
-    The output is written as the converter writes its models (a missing folder created, the file replaced in one
-    step), and the .fidelity.json beside it describes this model: rewritten, never left from an earlier one."""
+    Calibrated on the even sorted positions of --calibration and checked on the odd ones (or on --fidelity-dir),
+    through the same fidelity gate as a conversion: below it the model goes beside --out as NAME.low-fidelity.tflite
+    and the exit status is 3, unless --accept-low-fidelity. The output is written as the converter writes its models
+    (a missing folder created, the file replaced in one step), and the .fidelity.json beside it describes this
+    model: rewritten, never left from an earlier one."""
     try:
         from . import tflite_quant  # noqa: PLC0415
     except ImportError as exc:
@@ -199,26 +239,76 @@ def _requantize(args: argparse.Namespace) -> int:
                                                   show_progress=not args.quiet)
         print(json.dumps(report) if args.json else f"wrote {report['model']}")
         return 0
+    import tempfile  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
     import numpy as np  # noqa: PLC0415
 
     from edgeembed import Embedder  # noqa: PLC0415
+    from edgeembed.progress import progress  # noqa: PLC0415
+    from edgeembed.spec import METADATA_NAME  # noqa: PLC0415
+    from edgeembed.tflite_file import write_metadata  # noqa: PLC0415
 
-    from .quantize import calibration_images, float_preprocessor, load_batch  # noqa: PLC0415
+    from . import fidelity  # noqa: PLC0415
+    from .convert import LowFidelityError, split_files  # noqa: PLC0415
+    from .quantize import float_preprocessor, load_batch  # noqa: PLC0415
 
+    overrides = {"mean": _vals(args.mean), "std": _vals(args.std), "color_order": args.color_order,
+                 "crop_fraction": args.crop_fraction, "resize": args.resize}
     with Embedder.create_from_model_path(args.tflite) as emb:
-        spec = emb.spec.with_overrides(mean=_vals(args.mean), std=_vals(args.std), color_order=args.color_order,
-                                       crop_fraction=args.crop_fraction, resize=args.resize)
+        spec = emb.spec.with_overrides(**overrides)
         h, w = emb.preprocessor.size
-    files = calibration_images(args.calibration, args.calibration_images, flag="--calibration")
-    batch = load_batch(files, float_preprocessor(spec.preprocessing, (h, w)), "reading calibration images", not args.quiet)
-    data, figures = tflite_quant.quantize_tflite_report(Path(args.tflite).read_bytes(), batch.astype(np.float32), spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    metadata.write_atomically(out, data)
+    calib, held, _ = split_files(SimpleNamespace(calibration=args.calibration, fidelity_dir=args.fidelity_dir,
+                                                 calibration_images=args.calibration_images,
+                                                 fidelity_images=args.fidelity_images, labels=None))
+    batch = load_batch(calib, float_preprocessor(spec.preprocessing, (h, w)), "reading calibration images", not args.quiet)
+    data, probe = tflite_quant.quantize_tflite_report(Path(args.tflite).read_bytes(), batch.astype(np.float32), spec)
+    # fidelity on the held-aside pictures, through the runtime as a user will run both files
+    fd, tmp = tempfile.mkstemp(suffix=".tflite", prefix=".edgeembed-check-", dir=out.parent if out.parent.is_dir() else None)
+    try:
+        os.write(fd, data)
+        os.close(fd)
+        fe, qe = [], []
+        with Embedder.create_from_model_path(args.tflite, **{k: v for k, v in overrides.items() if v is not None}) as f, \
+                Embedder.create_from_model_path(tmp) as q:
+            for pic in progress(held, desc="fidelity (float vs int8)", enabled=not args.quiet):
+                fe.append(f.embed(pic).vector)
+                qe.append(q.embed(pic).vector)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    thresholds = {"mean_cosine": args.min_cosine} if args.min_cosine is not None else {}
+    report = fidelity.compare(np.stack(fe), np.stack(qe))
+    report["thresholds"] = {**fidelity.THRESHOLDS, **thresholds}
+    if "random" in (spec.weights or ""):
+        report.update(passed=None, note="random (untrained) weights: these figures measure nothing about a real model")
+    else:
+        failures = fidelity.check(report, thresholds)
+        report.update(passed=not failures, failures=failures)
+    report["probe"] = probe  # the rebuild's error and the cosine on up to 8 calibration inputs
+    data = write_metadata(data, {METADATA_NAME: replace(spec, fidelity={**(spec.fidelity or {}), **report}).to_json().encode("utf-8")})
+    low = report.get("passed") is False and not args.accept_low_fidelity
+    dest = metadata.low_fidelity_path(out) if low else out
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    metadata.write_atomically(dest, data)
     side = metadata.write_fidelity_json(
-        out, spec.architecture, spec.weights,
-        {"source": str(args.calibration), "images": len(files), "requantized_from": str(args.tflite),
+        dest, spec.architecture, spec.weights,
+        {"source": str(args.calibration), "images": len(calib), "requantized_from": str(args.tflite),
          "method": "TensorFlow full-integer int8 (int8 input and outputs) of the float .tflite's rebuilt graph"},
-        {**figures, "note": "int8 vs the float .tflite on (up to 8 of) the calibration pictures"})
-    print(json.dumps({"model": str(out), "calibration_images": len(files), "fidelity": figures,
-                      "fidelity_json": str(side)}) if args.json else f"wrote {out}")
+        {**report, "note": report.get("note", "int8 vs the float .tflite on pictures held aside from calibration")})
+    summary = {"model": str(dest), "calibration_images": len(calib), "fidelity": report, "fidelity_json": str(side)}
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    log(fidelity.format_report(report))
+    if args.edgetpu:
+        summary["edgetpu"] = _edgetpu(dest, log)
+    if low:
+        kept = f"{out} was left as it was" if out.exists() else f"nothing was written to {out}"
+        err = LowFidelityError(
+            f"!!! LOW FIDELITY: the int8 model departs from the float model ({'; '.join(report['failures'])}); it was "
+            f"written to {dest} (passed=false in its metadata) and {kept}. Try more/more typical calibration pictures, "
+            f"or run again with --accept-low-fidelity to write it to {out}")
+        if args.json:
+            print(json.dumps(summary))
+        raise err
+    print(json.dumps(summary) if args.json else f"wrote {dest}")
     return 0

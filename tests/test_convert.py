@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, REPO, run_cli
+from conftest import DATA, MODELS, REPO, run_cli
 
 pytest.importorskip("tensorflow")
 IMAGENET = DATA / "imagenet-sample"
@@ -429,12 +429,45 @@ def test_float_tflite_requantized_through_convert(tmp_path, tiny_calib):
     assert proc.returncode == 0, proc.stderr[-1500:]
     # the JSON beside the model describes this model, and the write left no temporary file
     report = json.loads(side.read_text())
-    assert report["architecture"] != "an earlier model" and report["calibration"]["images"] == 24
-    assert report["calibration"]["requantized_from"] == str(flt) and "int8_vs_float_cosine_mean" in report["fidelity"]
-    assert not list(tmp_path.glob("*.tmp"))
+    assert report["architecture"] != "an earlier model" and report["calibration"]["images"] == 12  # the even half
+    assert report["calibration"]["requantized_from"] == str(flt)
+    fid = report["fidelity"]  # on the 12 held-aside pictures; random weights: measured, not judged
+    assert fid["images"] == 12 and fid["passed"] is None and "int8_vs_float_cosine_mean" in fid["probe"]
+    assert json.loads(proc.stdout)["fidelity"]["mean_cosine"] == fid["mean_cosine"]
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".edgeembed-check-*"))
     with Embedder.create_from_model_path(out) as q, Embedder.create_from_model_path(flt) as f:
         assert q.describe()["input"]["dtype"] == "int8" and q.spec.preprocessing == f.spec.preprocessing
         assert q.embed(DATA / "coral-images" / "owl.jpg").vector.shape == (1280,)
+
+
+def test_requantizing_a_float_tflite_passes_the_fidelity_gate_and_never_replaces_its_input(tmp_path):
+    """A real float face embedder without metadata (MobileFaceNet): its input must be named, --out may not be the
+    input, and an int8 model below the fidelity gate goes beside --out with exit status 3, as a conversion's does."""
+    import hashlib
+
+    model = tmp_path / "mobilefacenet.tflite"
+    model.write_bytes((MODELS / "mobilefacenet.tflite").read_bytes())
+    digest = hashlib.md5(model.read_bytes()).hexdigest()
+    orl = DATA / "orl-faces"
+    _one_line_error(run_cli("convert", "--tflite", model, "--calibration", orl / "s1", "--out", tmp_path / "a.tflite"),
+                    "carries no preprocessing metadata")
+    _one_line_error(run_cli("convert", "--tflite", model, "--calibration", orl / "s1", "--mean", "0", "--std", "1",
+                            "--out", tmp_path / "." / "mobilefacenet.tflite"), "is the --tflite input model")
+    _one_line_error(run_cli("convert", "--tflite", model, "--calibration", orl / "s1", "--keep-classifier",
+                            "--out", tmp_path / "a.tflite"), "--keep-classifier does not apply to --tflite")
+    out = tmp_path / "mf_int8.tflite"
+    out.write_bytes(b"a model the user already had")
+    proc = run_cli("convert", "--tflite", model, "--calibration", orl, "--calibration-images", "40", "--fidelity-images",
+                   "40", "--mean", "0", "--std", "1", "--out", out, "--json", "--quiet")
+    assert proc.returncode == 3, proc.stderr[-1500:]
+    assert "LOW FIDELITY" in proc.stderr and "--accept-low-fidelity" in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["model"] == str(tmp_path / "mf_int8.low-fidelity.tflite") and summary["fidelity"]["passed"] is False
+    assert summary["fidelity"]["images"] == 40 and summary["fidelity"]["mean_cosine"] < 0.98
+    assert out.read_bytes() == b"a model the user already had"  # kept
+    assert hashlib.md5(model.read_bytes()).hexdigest() == digest
+    info = json.loads(run_cli("inspect", tmp_path / "mf_int8.low-fidelity.tflite", "--json", check=True).stdout)
+    assert info["fidelity"]["passed"] is False and info["preprocessing"]["mean"] == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("output_type,in_dtype", [("int8", "int8"), ("float16", "float32"), ("dynamic", "float32")])
