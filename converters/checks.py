@@ -42,9 +42,46 @@ def check_options(o: Any) -> None:
         flag = "--min-cosine" if key == "mean_cosine" else key
         if not _finite(value) or not -1.0 <= value <= 1.0:
             raise InputError(f"{flag} must be a number from -1 to 1 (a cosine similarity; default 0.98), got {value:g}")
+    check_activation_ranges(o.activation_ranges)
+    check_preprocessing(o.preprocessing)
+    if str(o.weights).startswith("keras:"):
+        for flag, given in (("--keep-classifier", o.keep_classifier), ("--labels", o.labels)):
+            if given:
+                raise InputError(f"{flag} does not apply to --weights keras:PATH (a user's model is converted to its "
+                                 "embedding only, without a classifier output); leave it out")
     check_weights(o.arch, o.weights, o.alpha, o.size)
     check_picture_folder("--calibration", o.calibration)
     check_picture_folder("--fidelity-dir", o.fidelity_dir)
+
+
+RANGE_METHODS = ("mean", "minmax", "mse")
+
+
+def check_activation_ranges(mode: Any) -> None:
+    """--activation-ranges: mean, minmax, mse or pNN with 0 < NN <= 100 (checked here, not after the calibration)."""
+    text = str(mode)
+    if text in RANGE_METHODS:
+        return
+    try:
+        pct = float(text[1:]) if text.startswith("p") else None
+    except ValueError:
+        pct = None
+    if pct is None or not 0.0 < pct <= 100.0:
+        raise InputError(f"--activation-ranges must be mean, minmax, mse or pNN (a percentile from 0 to 100 of the "
+                         f"per-picture extremes, e.g. p99), got {text!r}")
+
+
+def check_preprocessing(overrides: dict | None) -> None:
+    """--mean, --std, --color-order, --resize, --crop-fraction: each as the runtime will take it, named by its flag."""
+    from edgeembed.spec import Preprocessing  # noqa: PLC0415 - no TensorFlow
+
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        try:
+            Preprocessing(**{key: value})
+        except InputError as exc:
+            raise InputError(f"--{key.replace('_', '-')}: {exc}") from None
 
 
 def _finite(v: Any) -> bool:

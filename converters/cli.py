@@ -59,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "float32, float16, dynamic-range")
     p.add_argument("--activation-ranges", default="mean",
                    help="int8 activation ranges from calibration: mean (default: mean of each picture's extremes, robust to "
-                        "outliers), minmax (TFLite's extremes over all pictures) or pNN (percentile of per-picture extremes)")
+                        "outliers), minmax (TFLite's extremes over all pictures), mse (the range with the least squared "
+                        "rounding and clipping error) or pNN (percentile of per-picture extremes, e.g. p99)")
     p.add_argument("--int8-tuning", type=int, default=3, metavar="EPOCHS",
                    help="int8/uint8: fine-tune the weights for int8 over the calibration pictures with the float model as "
                         "teacher, this many passes (default 3; 0 = plain post-training quantization; not used with --tflite)")
@@ -70,7 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--keep-classifier", action="store_true", help="keep the classifier logits as a second output")
     p.add_argument("--accept-low-fidelity", action="store_true", help="write the model to --out and exit 0 even when fidelity is below the thresholds (without it such a model "
                         "goes beside --out as NAME.low-fidelity.tflite, a model already at --out is kept, and the exit status is 3)")
-    p.add_argument("--min-cosine", type=float, default=None, help="fidelity threshold on mean cosine, -1 to 1 (default 0.98)")
+    p.add_argument("--min-cosine", type=float, default=None,
+                   help="fidelity threshold on mean cosine, -1 to 1 (default 0.98); the gate also needs 1-NN agreement >= 0.8 "
+                        "and, with --keep-classifier, top-1 agreement >= 0.97")
     p.add_argument("--edgetpu", action="store_true", help="list ops that will not map to the Edge TPU and run edgetpu_compiler if present")
     p.add_argument("--mean", type=_numbers, nargs="+", default=None,
                    help="override preprocessing mean (0..255 pixels; 1 or 3 values: 127.5 or 123.7,116.3,103.5)")
@@ -192,6 +195,8 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 def _check_requantize_args(args: argparse.Namespace) -> None:
     """--tflite: what it cannot honour is refused, before TensorFlow loads; the input is never the output."""
+    from . import checks  # noqa: PLC0415 - no TensorFlow
+
     if _same_file(args.tflite, args.out):
         raise InputError(f"--out {args.out} is the --tflite input model; writing there would replace it: choose another --out")
     for flag, given in (("--arch", args.arch), ("--embedding-layer", args.embedding_layer),
@@ -199,6 +204,7 @@ def _check_requantize_args(args: argparse.Namespace) -> None:
         if given:
             raise InputError(f"{flag} does not apply to --tflite (the float .tflite is requantized as it is: its "
                              "first output is the embedding); leave it out")
+    checks.check_preprocessing({"mean": _vals(args.mean), "std": _vals(args.std), "crop_fraction": args.crop_fraction})
     if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
         raise InputError(f"--min-cosine must be a number from -1 to 1 (a cosine similarity; default 0.98), got {args.min_cosine:g}")
     if args.calibration_faces and args.fidelity_dir:

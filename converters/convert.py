@@ -179,9 +179,13 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
                 raise ModelError(f"the SavedModel {path} does not take a {size}x{size}x3 picture "
                                  f"({_one_line(exc, 120)}); give --size N with the height and width it takes") from None
             if isinstance(out, dict):
-                key = o.embedding_layer or sorted(out)[0]
+                if o.embedding_layer is None and len(out) > 1:
+                    raise InputError(f"the SavedModel has {len(out)} outputs ({', '.join(sorted(out))}); name the "
+                                     "embedding with --embedding-layer OUTPUT")
+                key = o.embedding_layer or next(iter(out))
                 if key not in out:
-                    raise InputError(f"the SavedModel has no output {key!r}; its outputs are: {', '.join(sorted(out))}")
+                    raise InputError(f"the SavedModel has no output {key!r}; its outputs are: {', '.join(sorted(out))} "
+                                     "(give one of them, or export the model with its embedding layer as an output)")
                 out = out[key]
             model = keras.Model(inp, out)
         else:
@@ -190,11 +194,14 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
         raise
     except Exception as exc:  # noqa: BLE001 - keras raises many kinds for a bad file
         raise ModelError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {_one_line(exc)})") from None
-    if o.embedding_layer and not path.is_dir():
+    if not path.is_dir():
+        names = ", ".join(layer.name for layer in model.layers[-8:])
+        if not o.embedding_layer:  # its output may well be a classifier's: the user names the embedding
+            raise InputError(f"--weights keras:{path} needs --embedding-layer NAME, the layer whose output is the "
+                             f"embedding (its last layers: {names}; the last one if the whole model is the embedder)")
         try:
             feat = model.get_layer(o.embedding_layer).output
         except ValueError:
-            names = ", ".join(l.name for l in model.layers[-8:])
             raise InputError(f"{path.name} has no layer {o.embedding_layer!r}; its last layers are: {names}") from None
     else:
         feat = model.outputs[0]
@@ -203,12 +210,25 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     elif len(feat.shape) > 2:
         feat = keras.layers.Flatten(name="embedding_flat")(feat)
     shape = model.inputs[0].shape
-    if shape[1] is None or shape[2] is None or shape[3] != 3:
-        raise InputError(f"{path.name} must take a fixed-size (H, W, 3) image input, got {tuple(shape)}")
-    if not path.is_dir() and o.size is not None and o.size != shape[1]:
-        raise InputError(f"{path.name} takes {shape[1]}x{shape[2]} pictures, got --size {o.size}; leave --size out "
-                         f"or give --size {shape[1]}")
-    emb_model = keras.Model(model.inputs, {"embedding": feat})
+    if len(shape) != 4 or shape[3] != 3:
+        raise InputError(f"{path.name} must take an (H, W, 3) image input, got {tuple(shape)}")
+    if shape[1] is not None and shape[2] is not None and shape[1] != shape[2]:
+        raise InputError(f"{path.name} takes {shape[1]}x{shape[2]} pictures; only square inputs are converted")
+    if shape[1] is None or shape[2] is None:  # an open size: build it at --size (default 224)
+        size = o.size or 224
+        inner = keras.Model(model.inputs, feat)
+        inp = keras.Input((size, size, 3), name="image")
+        try:
+            emb_model = keras.Model(inp, {"embedding": inner(inp)})
+        except Exception as exc:  # noqa: BLE001 - the model refuses that size
+            raise ModelError(f"{path.name} does not take a {size}x{size}x3 picture ({_one_line(exc, 120)}); "
+                             "give --size N with a size it takes") from None
+        shape = (None, size, size, 3)
+    else:
+        if not path.is_dir() and o.size is not None and o.size != shape[1]:
+            raise InputError(f"{path.name} takes {shape[1]}x{shape[2]} pictures, got --size {o.size}; leave --size out "
+                             f"or give --size {shape[1]}")
+        emb_model = keras.Model(model.inputs, {"embedding": feat})
     built = archs.Built(emb_model, "keras", int(shape[1]), int(feat.shape[-1]))
     pre = _override(Preprocessing(mean=127.5, std=127.5, **WHOLE_PICTURE), o)
     return FloatModel(built, pre, f"user Keras model {path.name}", None, True, path.stem)

