@@ -197,8 +197,13 @@ def _check_requantize_args(args: argparse.Namespace) -> None:
     """--tflite: what it cannot honour is refused, before TensorFlow loads; the input is never the output."""
     from . import checks  # noqa: PLC0415 - no TensorFlow
 
+    from .metadata import low_fidelity_path  # noqa: PLC0415 - no TensorFlow
+
     if _same_file(args.tflite, args.out):
         raise InputError(f"--out {args.out} is the --tflite input model; writing there would replace it: choose another --out")
+    if _same_file(args.tflite, low_fidelity_path(args.out)):  # where a model below the gate would go
+        raise InputError(f"--tflite {args.tflite} is where --out {args.out} puts a model below the fidelity gate; "
+                         "writing there could replace it: choose another --out")
     for flag, given in (("--arch", args.arch), ("--embedding-layer", args.embedding_layer),
                         ("--keep-classifier", args.keep_classifier), ("--labels", args.labels)):
         if given:
@@ -210,7 +215,7 @@ def _check_requantize_args(args: argparse.Namespace) -> None:
     if args.calibration_faces and args.fidelity_dir:
         raise InputError("--fidelity-dir does not apply with --calibration-faces (the face crops are checked as "
                          "they are calibrated); leave it out")
-    if not args.calibration_faces and args.mean is None and args.std is None:
+    if not args.calibration_faces and (args.mean is None or args.std is None):
         from edgeembed.spec import spec_from_metadata  # noqa: PLC0415 - no TensorFlow
         from edgeembed.tflite_file import read_tflite  # noqa: PLC0415
 
@@ -220,7 +225,7 @@ def _check_requantize_args(args: argparse.Namespace) -> None:
             return  # a missing or unreadable model is reported where it is opened
         if source == "defaults":
             raise InputError(f"{args.tflite} carries no preprocessing metadata, and int8 calibration needs the input it "
-                             "was trained on: give --mean and --std (e.g. --mean 127.5 --std 127.5 for inputs in -1..1, "
+                             "was trained on: give both --mean and --std (e.g. --mean 127.5 --std 127.5 for inputs in -1..1, "
                              "--mean 0 --std 1 for 0..255 pixels)")
 
 
@@ -286,13 +291,13 @@ def _requantize(args: argparse.Namespace) -> int:
     thresholds = {"mean_cosine": args.min_cosine} if args.min_cosine is not None else {}
     report = fidelity.compare(np.stack(fe), np.stack(qe))
     report["thresholds"] = {**fidelity.THRESHOLDS, **thresholds}
-    if "random" in (spec.weights or ""):
+    if spec.weights == "random initialisation (untrained)":  # what the converter records for --weights random
         report.update(passed=None, note="random (untrained) weights: these figures measure nothing about a real model")
     else:
         failures = fidelity.check(report, thresholds)
         report.update(passed=not failures, failures=failures)
     report["probe"] = probe  # the rebuild's error and the cosine on up to 8 calibration inputs
-    data = write_metadata(data, {METADATA_NAME: replace(spec, fidelity={**(spec.fidelity or {}), **report}).to_json().encode("utf-8")})
+    data = write_metadata(data, {METADATA_NAME: replace(spec, fidelity=report).to_json().encode("utf-8")})
     low = report.get("passed") is False and not args.accept_low_fidelity
     dest = metadata.low_fidelity_path(out) if low else out
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -229,7 +229,11 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
             raise InputError(f"{path.name} takes {shape[1]}x{shape[2]} pictures, got --size {o.size}; leave --size out "
                              f"or give --size {shape[1]}")
         emb_model = keras.Model(model.inputs, {"embedding": feat})
-    built = archs.Built(emb_model, "keras", int(shape[1]), int(feat.shape[-1]))
+    dim = emb_model.outputs[0].shape[-1]
+    if dim is None:
+        raise InputError(f"the {o.embedding_layer or 'output'} layer of {path.name} has no fixed width at a {shape[1]}x"
+                         f"{shape[2]} input (a Flatten of an open size?); give a pooled layer as --embedding-layer")
+    built = archs.Built(emb_model, "keras", int(shape[1]), int(dim))
     pre = _override(Preprocessing(mean=127.5, std=127.5, **WHOLE_PICTURE), o)
     return FloatModel(built, pre, f"user Keras model {path.name}", None, True, path.stem)
 

@@ -98,7 +98,7 @@ def format_report(rep: dict) -> str:
         lines.append(f"  with ImageNet's centre crop 0.875: mean cosine {alt['mean_cosine']:.4f}, top-1 agreement "
                      f"{alt['top1_agreement']:.3f}, top-1 float {alt['top1_float']:.3f} -> quantized {alt['top1_quant']:.3f}")
     if rep["images"] < FEW_PICTURES:
-        lines.append(f"note: only {rep['images']} held-aside pictures; figures from so few move a lot from one set to "
+        lines.append(f"note: only {rep['images']} held-aside picture{'' if rep['images'] == 1 else 's'}; figures from so few move a lot from one set to "
                      "the next (1-NN agreement most of all): give 50 or more for a figure to rely on")
     if rep.get("passed") is None:
         lines.append("NOTE: " + rep.get("note", "not measured"))

@@ -476,6 +476,12 @@ def test_requantizing_a_float_tflite_passes_the_fidelity_gate_and_never_replaces
                     "carries no preprocessing metadata")
     _one_line_error(run_cli("convert", "--tflite", model, "--calibration", orl / "s1", "--mean", "0", "--std", "1",
                             "--out", tmp_path / "." / "mobilefacenet.tflite"), "is the --tflite input model")
+    low_named = tmp_path / "m.low-fidelity.tflite"  # where --out m.tflite would put a model below the gate
+    low_named.write_bytes(model.read_bytes())
+    _one_line_error(run_cli("convert", "--tflite", low_named, "--calibration", orl / "s1", "--mean", "0", "--std", "1",
+                            "--out", tmp_path / "m.tflite"), "puts a model below the fidelity gate")
+    _one_line_error(run_cli("convert", "--tflite", model, "--calibration", orl / "s1", "--mean", "0",
+                            "--out", tmp_path / "a.tflite"), "give both --mean and --std")
     _one_line_error(run_cli("convert", "--tflite", model, "--calibration", orl / "s1", "--keep-classifier",
                             "--out", tmp_path / "a.tflite"), "--keep-classifier does not apply to --tflite")
     out = tmp_path / "mf_int8.tflite"
