@@ -262,7 +262,7 @@ def _requantize(args: argparse.Namespace) -> int:
     from edgeembed.tflite_file import write_metadata  # noqa: PLC0415
 
     from . import fidelity  # noqa: PLC0415
-    from .convert import LowFidelityError, split_files  # noqa: PLC0415
+    from .convert import low_fidelity_error, split_files  # noqa: PLC0415
     from .quantize import float_preprocessor, load_batch  # noqa: PLC0415
 
     overrides = {"mean": _vals(args.mean), "std": _vals(args.std), "color_order": args.color_order,
@@ -289,13 +289,9 @@ def _requantize(args: argparse.Namespace) -> int:
     finally:
         Path(tmp).unlink(missing_ok=True)
     thresholds = {"mean_cosine": args.min_cosine} if args.min_cosine is not None else {}
-    report = fidelity.compare(np.stack(fe), np.stack(qe))
-    report["thresholds"] = {**fidelity.THRESHOLDS, **thresholds}
-    if spec.weights == "random initialisation (untrained)":  # what the converter records for --weights random
-        report.update(passed=None, note="random (untrained) weights: these figures measure nothing about a real model")
-    else:
-        failures = fidelity.check(report, thresholds)
-        report.update(passed=not failures, failures=failures)
+    # random weights (what the converter records for --weights random) are measured, not judged
+    report = fidelity.judge(fidelity.compare(np.stack(fe), np.stack(qe)), thresholds,
+                            meaningful=spec.weights != "random initialisation (untrained)")
     report["probe"] = probe  # the rebuild's error and the cosine on up to 8 calibration inputs
     data = write_metadata(data, {METADATA_NAME: replace(spec, fidelity=report).to_json().encode("utf-8")})
     low = report.get("passed") is False and not args.accept_low_fidelity
@@ -313,11 +309,7 @@ def _requantize(args: argparse.Namespace) -> int:
     if args.edgetpu:
         summary["edgetpu"] = _edgetpu(dest, log)
     if low:
-        kept = f"{out} was left as it was" if out.exists() else f"nothing was written to {out}"
-        err = LowFidelityError(
-            f"!!! LOW FIDELITY: the int8 model departs from the float model ({'; '.join(report['failures'])}); it was "
-            f"written to {dest} (passed=false in its metadata) and {kept}. Try more/more typical calibration pictures, "
-            f"or run again with --accept-low-fidelity to write it to {out}")
+        err = low_fidelity_error("int8", report, dest, out, "pictures")
         if args.json:
             print(json.dumps(summary))
         raise err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import sys
 import time
@@ -37,6 +38,15 @@ class LowFidelityError(EdgeEmbedError):
 
     exit_code = 3
     summary: dict | None = None  # the conversion's summary (the model was written beside --out)
+
+
+def low_fidelity_error(kind: str, report: dict, written: Path, out: str | os.PathLike, try_also: str) -> LowFidelityError:
+    """The one line for a model below the gate, written to ``written`` (beside ``out``, which was kept)."""
+    kept = f"{out} was left as it was" if Path(out).exists() else f"nothing was written to {out}"
+    return LowFidelityError(
+        f"!!! LOW FIDELITY: the {kind} model departs from the float model ({'; '.join(report['failures'])}); "
+        f"it was written to {written} (passed=false in its metadata) and {kept}. Try more/more typical calibration "
+        f"{try_also}, or run again with --accept-low-fidelity to write it to {out}")
 
 
 @dataclass
@@ -417,11 +427,7 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
     if report is not None:
         log(fidelity.format_report(report))
         if low:
-            kept = f"{o.out} was left as it was" if Path(o.out).exists() else f"nothing was written to {o.out}"
-            err = LowFidelityError(
-                f"!!! LOW FIDELITY: the {o.output_type} model departs from the float model ({'; '.join(report['failures'])}); "
-                f"it was written to {out} (passed=false in its metadata) and {kept}. Try more/more typical calibration "
-                f"pictures or another output type, or run again with --accept-low-fidelity to write it to {o.out}")
+            err = low_fidelity_error(o.output_type, report, out, o.out, "pictures or another output type")
             err.summary = summary  # what was written, for --json
             raise err
     return summary

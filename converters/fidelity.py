@@ -73,6 +73,11 @@ def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, la
             fl.append(la), ql.append(lb)
     rep = compare(np.concatenate(fe), np.concatenate(qe), np.concatenate(fl) if fl else None,
                   np.concatenate(ql) if ql else None, labels if fl else None)
+    return judge(rep, thresholds, meaningful)
+
+
+def judge(rep: dict, thresholds: dict | None = None, meaningful: bool = True) -> dict:
+    """``rep`` with its thresholds and verdict (passed, failures); random weights get a note instead of a verdict."""
     rep["thresholds"] = {**THRESHOLDS, **(thresholds or {})}
     if meaningful:
         failures = check(rep, thresholds)
