@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence, Union
 import numpy as np
 
 from .errors import ImageError, InputError
+from .memory import check_decode
 from .spec import Preprocessing
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
@@ -119,10 +120,13 @@ def decode_image(data: bytes, name: str = "image", keep_side: int | None = None)
         raise ImageError(f"{name} is a {kind} photo, which OpenCV cannot decode; convert it to JPEG first "
                          "(e.g. heif-convert, or the phone's 'Most Compatible' camera setting)")
     quiet_opencv_logs()
-    flag = cv2.IMREAD_COLOR
+    flag, r = cv2.IMREAD_COLOR, 1
     if keep_side and kind == "JPEG":
         r = jpeg_reduction(data, keep_side)
         flag = getattr(cv2, f"IMREAD_REDUCED_COLOR_{r}") if r > 1 else flag  # EXIF orientation applied as well
+    size = image_size(data, kind)
+    if size is not None:  # a picture too large for the memory left is refused, not killed by the kernel mid-decode
+        check_decode(name, size[1], size[0], r)
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:  # e.g. a 20000x20000 PNG on a small board: not enough memory to decode it
@@ -145,6 +149,31 @@ def jpeg_reduction(data: bytes, keep_side: int) -> int:
         if short // r >= keep_side:
             return r
     return 1
+
+
+def image_size(data: bytes, kind: str | None = None) -> tuple[int, int] | None:
+    """(height, width) from the header of a JPEG, PNG, BMP or WebP file, without decoding; None for other
+    formats or a header that does not say."""
+    kind = kind or _image_kind(data[:32])
+    try:
+        if kind == "JPEG":
+            return jpeg_size(data)
+        if kind == "PNG" and data[12:16] == b"IHDR":
+            return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+        if kind == "BMP" and int.from_bytes(data[14:18], "little") >= 40:  # BITMAPINFOHEADER or later
+            return abs(int.from_bytes(data[22:26], "little", signed=True)), int.from_bytes(data[18:22], "little", signed=True)
+        if kind == "WebP":
+            chunk = data[12:16]
+            if chunk == b"VP8X":  # extended: the canvas, 24-bit width - 1 and height - 1
+                return int.from_bytes(data[27:30], "little") + 1, int.from_bytes(data[24:27], "little") + 1
+            if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy: 14-bit sizes after the start code
+                return int.from_bytes(data[28:30], "little") & 0x3FFF, int.from_bytes(data[26:28], "little") & 0x3FFF
+            if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: 14-bit width - 1, then height - 1
+                bits = int.from_bytes(data[21:25], "little")
+                return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    except IndexError:
+        return None
+    return None
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:

@@ -181,3 +181,22 @@ def test_small_jpegs_other_formats_and_exact_interpolations_decode_in_full(tmp_p
     assert cropped.keep_side == 768  # the crop keeps 0.875 of the short side: 768 * 0.875 = 672
     assert read_image(path, cropped.keep_side).shape[:2] == (1512, 2016)  # 1/2: 3024 // 4 = 756 is short of 768
     assert read_image(path, 600).shape[:2] == (756, 1008)  # 1/4
+
+
+def test_picture_sizes_are_read_from_headers_without_decoding():
+    """What the memory check (edgeembed.memory) reads before a decode: every format OpenCV writes here, and the
+    real pictures of ../shared (TIFF and PNM are not read: None)."""
+    from edgeembed.preprocess import image_size
+
+    rng = np.random.default_rng(0)
+    bgr, bgra = rng.integers(0, 255, (37, 53, 3), np.uint8), rng.integers(0, 255, (37, 53, 4), np.uint8)
+    for ext, img, params in ((".jpg", bgr, []), (".png", bgr, []), (".bmp", bgr, []),
+                             (".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, 80]),  # lossy: VP8
+                             (".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, 101]),  # lossless: VP8L
+                             (".webp", bgra, [cv2.IMWRITE_WEBP_QUALITY, 80])):  # with alpha: VP8X
+        data = cv2.imencode(ext, img, params)[1].tobytes()
+        assert image_size(data) == (37, 53), ext
+    for path in (DATA / "coral-images" / "cat.bmp", DATA / "coral-images" / "owl.jpg"):
+        assert image_size(path.read_bytes()) == read_image(path).shape[:2]
+    assert image_size(cv2.imencode(".tiff", bgr)[1].tobytes()) is None
+    assert image_size(b"\x89PNG\r\n\x1a\n") is None  # cut before its header
