@@ -19,7 +19,7 @@ from .errors import InputError, SourceError
 from .progress import Progress
 from .pipeline import ImageProcessor, Pipeline, RunStats, stage_summary
 from .smoothing import TrackSmoother
-from .sources import open_source, parse_resolution, parse_roi
+from .sources import FolderSource, open_source, parse_resolution, parse_roi
 
 DEFAULT_RECONNECT_TIMEOUT = 60.0  # seconds a dropped live source is retried; EDGEEMBED_RECONNECT_TIMEOUT overrides
 
@@ -221,6 +221,8 @@ def bench_source(args: argparse.Namespace) -> int:
             owned.append(emb)
             processor = ImageProcessor(emb, gallery, top_k=1)
         source = _open_source(args, status)
+        if isinstance(source, FolderSource) and isinstance(processor, ImageProcessor) and not (args.resolution or args.roi):
+            source.keep_side = emb.preprocessor.keep_side  # pictures read as `recognize` reads them (large JPEGs reduced)
         with source, _Terminate():
             limit = min(args.frames, args.max_frames) if args.max_frames else args.frames
             bar = _ProgressSink(limit, "bench")

@@ -2,6 +2,7 @@
 folders, region of interest, resolution, and the one-line errors of a missing camera or picamera2."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -199,6 +200,30 @@ def test_folder_and_glob_sources_skip_a_bad_image(tmp_path):
     assert len(frames) == 3 and seen and seen[0][0] == "source_skip" and "3.png" in seen[0][1]
     with open_source(str(tmp_path / "[01].png")) as src:
         assert len(list(src)) == 2
+
+
+def test_bench_reads_a_folder_of_large_jpegs_as_recognize_does(tmp_path):
+    """`bench` over a folder: a whole-image model's large JPEGs are decoded at a reduction, as `recognize` and
+    `Embedder.embed(path)` read them, so the capture stage it reports is the one a user's run has."""
+    from edgeembed import Embedder
+    from edgeembed.sources import FolderSource
+
+    h, w = 3024, 4032
+    img = np.empty((h, w, 3), np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = (np.arange(w) % 256)[None, :], (np.arange(h) % 256)[:, None], 60
+    cv2.imwrite(str(tmp_path / "phone.jpg"), img)
+    with Embedder.create_from_model_path(V1_EMBED) as emb:
+        keep = emb.preprocessor.keep_side
+    with FolderSource(str(tmp_path)) as src:
+        assert next(iter(src)).rgb.shape == (h, w, 3)  # nobody asked for less: the whole picture
+    with FolderSource(str(tmp_path)) as src:
+        src.keep_side = keep
+        reduced = next(iter(src)).rgb
+    assert min(reduced.shape[:2]) >= keep and reduced.shape[0] < h  # 1/2, 1/4 or 1/8, never below the kept side
+    for k in (2, 3):
+        (tmp_path / f"phone{k}.jpg").write_bytes((tmp_path / "phone.jpg").read_bytes())
+    p = run_cli("bench", "--source", tmp_path, "--model", V1_EMBED, "--frames", "3", "--json", check=True)
+    assert json.loads(p.stdout)["frames"] == 3
 
 
 @pytest.mark.parametrize("source, expect", [

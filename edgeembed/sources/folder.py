@@ -20,9 +20,14 @@ def is_folder_spec(spec: str) -> bool:
 
 
 class FolderSource(FrameSource):
-    """Images of a folder (recursively) or of a glob; unreadable images are reported and skipped."""
+    """Images of a folder (recursively) or of a glob; unreadable images are reported and skipped.
+
+    ``keep_side``: set by a consumer that only needs pictures whose shorter side is this long (a whole-image
+    model's ``Preprocessor.keep_side``): large JPEGs are then decoded at a reduction, as ``Embedder.embed(path)``
+    reads them."""
 
     live = False
+    keep_side: int | None = None
 
     def __init__(self, spec: str, resolution: tuple[int, int] | None = None, roi=None,
                  on_status: StatusCallback | None = None):
@@ -47,7 +52,7 @@ class FolderSource(FrameSource):
             f = self.files[self._next]
             self._next += 1
             try:
-                return self._fit_resolution(read_image(f))
+                return self._fit_resolution(read_image(f, self.keep_side))
             except ImageError as exc:
                 self.on_status("source_skip", f"skipped {exc}", {"source": str(f)})
         return None
