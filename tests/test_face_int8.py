@@ -94,12 +94,27 @@ def test_quantizer_command_line_and_its_errors(tmp_path):
     assert not (tmp_path / "o.tflite").exists()
 
 
-def test_edgeembed_convert_tflite_with_calibration_faces(tmp_path):
-    """`edgeembed convert --tflite F --calibration-faces DIR` goes through this quantizer."""
+def test_edgeembed_convert_tflite_with_calibration_faces_passes_the_fidelity_gate(tmp_path):
+    """`edgeembed convert --tflite F --calibration-faces DIR`: calibrated on the faces of the even photos and judged on
+    the odd ones (or --fidelity-dir), as face mode embeds them. MobileFaceNet int8 is below the 0.98 cosine gate:
+    the model goes beside --out with exit status 3, as a conversion's does; accepted, it goes to --out."""
     out = tmp_path / "face_int8.tflite"
-    p = run_cli("convert", "--tflite", FLOAT, "--calibration-faces", ORL / "s3", "--out", out, "--json", "--quiet",
-                check=True)
+    p = run_cli("convert", "--tflite", FLOAT, "--calibration-faces", ORL / "s3", "--out", out, "--json", "--quiet")
+    assert p.returncode == 3, p.stderr[-1500:]
+    assert "LOW FIDELITY" in p.stderr and "calibration face crops" in p.stderr and not out.exists()
     report = json.loads(p.stdout.strip().splitlines()[-1])
-    assert report["calibration_crops"] == 10 and out.exists()
+    low = tmp_path / "face_int8.low-fidelity.tflite"
+    assert report["model"] == str(low) and report["calibration_images"] == 5  # even photos of s3; the odd 5 judge
+    fid = report["fidelity"]
+    assert fid["images"] == 5 and fid["passed"] is False and fid["mean_cosine"] < 0.98 and "probe" in fid
+
+    p = run_cli("convert", "--tflite", FLOAT, "--calibration-faces", ORL / "s3", "--fidelity-dir", ORL / "s4",
+                "--activation-ranges", "minmax", "--accept-low-fidelity", "--out", out, "--json", "--quiet")
+    assert p.returncode == 0, p.stderr[-1500:]
     info = json.loads(run_cli("inspect", out, "--json", check=True).stdout)
     assert info["task"] == "face" and info["input"]["dtype"] == "int8"
+    assert info["calibration"]["images"] == 10 and info["calibration"]["activation_ranges"] == "minmax"
+    assert info["calibration"]["requantized_from"] == str(FLOAT) and info["calibration"]["held_aside_photos"] == 10
+    assert info["fidelity"]["images"] == 10 and info["fidelity"]["passed"] is False  # accepted, not hidden
+    side = json.loads((tmp_path / "face_int8.fidelity.json").read_text())
+    assert side["fidelity"]["mean_cosine"] == info["fidelity"]["mean_cosine"]
