@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "rounding and clipping error) or pNN (percentile of per-picture extremes, e.g. p99)")
     p.add_argument("--int8-tuning", type=int, default=None, metavar="EPOCHS",
                    help="int8/uint8: fine-tune the weights for int8 over the calibration pictures with the float model as "
-                        "teacher, this many passes (default 3; 0 = plain post-training quantization; not used with --tflite)")
+                        "teacher, this many passes (default 3; 0 = plain post-training quantization; refused with --tflite)")
     p.add_argument("--channel-equalization", type=float, default=None, metavar="H",
                    help="int8/uint8: spread the channels of each ReLU6 output that feeds a depthwise convolution over the "
                         "int8 range, letting a channel go up to H times its calibration maximum (default 2; 0 = off)")
@@ -221,10 +221,12 @@ def _check_requantize_args(args: argparse.Namespace) -> None:
             raise InputError(f"{flag} does not apply to --tflite (the float .tflite is requantized as it is: its own "
                              "input size and weights, its first output the embedding); leave it out")
     if args.calibration_faces:
-        for flag, given in (("--crop-fraction", args.crop_fraction), ("--resize", args.resize)):
+        for flag, given in (("--crop-fraction", args.crop_fraction), ("--resize", args.resize),
+                            ("--color-order", args.color_order), ("--calibration", args.calibration)):
             if given is not None:
                 raise InputError(f"{flag} does not apply to --calibration-faces (each face is aligned to the model's "
-                                 "template, not cropped from the picture); leave it out")
+                                 "template, in the colour order of the model's metadata or RGB; the face photos are "
+                                 "the calibration); leave it out")
     checks.check_preprocessing({"mean": _vals(args.mean), "std": _vals(args.std), "crop_fraction": args.crop_fraction})
     if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
         raise InputError(f"--min-cosine must be a number from -1 to 1 (a cosine similarity; default 0.98), got {args.min_cosine:g}")
@@ -303,8 +305,17 @@ def _requantize_faces(args, calib, held, tflite_quant, out):
 
     mean, std = _vals(args.mean), _vals(args.std)
     data, size, template, base = tflite_quant.open_float_face_model(args.tflite, mean, std)
-    crops = aligned_face_crops(calib, size, template, show_progress=not args.quiet)
-    held_crops = aligned_face_crops(held, size, template, show_progress=not args.quiet)
+    folder = args.calibration_faces
+    crops = aligned_face_crops(calib, size, template, show_progress=not args.quiet,
+                               name=f"--calibration-faces {folder} (its even sorted photos, which calibrate)")
+    held_crops = aligned_face_crops(held, size, template, show_progress=not args.quiet,
+                                    name=f"--fidelity-dir {args.fidelity_dir}" if args.fidelity_dir else
+                                    f"--calibration-faces {folder} (its odd sorted photos, held aside to check fidelity)")
+    for what, photos, faces in (("calibration", calib, crops), ("held-aside", held, held_crops)):
+        if len(faces) < len(photos):
+            print(f"note: {len(photos) - len(faces)} of the {len(photos)} {what} photos gave no face (or could not be "
+                  f"read); {'calibrating' if what == 'calibration' else 'judging fidelity'} on the {len(faces)} faces "
+                  "found", file=sys.stderr)
     data, spec, _ = tflite_quant.quantize_face_crops(data, crops, base, template, str(args.calibration_faces),
                                                      args.activation_ranges)
     # fidelity on the faces of the held-aside photos, embedded as face mode embeds them
@@ -317,8 +328,8 @@ def _requantize_faces(args, calib, held, tflite_quant, out):
             finally:
                 face.close()
     float_emb, int8_emb = embs
-    calibration = {**spec.calibration, "requantized_from": str(args.tflite),
-                   "photos": len(calib), "held_aside_photos": len(held)}
+    calibration = {**spec.calibration, "requantized_from": str(args.tflite), "photos": len(calib),
+                   "held_aside_photos": len(held), "held_aside_faces": len(held_crops)}
     return data, spec, float_emb, int8_emb, calibration
 
 

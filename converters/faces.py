@@ -21,11 +21,11 @@ from edgeembed.progress import progress
 
 def aligned_face_crops(folder: str | os.PathLike | Sequence[str | os.PathLike], size: int | Sequence[int] = 112,
                        template: AlignmentTemplate | None = None, limit: int | None = None,
-                       detector: str = "short", show_progress: bool = True) -> np.ndarray:
+                       detector: str = "short", show_progress: bool = True, name: str | None = None) -> np.ndarray:
     """(N, H, W, 3) RGB uint8: the largest face of each image under ``folder`` (recursively), aligned.
 
-    ``folder`` may also be a list of image files or folders. ``limit`` caps N, picking images
-    evenly across the sorted list so every person is represented.
+    ``folder`` may also be a list of image files or folders (``name`` then says what they are, in errors).
+    ``limit`` caps N, picking images evenly across the sorted list so every person is represented.
     """
     files = _image_files(folder)
     if limit is not None and len(files) > limit:
@@ -44,7 +44,8 @@ def aligned_face_crops(folder: str | os.PathLike | Sequence[str | os.PathLike], 
             if face is not None:
                 crops.append(align_face(rgb, face.keypoints, tpl, size))
     if not crops:
-        raise InputError(f"no face found in the {len(files)} image(s) of {folder}; calibration needs photos of faces")
+        raise InputError(f"no face found in the {len(files)} image(s) of {name or folder}; calibration and its fidelity "
+                         "check need photos of faces")
     return np.stack(crops)
 
 

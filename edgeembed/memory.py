@@ -2,15 +2,16 @@
 
 On a small board (a 512 MB Pi Zero) or in a container with a memory limit, decoding a 100-megapixel
 panorama does not fail: the allocation succeeds and the kernel kills the process when the pages are
-touched. Measured here: decoding takes about 2.1x the decoded picture at its peak (the decoder's output
-and its RGB copy); ``DECODE_PEAK`` keeps a little more.
+touched. Measured here (benchmarks/bench_decode_memory.py): decoding takes about 2.1x the decoded picture
+at its peak (the decoder's output and its RGB copy); ``DECODE_PEAK`` keeps a little more.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-DECODE_PEAK = 2.3  # peak memory of decode + colour conversion, in decoded pictures (measured 2.03 JPEG, 2.18 PNG)
-CHECK_ABOVE = 32 << 20  # pictures decoding to less than this (about 11 megapixels) are not checked
+DECODE_PEAK = 2.3  # peak memory of decode + colour conversion, in decoded pictures (measured 2.05 JPEG, 2.18 PNG)
+CHECK_ABOVE = 64 << 20  # decodes needing less than this (a baseline picture of about 9 megapixels) are not checked
 
 
 def available_bytes() -> int | None:
@@ -30,19 +31,46 @@ def _meminfo_available() -> int | None:
 
 
 def _cgroup_room() -> int | None:
-    """Limit minus usage (less the reclaimable file cache) of this process's memory cgroup, the tightest ancestor."""
+    """The least room (limit minus usage, plus reclaimable file cache) of this process's memory cgroup and of
+    each ancestor up to its mount, cgroup v1 or v2; None without a limit."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
+        mounts = _cgroup_mounts()
     except OSError:
         return None
-    for line in lines:
-        hid, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-        if "memory" in controllers.split(","):  # cgroup v1
-            return _v1_room(Path("/sys/fs/cgroup/memory") / path.lstrip("/"))
-    for line in lines:
-        if line.startswith("0::"):  # cgroup v2
-            return _v2_room(Path("/sys/fs/cgroup") / line[3:].lstrip("/"))
+    for line in lines:  # cgroup v1: the memory controller's hierarchy
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if "memory" in controllers.split(",") and "memory" in mounts:
+            return _walk(_group_dir(path, *mounts["memory"]), mounts["memory"][1], v1=True)
+    for line in lines:  # cgroup v2: the unified hierarchy
+        if line.startswith("0::") and "cgroup2" in mounts:
+            return _walk(_group_dir(line[3:], *mounts["cgroup2"]), mounts["cgroup2"][1], v1=False)
     return None
+
+
+def _cgroup_mounts() -> dict[str, tuple[str, Path]]:
+    """{"memory": (root, mount point)} for cgroup v1's memory hierarchy, {"cgroup2": ...} for v2, from mountinfo."""
+    found: dict[str, tuple[str, Path]] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        root, point = fields[3], Path(fields[4].replace("\\040", " "))
+        if tail[0] == "cgroup" and "memory" in tail[2].split(","):
+            found.setdefault("memory", (root, point))
+        elif tail[0] == "cgroup2":
+            found.setdefault("cgroup2", (root, point))
+    return found
+
+
+def _group_dir(path: str, root: str, point: Path) -> Path:
+    """Where the process's cgroup ``path`` (as /proc/self/cgroup names it) is under the mount of ``root`` at
+    ``point``. In a container the file may name the host's path while the container's own group is mounted
+    at ``point``: then the mount point itself is the group."""
+    rel = os.path.relpath(path, root) if path.startswith(root) else path.lstrip("/")
+    group = point / ("" if rel == "." else rel)
+    return group if group.is_dir() else point
 
 
 def _stat(path: Path) -> dict[str, int]:
@@ -54,42 +82,51 @@ def _stat(path: Path) -> dict[str, int]:
     return out
 
 
-def _v1_room(group: Path) -> int | None:
-    try:
-        stat = _stat(group / "memory.stat")
-        limit = stat.get("hierarchical_memory_limit") or int((group / "memory.limit_in_bytes").read_text())
-        usage = int((group / "memory.usage_in_bytes").read_text())
-    except (OSError, ValueError):
-        return None
-    if limit >= 1 << 60:  # "no limit" is the largest page-aligned 64-bit number
-        return None
-    return max(0, limit - usage + stat.get("total_inactive_file", stat.get("inactive_file", 0)))
-
-
-def _v2_room(group: Path) -> int | None:
+def _walk(group: Path, point: Path, v1: bool) -> int | None:
+    """The least room of ``group`` and its ancestors up to the mount point ``point`` (usage is hierarchical in
+    both versions: a group's usage counts its children's, so siblings' memory is seen at the common parent)."""
     room = None
-    root = Path("/sys/fs/cgroup")
     while True:
         try:
-            limit = (group / "memory.max").read_text().strip()
-            if limit != "max":
+            if v1:
+                limit = int((group / "memory.limit_in_bytes").read_text())
+                usage = int((group / "memory.usage_in_bytes").read_text())
+                stat = _stat(group / "memory.stat")
+                cache = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+                limited = limit < 1 << 60  # "no limit" is the largest page-aligned 64-bit number
+            else:
+                text = (group / "memory.max").read_text().strip()
+                limited = text != "max"
+                limit = int(text) if limited else 0
                 usage = int((group / "memory.current").read_text())
-                free = int(limit) - usage + _stat(group / "memory.stat").get("inactive_file", 0)
-                room = max(0, free) if room is None else min(room, max(0, free))
+                cache = _stat(group / "memory.stat").get("inactive_file", 0)
+            if limited:
+                free = max(0, limit - usage + cache)
+                room = free if room is None else min(room, free)
         except (OSError, ValueError):
             pass
-        if group == root or group.parent == group:
+        if group == point or group.parent == group or point not in group.parents:
             return room
         group = group.parent
 
 
-def check_decode(name: str, width: int, height: int, reduction: int = 1) -> None:
+def decode_need(width: int, height: int, reduction: int = 1, coefficient_bytes: int = 0) -> int:
+    """Peak bytes of decoding a ``width`` x ``height`` picture at 1/``reduction`` to RGB.
+
+    ``coefficient_bytes``: a progressive JPEG's whole-image coefficient buffer, which libjpeg keeps at full size
+    whatever the reduction (2 bytes per sample: 3 bytes per pixel at 4:2:0, 6 at 4:4:4; measured with a 4:4:4
+    file read at 1/8: 129x the decoded picture). It lives beside the decoder's output, not beside the RGB copy."""
+    decoded = (width // reduction) * (height // reduction) * 3
+    return int(max(decoded * DECODE_PEAK, coefficient_bytes + decoded * (DECODE_PEAK - 1)))
+
+
+def check_decode(name: str, width: int, height: int, reduction: int = 1, coefficient_bytes: int = 0) -> None:
     """Raise ImageError when decoding a ``width`` x ``height`` picture (at 1/``reduction``) needs more memory than
     is left; no-op for ordinary pictures and where the available memory cannot be read."""
-    decoded = (width // reduction) * (height // reduction) * 3
-    if decoded < CHECK_ABOVE:
+    need = decode_need(width, height, reduction, coefficient_bytes)
+    if need < CHECK_ABOVE:
         return
-    need, room = int(decoded * DECODE_PEAK), available_bytes()
+    room = available_bytes()
     if room is None or need <= room:
         return
     from .errors import ImageError  # noqa: PLC0415
@@ -97,4 +134,3 @@ def check_decode(name: str, width: int, height: int, reduction: int = 1) -> None
     raise ImageError(f"{name} is {width}x{height} pixels: decoding it needs about {need >> 20} MB and only "
                      f"{room >> 20} MB of memory is free; resize it to a few megapixels first "
                      "(e.g. convert IN -resize 4000x4000 OUT)")
-

@@ -126,7 +126,7 @@ def decode_image(data: bytes, name: str = "image", keep_side: int | None = None)
         flag = getattr(cv2, f"IMREAD_REDUCED_COLOR_{r}") if r > 1 else flag  # EXIF orientation applied as well
     size = image_size(data, kind)
     if size is not None:  # a picture too large for the memory left is refused, not killed by the kernel mid-decode
-        check_decode(name, size[1], size[0], r)
+        check_decode(name, size[1], size[0], r, jpeg_coefficient_bytes(data) if kind == "JPEG" else 0)
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:  # e.g. a 20000x20000 PNG on a small board: not enough memory to decode it
@@ -160,8 +160,12 @@ def image_size(data: bytes, kind: str | None = None) -> tuple[int, int] | None:
             return jpeg_size(data)
         if kind == "PNG" and data[12:16] == b"IHDR":
             return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-        if kind == "BMP" and int.from_bytes(data[14:18], "little") >= 40:  # BITMAPINFOHEADER or later
-            return abs(int.from_bytes(data[22:26], "little", signed=True)), int.from_bytes(data[18:22], "little", signed=True)
+        if kind == "BMP":
+            header = int.from_bytes(data[14:18], "little")
+            if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+                return int.from_bytes(data[20:22], "little"), int.from_bytes(data[18:20], "little")
+            if header >= 40:  # BITMAPINFOHEADER or later; a negative height is a top-down picture
+                return abs(int.from_bytes(data[22:26], "little", signed=True)), int.from_bytes(data[18:22], "little", signed=True)
         if kind == "WebP":
             chunk = data[12:16]
             if chunk == b"VP8X":  # extended: the canvas, 24-bit width - 1 and height - 1
@@ -178,6 +182,24 @@ def image_size(data: bytes, kind: str | None = None) -> tuple[int, int] | None:
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from a JPEG's frame header (SOF marker) as stored, before EXIF orientation; None if absent."""
+    frame = _jpeg_frame(data)
+    return frame[:2] if frame else None
+
+
+def jpeg_coefficient_bytes(data: bytes) -> int:
+    """Bytes of the whole-image coefficient buffer libjpeg keeps for a progressive JPEG (at full size, whatever
+    the reduction it decodes at): 2 bytes per sample of each component at its sampling; 0 for a baseline JPEG."""
+    frame = _jpeg_frame(data)
+    if not frame or frame[2] not in (0xC2, 0xC6, 0xCA, 0xCE):
+        return 0
+    h, w, _, sampling = frame
+    hmax, vmax = max(s[0] for s in sampling), max(s[1] for s in sampling)
+    return sum(math.ceil(math.ceil(w * hs / hmax) / 8) * math.ceil(math.ceil(h * vs / vmax) / 8) * 64 * 2
+               for hs, vs in sampling)
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]]] | None:
+    """(height, width, SOF marker, [(H, V) sampling per component]) of a JPEG's frame header; None if absent."""
     n, i = len(data), 2
     while i + 4 <= n:
         if data[i] != 0xFF:
@@ -189,11 +211,13 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         if 0xD0 <= marker <= 0xD9 or marker == 0x01:
             i += 2
             continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header: P, Y, X follow the length
-            if i + 9 > n:
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header: P, Y, X, Nf, components
+            if i + 10 > n:
                 return None
             h, w = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-            return (h, w) if h and w else None
+            comps = data[i + 10:i + 10 + 3 * data[i + 9]]
+            sampling = [(max(1, b >> 4), max(1, b & 15)) for b in comps[1::3]] or [(1, 1)]
+            return (h, w, marker, sampling) if h and w else None
         if marker == 0xDA:  # a scan before any frame header: not a JPEG we can read the size of
             return None
         i += 2 + int.from_bytes(data[i + 2:i + 4], "big")

@@ -294,6 +294,8 @@ def no_tensorflow(tmp_path):
      "--activation-ranges must be mean, minmax, mse or pNN"),
     (("--tflite", str(MODELS / "mobilefacenet.tflite"), "--calibration-faces", str(DATA / "orl-faces" / "s1"),
       "--crop-fraction", "0.8"), "--crop-fraction does not apply to --calibration-faces"),
+    (("--tflite", str(MODELS / "mobilefacenet.tflite"), "--calibration-faces", str(DATA / "orl-faces" / "s1"),
+      "--color-order", "BGR"), "--color-order does not apply to --calibration-faces"),
 ], ids=lambda v: "_".join(Path(a).name if "/" in a else a for a in v).replace("--", "") if isinstance(v, tuple) else None)
 def test_bad_numbers_and_weights_fail_in_one_line_before_tensorflow(tmp_path, tiny_calib, no_tensorflow, args, needle):
     proc = run_cli("convert", *args, "--calibration", tiny_calib, "--out", tmp_path / "a.tflite", env=no_tensorflow)

@@ -118,3 +118,16 @@ def test_edgeembed_convert_tflite_with_calibration_faces_passes_the_fidelity_gat
     assert info["fidelity"]["images"] == 10 and info["fidelity"]["passed"] is False  # accepted, not hidden
     side = json.loads((tmp_path / "face_int8.fidelity.json").read_text())
     assert side["fidelity"]["mean_cosine"] == info["fidelity"]["mean_cosine"]
+
+
+def test_requantize_held_aside_photos_without_faces_are_named_in_one_line(tmp_path):
+    """Held-aside photos without a face: one line naming the flag and folder (it printed the whole file list)."""
+    noface = tmp_path / "noface"
+    noface.mkdir()
+    for name in ("cat.bmp", "owl.jpg"):
+        (noface / name).write_bytes((DATA / "coral-images" / name).read_bytes())
+    p = run_cli("convert", "--tflite", FLOAT, "--calibration-faces", ORL / "s1", "--fidelity-dir", noface,
+                "--out", tmp_path / "f.tflite", "--quiet")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr[-1500:]
+    assert f"no face found in the 2 image(s) of --fidelity-dir {noface}" in p.stderr and "PosixPath" not in p.stderr
+    assert not list(tmp_path.glob("f*"))

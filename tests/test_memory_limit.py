@@ -92,6 +92,19 @@ def test_a_picture_too_large_for_memory_is_refused_in_one_line_and_the_gallery_k
     assert {p.name: p.read_bytes() for p in gallery.iterdir() if p.is_file()} == before
 
     # a whole-image model reads the same JPEG at 1/8 (its input is 224 pixels): it fits and embeds
-    p = limited("embed", REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite", panorama, "--json")
+    model = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"
+    p = limited("embed", model, panorama, "--json")
     assert p.returncode == 0, p.stderr[-1000:]
     assert len(json.loads(p.stdout)["embedding"]) == 1280
+
+    # saved progressive 4:4:4, libjpeg keeps 6 bytes per pixel of coefficients (648 MB) even at 1/8: refused too
+    import cv2
+
+    rgb = cv2.imread(str(panorama))
+    progressive = tmp_path / "panorama_progressive.jpg"
+    cv2.imwrite(str(progressive), rgb, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1,
+                                        cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    del rgb
+    p = limited("embed", model, progressive, "--json")
+    assert p.returncode not in (-9, 137), "killed by the kernel instead of refused"
+    assert p.returncode != 0 and "panorama_progressive.jpg is 12000x9000 pixels" in p.stderr, p.stderr

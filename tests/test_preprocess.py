@@ -199,4 +199,19 @@ def test_picture_sizes_are_read_from_headers_without_decoding():
     for path in (DATA / "coral-images" / "cat.bmp", DATA / "coral-images" / "owl.jpg"):
         assert image_size(path.read_bytes()) == read_image(path).shape[:2]
     assert image_size(cv2.imencode(".tiff", bgr)[1].tobytes()) is None
+    # an OS/2 BMP (12-byte core header: 16-bit sizes), 24-bit, rows padded to 4 bytes
+    row = (53 * 3 + 3) // 4 * 4
+    core = (b"BM" + (26 + 37 * row).to_bytes(4, "little") + b"\0" * 4 + (26).to_bytes(4, "little")
+            + (12).to_bytes(4, "little") + (53).to_bytes(2, "little") + (37).to_bytes(2, "little")
+            + (1).to_bytes(2, "little") + (24).to_bytes(2, "little") + b"\x80" * (37 * row))
+    assert image_size(core) == (37, 53) == decode_image(core).shape[:2]
+    # a progressive JPEG keeps a full-size coefficient buffer (2 bytes per sample) whatever the reduction
+    from edgeembed.preprocess import jpeg_coefficient_bytes
+
+    big = rng.integers(0, 255, (64, 96, 3), np.uint8)
+    assert jpeg_coefficient_bytes(cv2.imencode(".jpg", big)[1].tobytes()) == 0  # baseline
+    progressive = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
+    assert jpeg_coefficient_bytes(cv2.imencode(".jpg", big, progressive)[1].tobytes()) == 64 * 96 * 3  # 4:2:0
+    s444 = progressive + [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    assert jpeg_coefficient_bytes(cv2.imencode(".jpg", big, s444)[1].tobytes()) == 64 * 96 * 6
     assert image_size(b"\x89PNG\r\n\x1a\n") is None  # cut before its header
