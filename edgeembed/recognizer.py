@@ -168,6 +168,42 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
     return again
 
 
+def look_alikes(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None],
+                threshold: float) -> list[dict[str, Any]]:
+    """New entries that the gallery would recognize as another label: closer to an entry of another label (stored,
+    or new in the same enrolment) than to any other of their own, and at ``threshold`` or above. In a face gallery
+    that is the same person under two names, or a photo under the wrong name; recognition would answer the other
+    label for such a face. Call before the new entries are added."""
+    v = np.asarray(vectors, np.float64)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    names = [normal_label(x) for x in labels]
+    stored_names: list[str] = []
+    stored_ids: list[int] = []
+    m = np.zeros((0, v.shape[1]))
+    if len(gallery):
+        by_id = {e["id"]: normal_label(e["label"]) for e in gallery.entries()}
+        m = np.asarray(gallery.matrix, np.float64)
+        stored_ids = [int(i) for i in gallery._entry_ids]
+        stored_names = [by_id.get(i, "") for i in stored_ids]
+    all_names = stored_names + names
+    codes = {n: k for k, n in enumerate(dict.fromkeys(all_names))}
+    name_codes = np.array([codes[n] for n in all_names], np.int64)
+    sims = v @ np.concatenate([m, v]).T  # (new, stored + new)
+    out = []
+    for i, name in enumerate(names):
+        row = sims[i].copy()
+        row[len(stored_names) + i] = -np.inf  # not itself
+        same = name_codes == codes[name]
+        best_same = float(row[same].max()) if same.any() else -np.inf
+        if (~same).any():
+            j = int(np.argmax(np.where(same, -np.inf, row)))
+            if row[j] >= threshold and row[j] > best_same:
+                like = {"entry": stored_ids[j]} if j < len(stored_ids) else {"source_of_other": sources[j - len(stored_ids)]}
+                out.append({"source": str(sources[i]), "label": labels[i], "recognized_as": all_names[j],
+                            "similarity": round(float(row[j]), 4), **like})
+    return out
+
+
 def already_enrolled(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray,
                      sources: Sequence[str | None]) -> list[int | None]:
     """Per new entry: the id of the same picture stored under the same label (same file, cosine > 0.999), or None."""

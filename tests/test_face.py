@@ -604,3 +604,25 @@ def test_face_mode_refusals_are_one_line(tmp_path, photos, pipeline):
         align_face(_orl(2, 1), np.zeros((3, 2)), pipeline.embedder.template)
     with pytest.raises(InputError, match="NaN"):
         align_face(_orl(2, 1), np.full((6, 2), np.nan), pipeline.embedder.template)
+
+
+def test_the_same_face_under_two_labels_is_pointed_out_at_enrolment(tmp_path):
+    """A face enrolled under a new name that the gallery recognizes as another label (ORL s1 as 'alice', then as
+    'bob') gets a note naming both and the entry, and --json lists it; 40 different people get none."""
+    gallery = tmp_path / "g"
+    run_cli("enroll", ORL / "s1" / "1.pgm", "--label", "alice", "--mode", "face", "--gallery", gallery, "--quiet",
+            check=True)
+    p = run_cli("enroll", ORL / "s1" / "2.pgm", "--label", "bob", "--gallery", gallery, "--json", "--quiet", check=True)
+    notes = [line for line in p.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "enrolled as 'bob', is recognized as 'alice' (entry #1" in notes[0], p.stderr
+    [alike] = json.loads(p.stdout)["look_alikes"]
+    assert alike["recognized_as"] == "alice" and alike["entry"] == 1 and alike["source"].endswith("2.pgm")
+    assert json.loads(p.stdout)["entries"] == 2  # a note, not a refusal: the user decides
+
+    people = tmp_path / "people"
+    for i in range(1, 41):
+        (people / f"s{i}").mkdir(parents=True)
+        for k in (1, 2):
+            shutil.copy(ORL / f"s{i}" / f"{k}.pgm", people / f"s{i}" / f"{k}.pgm")
+    p = run_cli("enroll", people, "--mode", "face", "--gallery", tmp_path / "g2", "--json", "--quiet", check=True)
+    assert json.loads(p.stdout)["look_alikes"] == [] and "note:" not in p.stderr
