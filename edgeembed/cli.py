@@ -282,7 +282,21 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         print(f"enrolled {count_of(report['enrolled'], 'image')} under {count_of(len(report['labels']), 'label')} "
               f"into {args.gallery} ({count_of(report['entries'], 'entry', 'entries')}, threshold {report['threshold']:.3f})")
         print_skipped(report["skipped"])
+    print_look_alikes(report["look_alikes"])
     return 0
+
+
+def print_look_alikes(alikes: list[dict], shown: int = 5) -> None:
+    """A note per new entry the gallery would recognize as another label (recognizer.look_alikes), on stderr."""
+    for a in alikes[:shown]:
+        where = f"entry #{a['entry']}" if "entry" in a else a["source_of_other"]
+        print(f"note: {a['source']}, enrolled as {a['label']!r}, is recognized as {a['recognized_as']!r} ({where}, "
+              f"similarity {a['similarity']:.3f}): the same person or object under two labels, or a picture under "
+              "the wrong one? ('gallery list --entries' shows the entries, 'gallery remove --entry ID' takes one back)",
+              file=sys.stderr)
+    if len(alikes) > shown:
+        print(f"note: {len(alikes) - shown} more new entries are recognized as another label (--json lists them all)",
+              file=sys.stderr)
 
 
 def count_of(n: int, noun: str, plural: str | None = None) -> str:

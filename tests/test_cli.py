@@ -273,3 +273,24 @@ def test_tensorflow_backend_prints_only_the_answer():
                 "--backend", "tensorflow", "--json")
     assert p.returncode == 0 and p.stderr == "", p.stderr
     assert len(json.loads(p.stdout)["embedding"]) == 1280
+
+
+def test_an_object_enrolled_under_a_second_label_is_pointed_out(tmp_path):
+    """Image mode: a COIL object enrolled again under another name gets a note naming the label and entry it would
+    be recognized as; 20 objects, 4 views each, get none."""
+    obj = sorted((DATA / "coil20" / "obj01").iterdir())
+    gallery = tmp_path / "g"
+    run_cli("enroll", obj[0], "--label", "mug", "--gallery", gallery, "--quiet", check=True)
+    p = run_cli("enroll", obj[1], "--label", "cup", "--gallery", gallery, "--json", "--quiet", check=True)
+    [alike] = json.loads(p.stdout)["look_alikes"]
+    assert alike["recognized_as"] == "mug" and alike["entry"] == 1 and alike["label"] == "cup"
+    assert "enrolled as 'cup', is recognized as 'mug' (entry #1" in p.stderr
+
+    views = tmp_path / "views"
+    for d in sorted((DATA / "coil20").iterdir()):
+        if d.is_dir():
+            (views / d.name).mkdir(parents=True)
+            for f in sorted(d.iterdir())[::18]:
+                (views / d.name / f.name).write_bytes(f.read_bytes())
+    p = run_cli("enroll", views, "--gallery", tmp_path / "g2", "--quiet")
+    assert p.returncode == 0 and "note:" not in p.stderr, p.stderr

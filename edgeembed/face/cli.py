@@ -79,7 +79,7 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
 
     A new gallery without ``--model`` uses the shipped face embedder (dlib's ResNet, int8).
     """
-    from ..recognizer import add_entries, create_gallery, open_gallery_embedder
+    from ..recognizer import add_entries_checked, create_gallery, open_gallery_embedder
 
     rt = _runtime(args)
     gallery = None
@@ -118,14 +118,8 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
         if gallery is None:
             gallery = create_gallery(args.gallery, model, "face")
             gallery._set_meta({"face_detector": str(getattr(args, "detector", None) or DEFAULT_DETECTOR)})
-        judge = look_alike_candidates(gallery, labels, np.stack(vectors), sources)
-        # a mislabelled face enters the threshold's impostor pairs and raises it: judge at the lower of the two
-        old_threshold = gallery.threshold if exists and len(gallery) else None
-        again = add_entries(gallery, labels, np.stack(vectors), sources, infos)
+        again, alikes = add_entries_checked(gallery, labels, np.stack(vectors), sources, infos)
         skipped += again
-        added = {s["source"] for s in again}
-        alikes = [a for a in judge(min(gallery.threshold, old_threshold if old_threshold is not None else np.inf))
-                  if a["source"] not in added]
         report = {"enrolled": len(vectors) - len(again), "labels": sorted(set(labels)), "skipped": skipped,
                   "entries": len(gallery), "threshold": gallery.threshold, "gallery": str(args.gallery), "mode": "face",
                   "look_alikes": alikes}
@@ -141,24 +135,10 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
         print(f"enrolled {count_of(report['enrolled'], 'face')} under {count_of(len(report['labels']), 'label')} "
               f"into {args.gallery} ({count_of(report['entries'], 'entry', 'entries')}, threshold {report['threshold']:.3f})")
         print_skipped(skipped)
-    for a in alikes[:5]:
-        where = f"entry #{a['entry']}" if "entry" in a else a["source_of_other"]
-        print(f"note: {a['source']}, enrolled as {a['label']!r}, is recognized as {a['recognized_as']!r} ({where}, "
-              f"similarity {a['similarity']:.3f}): the same person under two "
-              "labels, or a photo under the wrong one? ('edgeembed gallery list --entries' shows the entries; "
-              "'gallery remove --entry ID' takes one back)", file=sys.stderr)
-    if len(alikes) > 5:
-        print(f"note: {len(alikes) - 5} more new faces are recognized as another label (--json lists them all)",
-              file=sys.stderr)
+    from ..cli import print_look_alikes  # noqa: PLC0415
+
+    print_look_alikes(alikes)
     return 0
-
-
-def look_alike_candidates(gallery: Gallery, labels, vectors, sources):
-    """The look-alike check of the new faces against the gallery as it was, judged later at the new threshold."""
-    from ..recognizer import look_alikes
-
-    sims = look_alikes(gallery, labels, vectors, sources, -np.inf)  # every candidate with its similarity
-    return lambda threshold: [a for a in sims if a["similarity"] >= threshold]
 
 
 def open_face_recognizer(args: argparse.Namespace, gallery: Gallery) -> FaceRecognizer:
