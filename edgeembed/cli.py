@@ -607,6 +607,9 @@ def _system_error(exc: BaseException) -> str:
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return (f"the gallery is busy ({exc}): another process has held its write lock for 30 s; run again once "
                 "it has finished (nothing was changed)")
+    if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):  # SQLITE_FULL
+        return (f"no space left on the device for the gallery ({exc}); free some space and run again (the gallery "
+                "is as it was)")
     if isinstance(exc, sqlite3.Error):
         return f"the gallery database is damaged ({exc}); restore the gallery folder from a backup"
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""

@@ -18,9 +18,11 @@ while the camera runs is recognized, or forgotten, from the next frame on.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 import unicodedata
@@ -102,30 +104,41 @@ class Gallery:
 
     # ------------------------------------------------------------------ open / create
     @classmethod
-    def create(cls, path: str | os.PathLike, binding: ModelBinding, threshold: float | None = None) -> "Gallery":
-        """A new, empty gallery at ``path`` (a folder), bound to ``binding``'s model."""
+    def create(cls, path: str | os.PathLike, binding: ModelBinding, threshold: float | None = None,
+               meta: dict[str, Any] | None = None) -> "Gallery":
+        """A new, empty gallery at ``path`` (a folder), bound to ``binding``'s model; ``meta``: more settings,
+        written with the rest, so the gallery appears complete or not at all."""
         p = Path(path)
-        if (p / DB_NAME).exists():
-            raise GalleryError(f"a gallery already exists at {p}; open it instead, or choose another path")
         if p.exists() and not p.is_dir():
             raise GalleryError(f"{p} exists and is not a folder; a gallery is a folder, choose another path")
         p.mkdir(parents=True, exist_ok=True)
-        tmp = p / (DB_NAME + ".tmp")
-        if tmp.exists():
-            tmp.unlink()
-        db = sqlite3.connect(tmp)
-        with db:
-            db.executescript(_SCHEMA)
-            meta = {
-                "format_version": FORMAT_VERSION, "model_path": binding.model_path, "fingerprint": binding.fingerprint,
-                "dim": binding.dim, "preprocessing": binding.preprocessing, "mode": binding.mode,
-                "output": binding.output, "threshold": DEFAULT_THRESHOLD if threshold is None else float(threshold),
-                "rows": 0, "vectors_file": "vectors.f32", "created": time.time(),
-            }
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        db.close()
-        open(p / "vectors.f32", "wb").close()
-        os.replace(tmp, p / DB_NAME)  # the gallery exists only once it is complete
+        with _creation_lock(p):  # two enrolments creating the same gallery: one creates, the other finds it
+            if (p / DB_NAME).exists():
+                raise GalleryError(f"a gallery already exists at {p}; open it instead, or choose another path")
+            stray = [f.name for f in p.glob("vectors*.f32") if f.stat().st_size > 0]
+            if stray:
+                raise GalleryError(f"{p} holds {stray[0]} but no {DB_NAME}: a gallery whose database was lost or moved; "
+                                   f"restore {DB_NAME} from a backup, or give another folder (nothing was changed)")
+            fd, tmp_name = tempfile.mkstemp(prefix=DB_NAME + ".", suffix=".tmp", dir=p)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            try:
+                db = sqlite3.connect(tmp)
+                with db:
+                    db.executescript(_SCHEMA)
+                    values = {
+                        "format_version": FORMAT_VERSION, "model_path": binding.model_path,
+                        "fingerprint": binding.fingerprint, "dim": binding.dim, "preprocessing": binding.preprocessing,
+                        "mode": binding.mode, "output": binding.output,
+                        "threshold": DEFAULT_THRESHOLD if threshold is None else float(threshold),
+                        "rows": 0, "vectors_file": "vectors.f32", "created": time.time(), **(meta or {}),
+                    }
+                    db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
+                db.close()
+                open(p / "vectors.f32", "wb").close()
+                os.replace(tmp, p / DB_NAME)  # the gallery exists only once it is complete
+            finally:
+                tmp.unlink(missing_ok=True)
         return cls.open(p)
 
     @classmethod
@@ -525,28 +538,66 @@ class Gallery:
             if len(live) == rows_total:
                 return 0
             dim = self.binding.dim
-            old = np.fromfile(self._check_vectors_file(rows_total), dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
-            new_name = f"vectors.{int(time.time() * 1000)}.f32"
-            new_path = self.path / new_name
-            with open(new_path, "wb") as f:
-                f.write(np.ascontiguousarray(old[[r for _, r in live]]).tobytes())
-                f.flush()
-                os.fsync(f.fileno())
             old_path = self._vectors_path
-            self._db.execute("UPDATE entries SET row = -1 - row")
-            self._db.executemany("UPDATE entries SET row=? WHERE id=?", [(i, eid) for i, (eid, _) in enumerate(live)])
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rows', ?)", (json.dumps(len(live)),))
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_file', ?)", (json.dumps(new_name),))
+            old = np.fromfile(self._check_vectors_file(rows_total), dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
+            # a name no file has: never the live file, even when the clock repeats (a board without a clock)
+            fd, new_name = tempfile.mkstemp(prefix="vectors.", suffix=".f32", dir=self.path)
+            new_path = Path(new_name)
+            new_name = new_path.name
+            committed = False
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(np.ascontiguousarray(old[[r for _, r in live]]).tobytes())
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._db.execute("UPDATE entries SET row = -1 - row")
+                self._db.executemany("UPDATE entries SET row=? WHERE id=?", [(i, eid) for i, (eid, _) in enumerate(live)])
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rows', ?)", (json.dumps(len(live)),))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_file', ?)", (json.dumps(new_name),))
+                committed = True
+            finally:
+                if not committed:  # a full disk or an error: the half-written copy goes, the gallery is as it was
+                    new_path.unlink(missing_ok=True)
         self.meta.update(rows=len(live), vectors_file=new_name)
         old_path.unlink(missing_ok=True)
+        self._sweep_vector_files()
         self._matrix = None
         return rows_total - len(live)
+
+    def _sweep_vector_files(self) -> None:
+        """Remove vector files the gallery does not name: the copy of a compaction killed before its commit, or the
+        old file of one killed after it. Only files older than a minute, so a compaction running in another
+        process right now keeps its copy."""
+        keep = self._vectors_path.name
+        for f in self.path.glob("vectors*.f32"):
+            try:
+                if f.name != keep and time.time() - f.stat().st_mtime > 60:
+                    f.unlink()
+            except OSError:
+                pass
 
     def summary(self) -> dict[str, Any]:
         labels = self.labels()
         return {"gallery": str(self.path), "entries": len(self), "labels": labels, "label_count": len(labels),
                 "model": self.binding.model_path, "fingerprint": self.binding.fingerprint, "dim": self.binding.dim,
                 "mode": self.binding.mode, "threshold": self.threshold}
+
+
+@contextlib.contextmanager
+def _creation_lock(folder: Path):
+    """An exclusive lock on the gallery's folder itself while a gallery is created in it (POSIX flock on the
+    directory: no lock file is left behind; elsewhere no lock)."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _check_label(name: str) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .embedder import Embedder, EmbedderOptions
 from .errors import GalleryError, ImageError, InputError
-from .gallery import Gallery, ModelBinding, normal_label
+from .gallery import DB_NAME, Gallery, ModelBinding, normal_label
 from .preprocess import is_image_file, list_images
 from .progress import progress
 
@@ -38,13 +38,27 @@ def model_threshold(embedder: Embedder) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "image") -> Gallery:
-    """A new gallery bound to ``embedder``'s model, starting from the model's recommended threshold."""
+def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "image",
+                   meta: dict[str, Any] | None = None) -> Gallery:
+    """A new gallery bound to ``embedder``'s model, starting from the model's recommended threshold; ``meta``:
+    more settings (a face gallery's detector), written in the same commit. If another process created the
+    gallery meanwhile (two enrolments started at once), that gallery is opened, when it is bound to this model."""
     rec = model_threshold(embedder)
-    gallery = Gallery.create(path, binding_for(embedder, mode), threshold=rec)
+    binding = binding_for(embedder, mode)
     # what the model computes, so that a replaced file that embeds the same keeps the gallery (check_binding)
-    gallery._set_meta({"behaviour": embedder.behaviour_fingerprint(),
-                       **({"model_threshold": rec} if rec is not None else {})})
+    values = {"behaviour": embedder.behaviour_fingerprint(), **({"model_threshold": rec} if rec is not None else {}),
+              **(meta or {})}
+    try:
+        return Gallery.create(path, binding, threshold=rec, meta=values)
+    except GalleryError:
+        if not (Path(path) / DB_NAME).exists():
+            raise
+    gallery = Gallery.open(path)  # created by the other enrolment while this one embedded its pictures
+    try:
+        gallery.check_binding(binding, embedder.behaviour_fingerprint)
+    except BaseException:
+        gallery.close()
+        raise
     return gallery
 
 

@@ -561,3 +561,103 @@ g.close()
     assert writer.wait(timeout=60) == 0
     assert reader.search(v[4])[0].label == "c" and reader.labels() == {"a": 2, "b": 2, "c": 3}
     reader.close()
+
+
+def _coil_pictures(tmp_path, name, objs, views):
+    import shutil
+
+    for obj in objs:
+        (tmp_path / name / obj).mkdir(parents=True)
+        for view in views:
+            shutil.copyfile(DATA / "coil20" / obj / f"{view:03d}.png", tmp_path / name / obj / f"{view:03d}.png")
+    return tmp_path / name
+
+
+def test_two_enrolments_creating_one_new_gallery_both_land(tmp_path):
+    """Two `enroll` processes started together into a gallery that does not exist yet: one creates it, the other
+    finds it and queues (each used to unlink the other's temporary database: one or both failed)."""
+    a = _coil_pictures(tmp_path, "a", ("obj01",), range(0, 72, 6))
+    b = _coil_pictures(tmp_path, "b", ("obj02",), range(0, 72, 6))
+    for attempt in range(3):
+        gal = tmp_path / f"gal{attempt}"
+        procs = [subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--model", str(V1_EMBED), "--gallery",
+                                   str(gal), str(folder), "--quiet"], cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for folder in (a, b)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+        with Gallery.open(gal) as g:
+            assert g.labels() == {"obj01": 12, "obj02": 12}
+        assert sorted(p.name for p in gal.iterdir()) == ["gallery.sqlite", "vectors.f32"]  # no temporary left
+
+
+def test_a_gallery_whose_database_was_lost_is_not_overwritten(tmp_path):
+    gal = tmp_path / "gal"
+    pics = _coil_pictures(tmp_path, "p", ("obj01",), range(0, 72, 12))
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, pics, "--quiet", check=True)
+    vectors = (gal / "vectors.f32").read_bytes()
+    (gal / "gallery.sqlite").rename(tmp_path / "elsewhere.sqlite")  # lost, or moved away by hand
+    p = run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, pics, "--quiet")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "holds vectors.f32 but no gallery.sqlite" in p.stderr and "restore gallery.sqlite" in p.stderr
+    assert (gal / "vectors.f32").read_bytes() == vectors and not (gal / "gallery.sqlite").exists()
+
+
+def test_compaction_never_names_its_copy_after_the_live_file_and_sweeps_old_copies(tmp_path, monkeypatch):
+    """A board without a clock may give the same time at every boot: compaction once named its new file after the
+    time and, at a repeat, wrote over and then deleted the live file. A copy left by a compaction killed before
+    its commit (older than a minute) is removed by the next one."""
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 1700000000.123)  # the clock repeats
+    g = Gallery.create(tmp_path / "g", _binding(dim=4))
+    rng = np.random.default_rng(0)
+    for round_ in range(3):
+        g.add(["a", "b", "c"], rng.standard_normal((3, 4)).astype(np.float32), [None] * 3)
+        g.remove_label("b")
+        assert g.compact() == 1
+    monkeypatch.undo()
+    assert sorted(g.labels().items()) == [("a", 3), ("c", 3)] and g.matrix.shape == (6, 4)
+    stale, fresh = tmp_path / "g" / "vectors.stale.f32", tmp_path / "g" / "vectors.fresh.f32"
+    stale.write_bytes(b"\0" * 64)
+    fresh.write_bytes(b"\0" * 64)
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    g.add(["d"], rng.standard_normal((1, 4)).astype(np.float32), [None])
+    g.remove_label("d")
+    g.compact()
+    assert not stale.exists() and fresh.exists()  # a copy of a compaction running now elsewhere is left alone
+    assert g.matrix.shape == (6, 4)
+    g.close()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 2 MB tmpfs, as a full SD card: needs root and mount (CI here has both); skipped elsewhere."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({p.stderr.strip()})")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_says_so_and_keeps_the_gallery(tmp_path, full_disk):
+    pics = _coil_pictures(tmp_path, "p", ("obj01", "obj02"), range(0, 72, 12))
+    more = _coil_pictures(tmp_path, "more", ("obj03",), range(0, 72, 2))
+    gal = full_disk / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, pics, "--quiet", check=True)
+    run_cli("gallery", "remove", "obj02", "--gallery", gal, check=True)
+    free = os.statvfs(full_disk).f_bavail * os.statvfs(full_disk).f_frsize
+    (full_disk / "filler").write_bytes(b"\0" * max(0, free - 4096))
+    for args in (("enroll", "--gallery", gal, more, "--quiet"), ("gallery", "compact", "--gallery", gal),
+                 ("gallery", "rename", "obj01", "first", "--gallery", gal)):
+        p = run_cli(*args)
+        if p.returncode == 0:  # a write small enough to fit in the last block: nothing to report
+            continue
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert "no space left on the device" in p.stderr and "damaged" not in p.stderr, p.stderr
+    (full_disk / "filler").unlink()
+    with Gallery.open(gal) as g:
+        assert sum(g.labels().values()) == 6 and g.matrix.shape == (6, g.binding.dim)
+    assert sorted(f.name for f in gal.iterdir()) == ["gallery.sqlite", "vectors.f32"]  # no half-written copy

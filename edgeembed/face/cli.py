@@ -116,8 +116,8 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
             raise InputError(f"no usable face in the {len(items)} photo(s) given; nothing was enrolled"
                              + ("" if gallery is not None else f" and no gallery was created at {args.gallery}"))
         if gallery is None:
-            gallery = create_gallery(args.gallery, model, "face")
-            gallery._set_meta({"face_detector": str(getattr(args, "detector", None) or DEFAULT_DETECTOR)})
+            gallery = create_gallery(args.gallery, model, "face",
+                                     meta={"face_detector": str(getattr(args, "detector", None) or DEFAULT_DETECTOR)})
         again, alikes = add_entries_checked(gallery, labels, np.stack(vectors), sources, infos)
         skipped += again
         report = {"enrolled": len(vectors) - len(again), "labels": sorted(set(labels)), "skipped": skipped,
