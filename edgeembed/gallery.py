@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import unicodedata
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -440,7 +441,7 @@ class Gallery:
                     "INSERT INTO entries(label_id, row, source, created, info) VALUES (?, ?, ?, ?, ?)",
                     (label_ids[labels[i]], rows0 + i, sources[i], now, json.dumps(infos[i]) if infos[i] else None))
                 ids.append(int(cur.lastrowid))
-            values = {**(extra or {}), "rows": rows0 + n}
+            values = {**(extra or {}), "rows": rows0 + n, "last_row_crc": zlib.crc32(vectors[-1].tobytes())}
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in values.items()])
             self.meta.update(values)
@@ -454,10 +455,19 @@ class Gallery:
         writing to it would pad the gap, and every later answer would come from the wrong rows."""
         path = self._vectors_path
         size = path.stat().st_size if path.exists() else 0
-        if size < rows * self.binding.dim * 4:
-            what = "is missing" if not path.exists() else f"holds {size // (self.binding.dim * 4)} rows"
+        row_bytes = self.binding.dim * 4
+        if size < rows * row_bytes:
+            what = "is missing" if not path.exists() else f"holds {size // row_bytes} rows"
             raise GalleryError(f"{path} {what}, but the gallery has {rows} committed rows: the gallery is damaged; "
                                "restore the folder from a backup (nothing was changed)")
+        crc = self.meta.get("last_row_crc")  # galleries written before it was recorded have none until their next add
+        if rows and crc is not None:
+            with open(path, "rb") as f:
+                f.seek((rows - 1) * row_bytes)
+                if zlib.crc32(f.read(row_bytes)) != crc:
+                    raise GalleryError(f"{path} is not this gallery's vector file (its last committed row is not the one "
+                                       "the gallery wrote: replaced by another gallery's, or damaged); restore the "
+                                       "folder from a backup (nothing was changed)")
         return path
 
     def remove_label(self, label: str) -> int:
@@ -546,10 +556,13 @@ class Gallery:
             new_name = new_path.name
             committed = False
             try:
+                kept = np.ascontiguousarray(old[[r for _, r in live]])
                 with os.fdopen(fd, "wb") as f:
-                    f.write(np.ascontiguousarray(old[[r for _, r in live]]).tobytes())
+                    f.write(kept.tobytes())
                     f.flush()
                     os.fsync(f.fileno())
+                crc = zlib.crc32(kept[-1].tobytes()) if len(kept) else None
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_row_crc', ?)", (json.dumps(crc),))
                 self._db.execute("UPDATE entries SET row = -1 - row")
                 self._db.executemany("UPDATE entries SET row=? WHERE id=?", [(i, eid) for i, (eid, _) in enumerate(live)])
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rows', ?)", (json.dumps(len(live)),))
@@ -558,7 +571,7 @@ class Gallery:
             finally:
                 if not committed:  # a full disk or an error: the half-written copy goes, the gallery is as it was
                     new_path.unlink(missing_ok=True)
-        self.meta.update(rows=len(live), vectors_file=new_name)
+        self.meta.update(rows=len(live), vectors_file=new_name, last_row_crc=crc)
         old_path.unlink(missing_ok=True)
         self._sweep_vector_files()
         self._matrix = None

@@ -516,6 +516,10 @@ def test_labels_are_one_spelling_and_vectors_are_checked(tmp_path):
     vec_file = tmp_path / "old" / "vectors.f32"
     raw = np.fromfile(vec_file, "<f4") * 3.0
     raw.astype("<f4").tofile(vec_file)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "old" / "gallery.sqlite") as db:  # that edgeembed recorded no last-row check
+        db.execute("DELETE FROM meta WHERE key = 'last_row_crc'")
     with Gallery.open(tmp_path / "old") as reopened:
         assert reopened.search(v[3])[0].score == pytest.approx(1.0, abs=1e-5)
 
@@ -661,3 +665,28 @@ def test_a_full_disk_says_so_and_keeps_the_gallery(tmp_path, full_disk):
     with Gallery.open(gal) as g:
         assert sum(g.labels().values()) == 6 and g.matrix.shape == (6, g.binding.dim)
     assert sorted(f.name for f in gal.iterdir()) == ["gallery.sqlite", "vectors.f32"]  # no half-written copy
+
+
+def test_another_gallerys_vector_file_is_refused(tmp_path):
+    """A vector file copied over from another gallery (same model, as many rows or more) used to be read as this
+    gallery's: every answer 'unknown', and an enrolment then re-derived the threshold from the wrong vectors."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", mine, _coil_pictures(tmp_path, "a", ("obj01",), range(0, 72, 12)),
+            "--quiet", check=True)
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", other,
+            _coil_pictures(tmp_path, "b", ("obj02", "obj03"), range(0, 72, 12)), "--quiet", check=True)
+    before = (mine / "gallery.sqlite").read_bytes()
+    (mine / "vectors.f32").write_bytes((other / "vectors.f32").read_bytes())
+    for args in (("recognize", "--gallery", mine, "--source", DATA / "coil20" / "obj01" / "003.png"),
+                 ("enroll", "--gallery", mine, tmp_path / "b", "--quiet")):
+        p = run_cli(*args)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert "is not this gallery's vector file" in p.stderr
+    assert (mine / "gallery.sqlite").read_bytes() == before
+    # compaction keeps the record: a compacted gallery is checked as well
+    run_cli("gallery", "remove", "obj02", "--gallery", other, check=True)
+    run_cli("gallery", "compact", "--gallery", other, check=True)
+    p = run_cli("recognize", "--gallery", other, "--source", DATA / "coil20" / "obj03" / "003.png", "--json", check=True)
+    import json
+
+    assert json.loads(p.stdout.splitlines()[0])["label"] == "obj03"
