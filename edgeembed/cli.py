@@ -264,7 +264,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         def target() -> Gallery:  # created only once there is something to add
             nonlocal gallery
             gallery = create_gallery(args.gallery, emb, "image")
-            if default:  # said even with --quiet: a mistyped --gallery starts a new gallery
+            if default and gallery.created:  # said even with --quiet: a mistyped --gallery starts a new gallery
                 print(f"created {args.gallery} with the default model {args.model} (--model chooses another)",
                       file=sys.stderr)
             return gallery
@@ -290,10 +290,11 @@ def print_look_alikes(alikes: list[dict], shown: int = 5) -> None:
     """A note per new entry the gallery would recognize as another label (recognizer.look_alikes), on stderr."""
     for a in alikes[:shown]:
         where = f"entry #{a['entry']}" if "entry" in a else a["source_of_other"]
-        print(f"note: {a['source']}, enrolled as {a['label']!r}, is recognized as {a['recognized_as']!r} ({where}, "
+        new = f" (entry #{a['new_entry']})" if a.get("new_entry") is not None else ""
+        undo = f"'gallery remove --entry {a['new_entry']}'" if a.get("new_entry") is not None else "'gallery remove --entry ID'"
+        print(f"note: {a['source']}{new}, enrolled as {a['label']!r}, is recognized as {a['recognized_as']!r} ({where}, "
               f"similarity {a['similarity']:.3f}): the same person or object under two labels, or a picture under "
-              "the wrong one? ('gallery list --entries' shows the entries, 'gallery remove --entry ID' takes one back)",
-              file=sys.stderr)
+              f"the wrong one? {undo} takes the new entry back", file=sys.stderr)
     if len(alikes) > shown:
         print(f"note: {len(alikes) - shown} more new entries are recognized as another label (--json lists them all)",
               file=sys.stderr)
@@ -608,8 +609,8 @@ def _system_error(exc: BaseException) -> str:
         return (f"the gallery is busy ({exc}): another process has held its write lock for 30 s; run again once "
                 "it has finished (nothing was changed)")
     if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):  # SQLITE_FULL
-        return (f"no space left on the device for the gallery ({exc}); free some space and run again (the gallery "
-                "is as it was)")
+        return (f"no space left on the device for the gallery ({exc}); free some space and run again (nothing of "
+                "this run was kept)")
     if isinstance(exc, sqlite3.Error):
         return f"the gallery database is damaged ({exc}); restore the gallery folder from a backup"
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""

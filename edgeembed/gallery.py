@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
-import tempfile
 import threading
 import time
 import unicodedata
@@ -95,6 +95,8 @@ class ModelBinding:
 class Gallery:
     """A persistent, model-bound set of labelled embeddings. Use ``Gallery.create`` or ``Gallery.open``."""
 
+    created = False  # True on the object ``create`` returns: this process made the gallery
+
     def __init__(self, path: Path, db: sqlite3.Connection):
         self.path = path
         self._db = db
@@ -120,9 +122,8 @@ class Gallery:
             if stray:
                 raise GalleryError(f"{p} holds {stray[0]} but no {DB_NAME}: a gallery whose database was lost or moved; "
                                    f"restore {DB_NAME} from a backup, or give another folder (nothing was changed)")
-            fd, tmp_name = tempfile.mkstemp(prefix=DB_NAME + ".", suffix=".tmp", dir=p)
+            fd, tmp = _new_file(p, DB_NAME + ".", ".tmp")
             os.close(fd)
-            tmp = Path(tmp_name)
             try:
                 db = sqlite3.connect(tmp)
                 with db:
@@ -140,7 +141,9 @@ class Gallery:
                 os.replace(tmp, p / DB_NAME)  # the gallery exists only once it is complete
             finally:
                 tmp.unlink(missing_ok=True)
-        return cls.open(p)
+        gallery = cls.open(p)
+        gallery.created = True
+        return gallery
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Gallery":
@@ -441,7 +444,8 @@ class Gallery:
                     "INSERT INTO entries(label_id, row, source, created, info) VALUES (?, ?, ?, ?, ?)",
                     (label_ids[labels[i]], rows0 + i, sources[i], now, json.dumps(infos[i]) if infos[i] else None))
                 ids.append(int(cur.lastrowid))
-            values = {**(extra or {}), "rows": rows0 + n, "last_row_crc": zlib.crc32(vectors[-1].tobytes())}
+            values = {**(extra or {}), "rows": rows0 + n,
+                      "last_row_check": _row_check(rows0 + n, path.name, vectors[-1])}
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in values.items()])
             self.meta.update(values)
@@ -460,11 +464,13 @@ class Gallery:
             what = "is missing" if not path.exists() else f"holds {size // row_bytes} rows"
             raise GalleryError(f"{path} {what}, but the gallery has {rows} committed rows: the gallery is damaged; "
                                "restore the folder from a backup (nothing was changed)")
-        crc = self.meta.get("last_row_crc")  # galleries written before it was recorded have none until their next add
-        if rows and crc is not None:
+        # recorded by every add and compaction with the row count and file it is for; a gallery written since by an
+        # earlier edgeembed (another count or file) or before it existed is not checked until its next write
+        check = self.meta.get("last_row_check") or {}
+        if rows and check.get("rows") == rows and check.get("file") == path.name and check.get("crc") is not None:
             with open(path, "rb") as f:
                 f.seek((rows - 1) * row_bytes)
-                if zlib.crc32(f.read(row_bytes)) != crc:
+                if zlib.crc32(f.read(row_bytes)) != check["crc"]:
                     raise GalleryError(f"{path} is not this gallery's vector file (its last committed row is not the one "
                                        "the gallery wrote: replaced by another gallery's, or damaged); restore the "
                                        "folder from a backup (nothing was changed)")
@@ -540,54 +546,56 @@ class Gallery:
             return self._compact()
 
     def _compact(self) -> int:
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._load_meta()
-            rows_total = self._committed_rows()
-            live = self._db.execute("SELECT id, row FROM entries ORDER BY row").fetchall()
-            if len(live) == rows_total:
-                return 0
-            dim = self.binding.dim
-            old_path = self._vectors_path
-            old = np.fromfile(self._check_vectors_file(rows_total), dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
-            # a name no file has: never the live file, even when the clock repeats (a board without a clock)
-            fd, new_name = tempfile.mkstemp(prefix="vectors.", suffix=".f32", dir=self.path)
-            new_path = Path(new_name)
-            new_name = new_path.name
-            committed = False
-            try:
+        new_path: Path | None = None
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._load_meta()
+                rows_total = self._committed_rows()
+                live = self._db.execute("SELECT id, row FROM entries ORDER BY row").fetchall()
+                if len(live) == rows_total:
+                    return 0
+                dim = self.binding.dim
+                old = np.fromfile(self._check_vectors_file(rows_total), dtype="<f4",
+                                  count=rows_total * dim).reshape(rows_total, dim)
+                # a name no file has: never the live file, even when the clock repeats (a board without a clock)
+                fd, new_path = _new_file(self.path, "vectors.", ".f32")
+                new_name = new_path.name
                 kept = np.ascontiguousarray(old[[r for _, r in live]])
                 with os.fdopen(fd, "wb") as f:
                     f.write(kept.tobytes())
                     f.flush()
                     os.fsync(f.fileno())
-                crc = zlib.crc32(kept[-1].tobytes()) if len(kept) else None
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_row_crc', ?)", (json.dumps(crc),))
+                check = _row_check(len(kept), new_name, kept[-1]) if len(kept) else None
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_row_check', ?)", (json.dumps(check),))
                 self._db.execute("UPDATE entries SET row = -1 - row")
                 self._db.executemany("UPDATE entries SET row=? WHERE id=?", [(i, eid) for i, (eid, _) in enumerate(live)])
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rows', ?)", (json.dumps(len(live)),))
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_file', ?)", (json.dumps(new_name),))
-                committed = True
-            finally:
-                if not committed:  # a full disk or an error: the half-written copy goes, the gallery is as it was
-                    new_path.unlink(missing_ok=True)
-        self.meta.update(rows=len(live), vectors_file=new_name, last_row_crc=crc)
-        old_path.unlink(missing_ok=True)
+        except BaseException:  # a full disk, a failed commit, Ctrl-C: the copy goes, the gallery is as it was
+            if new_path is not None:
+                new_path.unlink(missing_ok=True)
+            raise
+        self.meta.update(rows=len(live), vectors_file=new_name, last_row_check=check)
         self._sweep_vector_files()
         self._matrix = None
         return rows_total - len(live)
 
     def _sweep_vector_files(self) -> None:
-        """Remove vector files the gallery does not name: the copy of a compaction killed before its commit, or the
-        old file of one killed after it. Only files older than a minute, so a compaction running in another
-        process right now keeps its copy."""
-        keep = self._vectors_path.name
-        for f in self.path.glob("vectors*.f32"):
-            try:
-                if f.name != keep and time.time() - f.stat().st_mtime > 60:
-                    f.unlink()
-            except OSError:
-                pass
+        """Remove the vector files the gallery does not name: the one this compaction replaced, the copy of a
+        compaction killed before its commit, the old file of one killed after it. Under the write lock, with the
+        live name read from the database: every compaction makes its copy while holding that lock, so no file
+        removed here is one another process is about to commit, however long this process was stopped."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute("SELECT value FROM meta WHERE key='vectors_file'").fetchone()
+                keep = json.loads(row[0]) if row else "vectors.f32"
+                for f in self.path.glob("vectors*.f32"):
+                    if f.name != keep:
+                        f.unlink(missing_ok=True)
+        except (OSError, sqlite3.Error):  # a leftover file costs only space; the next compaction sweeps again
+            pass
 
     def summary(self) -> dict[str, Any]:
         labels = self.labels()
@@ -607,10 +615,29 @@ def _creation_lock(folder: Path):
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock (some NFS): create as before, unlocked
+            pass
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """A file no other has the name of, opened for writing, with the permissions any new file gets here (the
+    umask's; mkstemp's 0600 would lock out a recognizer running as another user)."""
+    while True:
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+
+
+def _row_check(rows: int, file: str, last_row: np.ndarray) -> dict[str, Any]:
+    """What ties the vector file to the database: its committed row count, its name and its last row's CRC-32."""
+    return {"rows": int(rows), "file": file, "crc": zlib.crc32(np.ascontiguousarray(last_row, dtype="<f4").tobytes())}
 
 
 def _check_label(name: str) -> None:

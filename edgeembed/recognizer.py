@@ -161,20 +161,23 @@ def add_entries_checked(gallery: Gallery, labels: Sequence[str], vectors: np.nda
     threshold's impostor pairs and raises it, which would hide the very mistake."""
     candidates = look_alikes(gallery, labels, vectors, sources, -np.inf)
     before = gallery.threshold if len(gallery) else None
-    again = add_entries(gallery, labels, vectors, sources, infos)
+    added: dict[str, int] = {}  # source -> new entry id, for the notes that name it
+    again = add_entries(gallery, labels, vectors, sources, infos, added)
     not_added = {a["source"] for a in again}
     bar = min(gallery.threshold, before if before is not None else np.inf)
-    return again, [a for a in candidates if a["similarity"] >= bar and a["source"] not in not_added]
+    return again, [{**a, "new_entry": added.get(a["source"])} for a in candidates
+                   if a["similarity"] >= bar and a["source"] not in not_added]
 
 
 def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None],
-                infos: Sequence[dict | None] | None = None) -> list[dict[str, str]]:
+                infos: Sequence[dict | None] | None = None, added: dict[str, int] | None = None) -> list[dict[str, str]]:
     """Add entries and the threshold re-derived with them in one commit (an interrupted enrolment never
     leaves new entries under the old threshold). A picture already enrolled under the same label (same file,
     same embedding: the same command run twice) is not added again; those come back as skipped.
 
     Duplicates would count as perfect 'genuine' matches and raise the automatic threshold: re-running an
-    enrolment of 40 people made 24 of 320 known faces 'unknown' instead of 10."""
+    enrolment of 40 people made 24 of 320 known faces 'unknown' instead of 10. ``added``: filled with each added
+    entry's source -> its new entry id."""
     dup = already_enrolled(gallery, labels, vectors, sources)
     again = [{"source": str(sources[i]), "reason": f"already enrolled under {labels[i]!r} (entry #{dup[i]})"}
              for i in range(len(labels)) if dup[i] is not None]
@@ -192,7 +195,9 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
         t = auto_threshold(gallery, stored_labels, stored_vectors)
         return {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else None
 
-    gallery.add(labels, vectors, sources, infos, meta=threshold)
+    ids = gallery.add(labels, vectors, sources, infos, meta=threshold)
+    if added is not None:
+        added.update(zip(map(str, sources), ids))
     return again
 
 
@@ -202,24 +207,26 @@ def look_alikes(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
     or new in the same enrolment) than to any other of their own, and at ``threshold`` or above. That is the same
     person or object under two names, or a picture under the wrong name (on 20 COIL objects, 4 views each, and 40
     ORL people, 2 photos each: none). Call before the new entries are added."""
-    v = np.asarray(vectors, np.float64)
+    v = np.asarray(vectors, np.float32)
     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     names = [normal_label(x) for x in labels]
     stored_names: list[str] = []
     stored_ids: list[int] = []
-    m = np.zeros((0, v.shape[1]))
+    m = np.zeros((0, v.shape[1]), np.float32)
     if len(gallery):
         by_id = {e["id"]: normal_label(e["label"]) for e in gallery.entries()}
-        m = np.asarray(gallery.matrix, np.float64)
+        m = np.asarray(gallery.matrix, np.float32)
         stored_ids = [int(i) for i in gallery._entry_ids]
         stored_names = [by_id.get(i, "") for i in stored_ids]
     all_names = stored_names + names
     codes = {n: k for k, n in enumerate(dict.fromkeys(all_names))}
     name_codes = np.array([codes[n] for n in all_names], np.int64)
-    sims = v @ np.concatenate([m, v]).T  # (new, stored + new)
+    every = np.concatenate([m, v])
     out = []
     for i, name in enumerate(names):
-        row = sims[i].copy()
+        if i % 512 == 0:  # a block of new rows at a time: memory stays at 512 x (stored + new)
+            sims = v[i:i + 512] @ every.T
+        row = sims[i % 512].copy()
         row[len(stored_names) + i] = -np.inf  # not itself
         same = name_codes == codes[name]
         best_same = float(row[same].max()) if same.any() else -np.inf

@@ -283,8 +283,8 @@ def test_an_object_enrolled_under_a_second_label_is_pointed_out(tmp_path):
     run_cli("enroll", obj[0], "--label", "mug", "--gallery", gallery, "--quiet", check=True)
     p = run_cli("enroll", obj[1], "--label", "cup", "--gallery", gallery, "--json", "--quiet", check=True)
     [alike] = json.loads(p.stdout)["look_alikes"]
-    assert alike["recognized_as"] == "mug" and alike["entry"] == 1 and alike["label"] == "cup"
-    assert "enrolled as 'cup', is recognized as 'mug' (entry #1" in p.stderr
+    assert alike["recognized_as"] == "mug" and alike["entry"] == 1 and alike["label"] == "cup" and alike["new_entry"] == 2
+    assert "(entry #2), enrolled as 'cup', is recognized as 'mug' (entry #1" in p.stderr
 
     views = tmp_path / "views"
     for d in sorted((DATA / "coil20").iterdir()):

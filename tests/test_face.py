@@ -617,6 +617,7 @@ def test_the_same_face_under_two_labels_is_pointed_out_at_enrolment(tmp_path):
     assert len(notes) == 1 and "enrolled as 'bob', is recognized as 'alice' (entry #1" in notes[0], p.stderr
     [alike] = json.loads(p.stdout)["look_alikes"]
     assert alike["recognized_as"] == "alice" and alike["entry"] == 1 and alike["source"].endswith("2.pgm")
+    assert alike["new_entry"] == 2 and "'gallery remove --entry 2' takes the new entry back" in notes[0]
     assert json.loads(p.stdout)["entries"] == 2  # a note, not a refusal: the user decides
 
     people = tmp_path / "people"

@@ -519,7 +519,7 @@ def test_labels_are_one_spelling_and_vectors_are_checked(tmp_path):
     import sqlite3
 
     with sqlite3.connect(tmp_path / "old" / "gallery.sqlite") as db:  # that edgeembed recorded no last-row check
-        db.execute("DELETE FROM meta WHERE key = 'last_row_crc'")
+        db.execute("DELETE FROM meta WHERE key = 'last_row_check'")
     with Gallery.open(tmp_path / "old") as reopened:
         assert reopened.search(v[3])[0].score == pytest.approx(1.0, abs=1e-5)
 
@@ -622,16 +622,41 @@ def test_compaction_never_names_its_copy_after_the_live_file_and_sweeps_old_copi
         assert g.compact() == 1
     monkeypatch.undo()
     assert sorted(g.labels().items()) == [("a", 3), ("c", 3)] and g.matrix.shape == (6, 4)
-    stale, fresh = tmp_path / "g" / "vectors.stale.f32", tmp_path / "g" / "vectors.fresh.f32"
-    stale.write_bytes(b"\0" * 64)
-    fresh.write_bytes(b"\0" * 64)
-    os.utime(stale, (time.time() - 120, time.time() - 120))
+    left = tmp_path / "g" / "vectors.0a1b2c3d4e5f.f32"  # as a compaction killed before its commit leaves it
+    left.write_bytes(b"\0" * 64)
     g.add(["d"], rng.standard_normal((1, 4)).astype(np.float32), [None])
     g.remove_label("d")
     g.compact()
-    assert not stale.exists() and fresh.exists()  # a copy of a compaction running now elsewhere is left alone
+    assert not left.exists() and [f.name for f in (tmp_path / "g").glob("vectors*")] == [g.meta["vectors_file"]]
     assert g.matrix.shape == (6, 4)
     g.close()
+
+
+def test_new_gallery_files_get_the_usual_permissions_and_older_writers_are_tolerated(tmp_path):
+    """A recognizer running as another user reads the gallery: its files get the umask's permissions (temporary
+    names made them 0600). A gallery enrolled into since by an earlier edgeembed (which does not record the
+    vector file's check) keeps working."""
+    import sqlite3
+    import stat
+
+    old_umask = os.umask(0o022)
+    try:
+        g = Gallery.create(tmp_path / "g", _binding(dim=4))
+        rng = np.random.default_rng(1)
+        g.add(["a", "b"], rng.standard_normal((2, 4)).astype(np.float32), [None] * 2)
+        g.remove_label("b")
+        g.compact()
+    finally:
+        os.umask(old_umask)
+    for f in (tmp_path / "g").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+    recorded = g._db.execute("SELECT value FROM meta WHERE key = 'last_row_check'").fetchone()[0]
+    g.add(["c"], rng.standard_normal((1, 4)).astype(np.float32), [None])
+    g.close()
+    with sqlite3.connect(tmp_path / "g" / "gallery.sqlite") as db:  # what an earlier edgeembed's add leaves
+        db.execute("UPDATE meta SET value = ? WHERE key = 'last_row_check'", (recorded,))
+    with Gallery.open(tmp_path / "g") as again:
+        assert again.labels() == {"a": 1, "c": 1} and again.matrix.shape == (2, 4)
 
 
 @pytest.fixture
@@ -690,3 +715,31 @@ def test_another_gallerys_vector_file_is_refused(tmp_path):
     import json
 
     assert json.loads(p.stdout.splitlines()[0])["label"] == "obj03"
+
+
+def test_a_compaction_stopped_before_its_sweep_never_removes_a_newer_live_file(tmp_path, monkeypatch):
+    """A compaction held up between its commit and its clean-up (Ctrl-Z, a swapping board) while another process
+    compacts again: the clean-up reads the live file's name under the write lock, so it removes the file it
+    replaced, never the other compaction's new one (it used to keep the name it remembered)."""
+    g = Gallery.create(tmp_path / "g", _binding(dim=4))
+    rng = np.random.default_rng(2)
+    g.add(["a", "b", "c"], rng.standard_normal((3, 4)).astype(np.float32), [None] * 3)
+    g.remove_label("a")
+    sweep = Gallery._sweep_vector_files
+
+    def held_up(self):
+        # meanwhile another process removes a label and compacts: a new live file
+        code = ("from edgeembed.gallery import Gallery; g = Gallery.open(r'%s'); g.remove_label('b'); "
+                "assert g.compact() == 1" % (tmp_path / "g"))
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+        for f in (tmp_path / "g").glob("vectors*.f32"):  # ... and this one stays stopped for two minutes
+            os.utime(f, (f.stat().st_mtime - 120, f.stat().st_mtime - 120))
+        sweep(self)
+
+    monkeypatch.setattr(Gallery, "_sweep_vector_files", held_up)
+    assert g.compact() == 1
+    monkeypatch.undo()
+    g.close()
+    with Gallery.open(tmp_path / "g") as again:
+        assert again.labels() == {"c": 1} and again.matrix.shape == (1, 4)
+    assert len(list((tmp_path / "g").glob("vectors*.f32"))) == 1
