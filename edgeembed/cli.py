@@ -87,6 +87,11 @@ def _live_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     g.add_argument("--preview", type=_int_in(1, 65535), default=None, metavar="PORT", help="serve an MJPEG preview on this port")
     g.add_argument("--preview-host", default="127.0.0.1", help="preview bind address (default 127.0.0.1)")
     g.add_argument("--output", default=None, metavar="FILE", help="write an annotated video (.mkv survives a kill or power cut; .mp4 does not)")
+    g.add_argument("--output-segment", type=float, default=None, metavar="MINUTES",
+                   help="write the annotated video in segments of this many minutes, FILE's name + -YYYYmmdd-HHMMSS; "
+                        "when the disk fills, this run's oldest segments are removed and the run goes on")
+    g.add_argument("--output-keep", type=_int_in(1), default=None, metavar="N",
+                   help="with --output-segment: keep only this run's N newest segments")
 
 
 def _face_options(p: argparse.ArgumentParser) -> None:

@@ -79,11 +79,15 @@ def _sinks(args: argparse.Namespace, source: Any) -> list[Any]:
             from .outputs.mqtt import MqttSink  # noqa: PLC0415 - optional extra
 
             sinks.append(MqttSink(args.mqtt, prefix=args.mqtt_topic, camera=args.camera_name))
+        if not args.output and (getattr(args, "output_segment", None) is not None or getattr(args, "output_keep", None)):
+            raise InputError("--output-segment and --output-keep need --output FILE (the name the segments are made from)")
         if args.output:
             from .outputs.video import AnnotatedVideoSink  # noqa: PLC0415
 
+            segment = getattr(args, "output_segment", None)
             sinks.append(AnnotatedVideoSink(args.output, fps=args.fps or source.native_fps, live=source.live,
-                                            source=args.source))
+                                            source=args.source, segment_s=segment * 60 if segment is not None else None,
+                                            keep=getattr(args, "output_keep", None)))
             if source.live and args.max_frames is None and args.output.lower().endswith((".mp4", ".m4v", ".mov")):
                 print(f"edgeembed: note: {args.output} is readable only if the run ends normally (its index is written "
                       "last); a .mkv name (the same size) keeps what was written through a kill or a power cut",

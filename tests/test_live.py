@@ -9,6 +9,7 @@ then `edgeembed gallery threshold`.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -355,3 +356,64 @@ def test_an_unknown_face_that_leaves_raises_no_event():
             _, ev = sm.update(i, results)
             events += [(e["event"], e["label"]) for e in ev]
         assert events == expected
+
+
+def test_annotated_video_in_segments_keeps_the_newest_and_loops_on_a_full_disk(coil, tmp_path, monkeypatch):
+    """A camera recording for days: --output-segment writes NAME-YYYYmmdd-HHMMSS segments of that many minutes,
+    --output-keep N leaves this run's N newest; a full disk removes the oldest and the run goes on."""
+    out = tmp_path / "cam.avi"
+    # 60 frames of the 15 fps clip, copied frame for frame: 4 s of video in segments of 0.05 min = 3 s (45 frames)
+    p = run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"], "--json", "--max-frames", "60",
+                "--output", out, "--output-segment", "0.05")
+    assert p.returncode == 0, p.stderr
+    segments = sorted(tmp_path.glob("cam-*.avi"), key=lambda f: f.stat().st_mtime_ns)  # in the order written
+    counts = []
+    for seg in segments:
+        assert re.fullmatch(r"cam-\d{8}-\d{6}(-\d+)?\.avi", seg.name), seg.name
+        cap = cv2.VideoCapture(str(seg))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        counts.append(n)
+    assert not out.exists() and counts == [45, 15], counts
+    for f in segments:
+        f.unlink()
+    p = run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"], "--json", "--max-frames", "60",
+                "--output", out, "--output-segment", "0.02", "--output-keep", "2")  # 18-frame segments: 4, keep 2
+    assert p.returncode == 0, p.stderr
+    assert len(list(tmp_path.glob("cam-*.avi"))) == 2
+    _one_line = [ln for ln in run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"],
+                                      "--output-keep", "2").stderr.splitlines()]
+    assert len(_one_line) == 1 and "--output-keep need --output FILE" in _one_line[0]
+
+
+
+def test_segments_loop_on_a_real_full_disk(tmp_path, monkeypatch):
+    """On a 4 MB tmpfs (a full SD card, for real), ten segments' worth of video: the oldest segments of the run
+    are removed as the disk fills and the recording goes on; the newest segments stay readable."""
+    import subprocess
+
+    from edgeembed.outputs.video import AnnotatedVideoSink
+    from edgeembed.pipeline import FrameRecord
+
+    disk = tmp_path / "sd"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        monkeypatch.setattr(AnnotatedVideoSink, "MIN_FREE_BYTES", 3 << 19)  # 1.5 MB: the check runs every 30 frames
+        rng = np.random.default_rng(0)
+        sink = AnnotatedVideoSink(str(disk / "cam.avi"), fps=10, segment_s=2)
+        made = set()
+        for i in range(200):  # noise: MJPEG frames of ~40 KB, 20 a segment, ten segments = twice the disk
+            sink.on_frame(FrameRecord(i, i / 10, [], {}), rng.integers(0, 255, (256, 256, 3), np.uint8))
+            made.update(sink.segments)
+        sink.close()
+        left = sorted(disk.glob("cam-*.avi"))
+        assert len(made) == 10 and 1 <= len(left) < 10 and left == sorted(sink.segments)
+        assert sink.segments[-1] == max(made, key=lambda f: f.stat().st_mtime_ns if f.exists() else 0)  # the newest
+        for seg in left:
+            cap = cv2.VideoCapture(str(seg))
+            assert cap.read()[0], seg
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

@@ -4,11 +4,16 @@ A recording is copied frame for frame at its own rate. A live source is written 
 (each processed frame repeated, or skipped, to fill the time it stood for), so the file plays at the
 speed things happened however fast the board processed them. cv2.VideoWriter reports no write
 errors, so the free space is checked as the file grows: a full disk stops the run with one line.
+
+A camera that runs for days can write segments instead of one file (``segment_s``): NAME-YYYYmmdd-HHMMSS.EXT,
+each that many seconds of video, the oldest of this run's removed beyond ``keep`` or when the disk fills
+(loop recording: the run goes on).
 """
 from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +34,19 @@ class AnnotatedVideoSink:
     MAX_HOLD_S = 2  # a live frame stands for at most this long in the file
     MIN_FREE_BYTES = 4 << 20  # stop before the disk is full: the last frames and the file's index still fit
 
-    def __init__(self, path: str, fps: float | None = None, live: bool = False, source: str | None = None):
+    def __init__(self, path: str, fps: float | None = None, live: bool = False, source: str | None = None,
+                 segment_s: float | None = None, keep: int | None = None):
         self.path = Path(path)
+        if segment_s is not None and not segment_s > 0:
+            raise InputError(f"--output-segment must be a number of minutes above 0, got {segment_s / 60:g}")
+        if keep is not None and keep < 1:
+            raise InputError(f"--output-keep must be a number of segments >= 1, got {keep}")
+        if keep is not None and segment_s is None:
+            raise InputError("--output-keep needs --output-segment MINUTES (it keeps that many segments)")
+        self.segment_s, self.keep = segment_s, keep
+        self.segments: list[Path] = []  # this run's segment files still on disk, oldest first
+        self._named: set[Path] = set()  # every name this run has used (a removed segment's is not used again)
+        self._segment_start = 0
         suffix = self.path.suffix.lower()
         if suffix not in FOURCC:
             raise InputError(f"--output {path}: expected a video file name ending in {', '.join(FOURCC)}")
@@ -55,11 +71,7 @@ class AnnotatedVideoSink:
         img = annotate(rgb, record)
         if self._writer is None:
             self._size = (img.shape[1], img.shape[0])
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
-            if not self._writer.isOpened():
-                self._writer = None
-                hint = "is the folder writable?" if self.path.suffix.lower() == ".avi" else "try a .avi name"
-                raise InputError(f"cannot write video {self.path} with codec {self.fourcc} ({hint})")
+            self._open(self._segment_path() if self.segment_s else self.path)
         if (img.shape[1], img.shape[0]) != self._size:
             img = cv2.resize(img, self._size)
         if self.live:  # the previous picture fills the time until this one came, at self.fps
@@ -78,7 +90,32 @@ class AnnotatedVideoSink:
         self._write(img)
         self.frames += 1
 
+    def _open(self, path: Path) -> None:
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
+        if not self._writer.isOpened():
+            self._writer = None
+            hint = "is the folder writable?" if self.path.suffix.lower() == ".avi" else "try a .avi name"
+            raise InputError(f"cannot write video {path} with codec {self.fourcc} ({hint})")
+        if self.segment_s:
+            self.segments.append(path)
+            self._named.add(path)
+            self._segment_start = self.written
+            while self.keep is not None and len(self.segments) > self.keep:
+                self.segments.pop(0).unlink(missing_ok=True)
+
+    def _segment_path(self) -> Path:
+        """NAME-YYYYmmdd-HHMMSS.EXT beside --output, from the local time the segment starts (-2, -3, ... if taken)."""
+        stem = f"{self.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, n = self.path.with_name(stem + self.path.suffix), 1
+        while path.exists() or path in self._named:
+            n += 1
+            path = self.path.with_name(f"{stem}-{n}{self.path.suffix}")
+        return path
+
     def _write(self, img: np.ndarray) -> None:
+        if self.segment_s and self.written - self._segment_start >= self.segment_s * self.fps:
+            self._writer.release()  # the segment is complete: the next one starts with this frame
+            self._open(self._segment_path())
         self._writer.write(img)
         self.written += 1
         if self.written - self._checked_at >= 30 or self.written == 1:
@@ -90,8 +127,13 @@ class AnnotatedVideoSink:
             st = os.statvfs(self.path.parent)
         except (OSError, AttributeError):  # no statvfs (Windows): nothing to check with
             return
+        # loop recording: the oldest finished segments of this run make room before the run is stopped
+        while st.f_bavail * st.f_frsize < self.MIN_FREE_BYTES and len(self.segments) > 1:
+            self.segments.pop(0).unlink(missing_ok=True)
+            st = os.statvfs(self.path.parent)
         if st.f_bavail * st.f_frsize < self.MIN_FREE_BYTES:
-            raise OSError(errno.ENOSPC, f"writing the annotated video {self.path}: the disk is (almost) full "
+            where = self.segments[-1] if self.segments else self.path
+            raise OSError(errno.ENOSPC, f"writing the annotated video {where}: the disk is (almost) full "
                                         f"after {self.frames} frames; free some space or choose another --output")
 
     def on_event(self, event: dict) -> None:
