@@ -89,9 +89,9 @@ def _live_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     g.add_argument("--output", default=None, metavar="FILE", help="write an annotated video (.mkv survives a kill or power cut; .mp4 does not)")
     g.add_argument("--output-segment", type=float, default=None, metavar="MINUTES",
                    help="write the annotated video in segments of this many minutes, FILE's name + -YYYYmmdd-HHMMSS; "
-                        "when the disk fills, this run's oldest segments are removed and the run goes on")
+                        "when the disk fills, the oldest segments are removed and the run goes on")
     g.add_argument("--output-keep", type=_int_in(1), default=None, metavar="N",
-                   help="with --output-segment: keep only this run's N newest segments")
+                   help="with --output-segment: keep only the N newest segments (earlier runs' of FILE's name included)")
 
 
 def _face_options(p: argparse.ArgumentParser) -> None:

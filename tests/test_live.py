@@ -9,6 +9,7 @@ then `edgeembed gallery threshold`.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -376,12 +377,14 @@ def test_annotated_video_in_segments_keeps_the_newest_and_loops_on_a_full_disk(c
             n += 1
         counts.append(n)
     assert not out.exists() and counts == [45, 15], counts
-    for f in segments:
-        f.unlink()
+    for f in segments:  # an earlier run's segments: older than this run's, removed first
+        os.utime(f, (f.stat().st_mtime - 3600, f.stat().st_mtime - 3600))
+    (tmp_path / "cam-notes.avi").write_bytes(b"not a segment")  # not the pattern: never touched
     p = run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"], "--json", "--max-frames", "60",
                 "--output", out, "--output-segment", "0.02", "--output-keep", "2")  # 18-frame segments: 4, keep 2
     assert p.returncode == 0, p.stderr
-    assert len(list(tmp_path.glob("cam-*.avi"))) == 2
+    kept = sorted(tmp_path.glob("cam-2*.avi"))
+    assert len(kept) == 2 and not set(kept) & set(segments) and (tmp_path / "cam-notes.avi").exists()
     _one_line = [ln for ln in run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"],
                                       "--output-keep", "2").stderr.splitlines()]
     assert len(_one_line) == 1 and "--output-keep need --output FILE" in _one_line[0]

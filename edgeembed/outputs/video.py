@@ -6,13 +6,14 @@ speed things happened however fast the board processed them. cv2.VideoWriter rep
 errors, so the free space is checked as the file grows: a full disk stops the run with one line.
 
 A camera that runs for days can write segments instead of one file (``segment_s``): NAME-YYYYmmdd-HHMMSS.EXT,
-each that many seconds of video, the oldest of this run's removed beyond ``keep`` or when the disk fills
-(loop recording: the run goes on).
+each that many seconds of video; the oldest (earlier runs' segments of the same NAME included) are removed
+beyond ``keep`` or when the disk fills (loop recording: the run goes on).
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ class AnnotatedVideoSink:
         if keep is not None and segment_s is None:
             raise InputError("--output-keep needs --output-segment MINUTES (it keeps that many segments)")
         self.segment_s, self.keep = segment_s, keep
-        self.segments: list[Path] = []  # this run's segment files still on disk, oldest first
+        # segment files on disk, oldest first: an earlier run's (same name, same pattern) count as older ones
+        self.segments: list[Path] = self._earlier_segments() if segment_s is not None else []
         self._named: set[Path] = set()  # every name this run has used (a removed segment's is not used again)
         self._segment_start = 0
         suffix = self.path.suffix.lower()
@@ -102,6 +104,11 @@ class AnnotatedVideoSink:
             self._segment_start = self.written
             while self.keep is not None and len(self.segments) > self.keep:
                 self.segments.pop(0).unlink(missing_ok=True)
+
+    def _earlier_segments(self) -> list[Path]:
+        pattern = re.compile(re.escape(self.path.stem) + r"-\d{8}-\d{6}(-\d+)?" + re.escape(self.path.suffix) + "$")
+        found = [f for f in self.path.parent.glob(self.path.stem + "-*" + self.path.suffix) if pattern.match(f.name)]
+        return sorted(found, key=lambda f: f.stat().st_mtime_ns)
 
     def _segment_path(self) -> Path:
         """NAME-YYYYmmdd-HHMMSS.EXT beside --output, from the local time the segment starts (-2, -3, ... if taken)."""
