@@ -567,16 +567,16 @@ class Gallery:
                     f.flush()
                     os.fsync(f.fileno())
                 check = _row_check(len(kept), new_name, kept[-1]) if len(kept) else None
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_row_check', ?)", (json.dumps(check),))
                 self._db.execute("UPDATE entries SET row = -1 - row")
                 self._db.executemany("UPDATE entries SET row=? WHERE id=?", [(i, eid) for i, (eid, _) in enumerate(live)])
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rows', ?)", (json.dumps(len(live)),))
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_file', ?)", (json.dumps(new_name),))
+                values = {"rows": len(live), "vectors_file": new_name, "last_row_check": check}
+                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                     [(k, json.dumps(v)) for k, v in values.items()])
         except BaseException:  # a full disk, a failed commit, Ctrl-C: the copy goes, the gallery is as it was
             if new_path is not None:
                 new_path.unlink(missing_ok=True)
             raise
-        self.meta.update(rows=len(live), vectors_file=new_name, last_row_check=check)
+        self.meta.update(values)
         self._sweep_vector_files()
         self._matrix = None
         return rows_total - len(live)

@@ -121,12 +121,13 @@ def decode_image(data: bytes, name: str = "image", keep_side: int | None = None)
                          "(e.g. heif-convert, or the phone's 'Most Compatible' camera setting)")
     quiet_opencv_logs()
     flag, r = cv2.IMREAD_COLOR, 1
-    if keep_side and kind == "JPEG":
-        r = jpeg_reduction(data, keep_side)
+    frame = _jpeg_frame(data) if kind == "JPEG" else None  # its markers walked once for all three uses below
+    if keep_side and frame:
+        r = _reduction(frame[:2], keep_side)
         flag = getattr(cv2, f"IMREAD_REDUCED_COLOR_{r}") if r > 1 else flag  # EXIF orientation applied as well
-    size = image_size(data, kind)
+    size = frame[:2] if frame else image_size(data, kind) if kind != "JPEG" else None
     if size is not None:  # a picture too large for the memory left is refused, not killed by the kernel mid-decode
-        check_decode(name, size[1], size[0], r, jpeg_coefficient_bytes(data) if kind == "JPEG" else 0)
+        check_decode(name, size[1], size[0], r, _coefficient_bytes(frame) if frame else 0)
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:  # e.g. a 20000x20000 PNG on a small board: not enough memory to decode it
@@ -142,8 +143,10 @@ def jpeg_reduction(data: bytes, keep_side: int) -> int:
     """The largest of 8, 4, 2 (else 1) by which a JPEG can be scaled down on decoding and keep its shorter side
     at least ``keep_side`` pixels. 1 when the frame header cannot be found."""
     size = jpeg_size(data)
-    if size is None:
-        return 1
+    return _reduction(size, keep_side) if size else 1
+
+
+def _reduction(size: tuple[int, int], keep_side: int) -> int:
     short = min(size)
     for r in (8, 4, 2):
         if short // r >= keep_side:
@@ -190,7 +193,11 @@ def jpeg_coefficient_bytes(data: bytes) -> int:
     """Bytes of the whole-image coefficient buffer libjpeg keeps for a progressive JPEG (at full size, whatever
     the reduction it decodes at): 2 bytes per sample of each component at its sampling; 0 for a baseline JPEG."""
     frame = _jpeg_frame(data)
-    if not frame or frame[2] not in (0xC2, 0xC6, 0xCA, 0xCE):
+    return _coefficient_bytes(frame) if frame else 0
+
+
+def _coefficient_bytes(frame: tuple[int, int, int, list[tuple[int, int]]]) -> int:
+    if frame[2] not in (0xC2, 0xC6, 0xCA, 0xCE):  # not a progressive frame header
         return 0
     h, w, _, sampling = frame
     hmax, vmax = max(s[0] for s in sampling), max(s[1] for s in sampling)

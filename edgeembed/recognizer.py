@@ -159,7 +159,7 @@ def add_entries_checked(gallery: Gallery, labels: Sequence[str], vectors: np.nda
 
     They are judged at the lower of the threshold before and after: a mislabelled picture enters the automatic
     threshold's impostor pairs and raises it, which would hide the very mistake."""
-    candidates = look_alikes(gallery, labels, vectors, sources, -np.inf)
+    candidates = look_alikes(gallery, labels, vectors, sources)
     before = gallery.threshold if len(gallery) else None
     added: dict[str, int] = {}  # source -> new entry id, for the notes that name it
     again = add_entries(gallery, labels, vectors, sources, infos, added)
@@ -201,12 +201,13 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
     return again
 
 
-def look_alikes(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None],
-                threshold: float) -> list[dict[str, Any]]:
-    """New entries that the gallery would recognize as another label: closer to an entry of another label (stored,
-    or new in the same enrolment) than to any other of their own, and at ``threshold`` or above. That is the same
-    person or object under two names, or a picture under the wrong name (on 20 COIL objects, 4 views each, and 40
-    ORL people, 2 photos each: none). Call before the new entries are added."""
+def look_alikes(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray,
+                sources: Sequence[str | None]) -> list[dict[str, Any]]:
+    """New entries closer to an entry of another label (stored, or new in the same enrolment) than to any other of
+    their own, with that similarity: at the gallery's threshold or above, the gallery would recognize them as that
+    other label (``add_entries_checked`` keeps those): the same person or object under two names, or a picture
+    under the wrong name (on 20 COIL objects, 4 views each, and 40 ORL people, 2 photos each: none). Call before
+    the new entries are added."""
     v = np.asarray(vectors, np.float32)
     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     names = [normal_label(x) for x in labels]
@@ -232,7 +233,7 @@ def look_alikes(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
         best_same = float(row[same].max()) if same.any() else -np.inf
         if (~same).any():
             j = int(np.argmax(np.where(same, -np.inf, row)))
-            if row[j] >= threshold and row[j] > best_same:
+            if row[j] > best_same:
                 like = {"entry": stored_ids[j]} if j < len(stored_ids) else {"source_of_other": sources[j - len(stored_ids)]}
                 out.append({"source": str(sources[i]), "label": labels[i], "recognized_as": all_names[j],
                             "similarity": round(float(row[j]), 4), **like})

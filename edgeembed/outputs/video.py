@@ -103,7 +103,10 @@ class AnnotatedVideoSink:
             self._named.add(path)
             self._segment_start = self.written
             while self.keep is not None and len(self.segments) > self.keep:
-                self.segments.pop(0).unlink(missing_ok=True)
+                self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        self.segments.pop(0).unlink(missing_ok=True)
 
     def _earlier_segments(self) -> list[Path]:
         pattern = re.compile(re.escape(self.path.stem) + r"-\d{8}-\d{6}(-\d+)?" + re.escape(self.path.suffix) + "$")
@@ -134,9 +137,9 @@ class AnnotatedVideoSink:
             st = os.statvfs(self.path.parent)
         except (OSError, AttributeError):  # no statvfs (Windows): nothing to check with
             return
-        # loop recording: the oldest finished segments of this run make room before the run is stopped
+        # loop recording: the oldest finished segments (earlier runs' included) make room before the run is stopped
         while st.f_bavail * st.f_frsize < self.MIN_FREE_BYTES and len(self.segments) > 1:
-            self.segments.pop(0).unlink(missing_ok=True)
+            self._drop_oldest()
             st = os.statvfs(self.path.parent)
         if st.f_bavail * st.f_frsize < self.MIN_FREE_BYTES:
             where = self.segments[-1] if self.segments else self.path
