@@ -87,7 +87,7 @@ def _live_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     g.add_argument("--preview", type=_int_in(1, 65535), default=None, metavar="PORT", help="serve an MJPEG preview on this port")
     g.add_argument("--preview-host", default="127.0.0.1", help="preview bind address (default 127.0.0.1)")
     g.add_argument("--output", default=None, metavar="FILE", help="write an annotated video (.mkv survives a kill or power cut; .mp4 does not)")
-    g.add_argument("--output-segment", type=float, default=None, metavar="MINUTES",
+    g.add_argument("--output-segment", type=_minutes, default=None, metavar="MINUTES",
                    help="write the annotated video in segments of this many minutes, FILE's name + -YYYYmmdd-HHMMSS; "
                         "when the disk fills, the oldest segments are removed and the run goes on")
     g.add_argument("--output-keep", type=_int_in(1), default=None, metavar="N",
@@ -103,6 +103,17 @@ def _face_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pick-face", default=None, choices=["largest", "center"],
                    help="enrolment: in photos with several faces, use this one (without it such a photo stops the "
                         "enrolment, or is skipped with --skip-bad)")
+
+
+def _minutes(text: str) -> float:
+    """An argparse type: a finite number of minutes above 0 (refused before the camera opens)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes above 0, got {text!r}") from None
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number of minutes above 0, got {text}")
+    return value
 
 
 def _floats(text: str) -> list[float]:

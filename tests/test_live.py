@@ -388,6 +388,10 @@ def test_annotated_video_in_segments_keeps_the_newest_and_loops_on_a_full_disk(c
     _one_line = [ln for ln in run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"],
                                       "--output-keep", "2").stderr.splitlines()]
     assert len(_one_line) == 1 and "--output-keep need --output FILE" in _one_line[0]
+    for bad in ("0", "-1", "nan", "inf", "abc"):  # refused by the parser, before the camera or the gallery opens
+        p = run_cli("recognize", "--gallery", tmp_path / "none", "--source", "rtsp://192.0.2.1/cam", "--output", out,
+                    "--output-segment", bad)
+        assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "minutes above 0" in p.stderr, p.stderr
 
 
 
@@ -417,6 +421,10 @@ def test_segments_loop_on_a_real_full_disk(tmp_path, monkeypatch):
         assert sink.segments[-1] == max(made, key=lambda f: f.stat().st_mtime_ns if f.exists() else 0)  # the newest
         for seg in left:
             cap = cv2.VideoCapture(str(seg))
-            assert cap.read()[0], seg
+            try:
+                assert cap.read()[0], seg
+            finally:
+                cap.release()  # an open file keeps the mount busy
     finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)  # never leave a mount behind
