@@ -264,8 +264,14 @@ def _requantize(args: argparse.Namespace, calib: list[Path], held: list[Path]) -
     data, spec, float_emb, int8_emb, calibration = requantize(args, calib, held, tflite_quant, out)
     thresholds = {"mean_cosine": args.min_cosine} if args.min_cosine is not None else {}
     # random weights (what the converter records for --weights random) are measured, not judged
-    report = fidelity.judge(fidelity.compare(float_emb, int8_emb), thresholds,
-                            meaningful=spec.weights != "random initialisation (untrained)")
+    meaningful = spec.weights != "random initialisation (untrained)"
+    report = fidelity.judge(fidelity.compare(float_emb, int8_emb), thresholds, meaningful=meaningful)
+    if meaningful and not args.calibration_faces:  # a face folder holds one person in several photos
+        folders = [str(p.parent) for p in held]  # pictures in one sub-folder may show one thing
+        unrelated = fidelity.unrelated_similarity(int8_emb, folders if len(set(folders)) > 1 else None)
+        if unrelated is not None:
+            report["unrelated_similarity"] = unrelated
+            spec = replace(spec, extra={**(spec.extra or {}), "unrelated_similarity": unrelated})
     report["probe"] = spec.fidelity  # the rebuild's error and the cosine on up to 8 calibration inputs
     return _write_requantized(args, data, replace(spec, calibration=calibration, fidelity=report), out)
 

@@ -379,8 +379,11 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
             outs = runner(device.normalize(pixels))
             return outs[ei], (outs[1 - ei] if has_cls else None)
 
+        # pictures in one sub-folder may show one thing: not paired as unrelated pictures
+        folders = [str(Path(f).parent) for f in held_files]
+        groups = folders if labels is None and len(set(folders)) > 1 else None
         report = fidelity.fidelity_report(float_fn, quant_fn, held_px, labels, o.thresholds, meaningful=fm.meaningful,
-                                          show_progress=o.show_progress)
+                                          show_progress=o.show_progress, groups=groups)
         report["calibration_overlap"] = 0
         report["preprocessing"] = f"the model's own ({fm.pre.resize}, crop fraction {fm.pre.crop_fraction})"
         if labels is not None and (fm.pre.resize, fm.pre.crop_fraction) != ("center_crop", 0.875):
@@ -388,7 +391,8 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
             crop = quantize.float_preprocessor(replace(fm.pre, resize="center_crop", crop_fraction=0.875), b.input_size)
             held_crop = quantize.load_pixels(held_files, crop, "reading held-aside images (centre crop)", o.show_progress)
             alt = fidelity.fidelity_report(float_fn, quant_fn, held_crop, labels, o.thresholds, meaningful=fm.meaningful)
-            report["imagenet_center_crop_0.875"] = {k: v for k, v in alt.items() if k != "thresholds"}
+            report["imagenet_center_crop_0.875"] = {k: v for k, v in alt.items()
+                                                    if k not in ("thresholds", "unrelated_similarity")}
     calibration = {"source": str(o.calibration), "images": len(calib_files),
                    "split": "separate folder" if o.fidelity_dir else "even sorted positions (odd positions held aside)",
                    "method": ("TFLite post-training int8 (uint8 input and outputs)" if o.output_type == "uint8" else
@@ -412,6 +416,9 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
                                       "calibration pictures, float model as teacher)")
     extra = {"output_type": o.output_type, "classifier_output": (1 - ei) if b.has_classifier and len(runner.outs) > 1 else None,
              "converter": "edgeembed converters", "tensorflow": _tf_version()}
+    if report is not None and "unrelated_similarity" in report:
+        # for a gallery of a single label, which has no other things of its own to set its threshold from
+        extra["unrelated_similarity"] = report["unrelated_similarity"]
     if fold is not None:
         extra["float_model_normalisation"] = {"mean": list(fm.pre.mean), "std": list(fm.pre.std)}
     spec = ModelSpec(preprocessing=pre, embedding_output=ei, embedding_dim=b.embedding_dim, task="image",

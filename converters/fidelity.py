@@ -15,6 +15,7 @@ import numpy as np
 # 1-NN agreement is a noisy figure (near-ties among unrelated pictures flip easily), so its bar is lower.
 THRESHOLDS = {"mean_cosine": 0.98, "nn1_agreement": 0.8, "top1_agreement": 0.97}
 FEW_PICTURES = 20  # below this many held-aside pictures the report says its figures are noisy
+UNRELATED_MIN_PICTURES = 20  # fewer held-aside pictures give too few pairs for a 99th percentile
 
 EmbedFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
@@ -48,6 +49,29 @@ def compare(float_emb: np.ndarray, quant_emb: np.ndarray, float_logits: np.ndarr
     return rep
 
 
+def unrelated_similarity(embeddings: np.ndarray, labels: Sequence[int] | None = None) -> dict | None:
+    """How alike the model finds pictures of different things: percentiles of the cosine between every two
+    held-aside pictures (of different labels, when labelled). The runtime's gallery needs it when it holds a
+    single label and so has no pictures of other things of its own to set its threshold from
+    (edgeembed.recognizer.auto_threshold). None with fewer than UNRELATED_MIN_PICTURES pictures."""
+    e = _unit(np.asarray(embeddings, np.float64))
+    n = len(e)
+    if n < UNRELATED_MIN_PICTURES:
+        return None
+    i, j = np.triu_indices(n, 1)
+    if labels is not None:
+        lab = np.asarray(labels)
+        keep = lab[i] != lab[j]
+        i, j = i[keep], j[keep]
+    if not len(i):
+        return None
+    sims = (e[i] * e[j]).sum(1)
+    p50, p99 = np.percentile(sims, [50, 99])
+    return {"p50": round(float(p50), 4), "p99": round(float(p99), 4), "pictures": int(n), "pairs": int(len(sims)),
+            "of": "the quantized model's embeddings of the held-aside pictures, every two different pictures"
+                  + (" of different labels" if labels is not None else "")}
+
+
 def check(report: dict, thresholds: dict | None = None) -> list[str]:
     """The figures below their thresholds, as human-readable lines (empty = passes)."""
     thresholds = {**THRESHOLDS, **(thresholds or {})}
@@ -56,11 +80,12 @@ def check(report: dict, thresholds: dict | None = None) -> list[str]:
 
 def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, labels: Sequence[int] | None = None,
                     thresholds: dict | None = None, meaningful: bool = True, batch: int = 32,
-                    show_progress: bool = False) -> dict:
+                    show_progress: bool = False, groups: Sequence | None = None) -> dict:
     """Run both models on ``images`` ((N, H, W, 3), as both fns take them: the converter gives resized uint8 pixels).
 
     Each fn maps a batch to ``(embeddings, logits or None)``. ``meaningful=False`` (random weights)
-    keeps the figures for debugging but marks them as not a measure of anything.
+    keeps the figures for debugging but marks them as not a measure of anything. ``groups`` (default: ``labels``):
+    pictures of one group show one thing, and are not paired in ``unrelated_similarity``.
     """
     from edgeembed.progress import progress
 
@@ -73,6 +98,9 @@ def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, la
             fl.append(la), ql.append(lb)
     rep = compare(np.concatenate(fe), np.concatenate(qe), np.concatenate(fl) if fl else None,
                   np.concatenate(ql) if ql else None, labels if fl else None)
+    unrelated = unrelated_similarity(np.concatenate(qe), labels if groups is None else groups) if meaningful else None
+    if unrelated is not None:
+        rep["unrelated_similarity"] = unrelated
     return judge(rep, thresholds, meaningful)
 
 
@@ -102,6 +130,10 @@ def format_report(rep: dict) -> str:
     if alt and "top1_agreement" in alt:
         lines.append(f"  with ImageNet's centre crop 0.875: mean cosine {alt['mean_cosine']:.4f}, top-1 agreement "
                      f"{alt['top1_agreement']:.3f}, top-1 float {alt['top1_float']:.3f} -> quantized {alt['top1_quant']:.3f}")
+    u = rep.get("unrelated_similarity")
+    if u:
+        lines.append(f"pictures of different things: cosine median {u['p50']:.3f}, 99th percentile {u['p99']:.3f} (a "
+                     "gallery of a single label sets its threshold from it)")
     if rep["images"] < FEW_PICTURES:
         lines.append(f"note: only {rep['images']} held-aside picture{'' if rep['images'] == 1 else 's'}; figures from so few move a lot from one set to "
                      "the next (1-NN agreement most of all): give 50 or more for a figure to rely on")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, MODELS, REPO, run_cli
+from conftest import DATA, MODELS, REPO, V1_EMBED, run_cli
 
 pytest.importorskip("tensorflow")
 IMAGENET = DATA / "imagenet-sample"
@@ -89,6 +89,10 @@ def test_efficientnet_lite0_real_weights_fidelity_report(tmp_path):
     assert info["extra"]["float_model_normalisation"] == {"mean": [127.5] * 3, "std": [127.5] * 3}
     assert info["preprocessing"]["crop_fraction"] == 0.875 and "folded" in info["calibration"]["method"]
     assert info["license"] == "Apache-2.0"
+    # how alike it finds pictures of different things (50 classes, 1225 pairs): a one-label gallery's threshold
+    u = info["extra"]["unrelated_similarity"]
+    assert u == f["unrelated_similarity"] and u["pictures"] == 50 and u["pairs"] == 50 * 49 // 2
+    assert 0.0 < u["p50"] < u["p99"] < 0.8
     goldfish = IMAGENET / "n01443537_goldfish.jpg"
     with Embedder.create_from_model_path(out) as emb:
         # the uint8 input (int8 inside) holds every pixel exactly: the pixel itself
@@ -452,6 +456,8 @@ def test_shipped_models_carry_their_spec_and_fidelity(name):
     assert f["images"] == 500 and info["calibration"]["images"] == 500 and f["calibration_overlap"] == 0
     assert info["calibration"]["int8_tuning"]["epochs"] == 3 and "tuned for int8" in info["calibration"]["method"]
     assert f["mean_cosine"] >= 0.99 and f["top1_drop_points"] <= 1.0
+    u = info["extra"]["unrelated_similarity"]  # what a gallery of one label sets its threshold from
+    assert u == f["unrelated_similarity"] and u["pictures"] == 500 and 0.3 < u["p99"] < 0.7
     side = json.loads((path.parent / (path.stem + ".fidelity.json")).read_text())
     assert side["fidelity"] == f
     # The standard metadata carries the same normalisation for other tools (MediaPipe, Task Library).
@@ -525,6 +531,12 @@ def test_requantizing_a_float_tflite_passes_the_fidelity_gate_and_never_replaces
     assert hashlib.md5(model.read_bytes()).hexdigest() == digest
     info = json.loads(run_cli("inspect", tmp_path / "mf_int8.low-fidelity.tflite", "--json", check=True).stdout)
     assert info["fidelity"]["passed"] is False and info["preprocessing"]["mean"] == [0.0, 0.0, 0.0]
+    # pictures of one sub-folder (one person) are not paired as pictures of different things (these 40 are one
+    # per person: every fifth of the 200 held-aside photos)
+    u = info["extra"]["unrelated_similarity"]
+    assert u == info["fidelity"]["unrelated_similarity"] and u["pictures"] == 40 and u["pairs"] == 40 * 39 // 2
+    assert u["of"].endswith("of different labels")
+    assert u["p50"] < u["p99"] <= 1.0
 
 
 @pytest.mark.parametrize("output_type,in_dtype", [("int8", "int8"), ("float16", "float32"), ("dynamic", "float32")])
@@ -711,3 +723,19 @@ def test_edgetpu_compiler_report_is_read(tmp_path, monkeypatch, tail, mapped, on
         assert rep["not_mapped"]["QUANTIZE"]["count"] == 2 and "CONV_2D" not in rep["not_mapped"]
     else:
         assert "left on the CPU" not in summary and "not_mapped" not in rep
+
+
+def test_unrelated_similarity_pairs_only_pictures_of_different_things():
+    """Two COIL objects, 25 views each: views of one object are not 'different things'; too few pictures give none."""
+    from edgeembed import Embedder
+
+    from converters.fidelity import unrelated_similarity
+
+    views = [p for obj in ("obj01", "obj02") for p in sorted((DATA / "coil20" / obj).iterdir())[:25]]
+    with Embedder.create_from_model_path(V1_EMBED, num_threads=2) as emb:
+        e = np.stack([emb.embed(p).vector for p in views])
+    groups = [p.parent.name for p in views]
+    apart, every = unrelated_similarity(e, groups), unrelated_similarity(e)
+    assert apart["pairs"] == 25 * 25 and every["pairs"] == 50 * 49 // 2
+    assert apart["p50"] < every["p50"]  # views of one object are alike: pairing them would overstate strangers
+    assert unrelated_similarity(e[:19]) is None and unrelated_similarity(e, ["one"] * 50) is None
