@@ -191,7 +191,7 @@ def group_photos(all_faces, embed_one, orl_far1: float, photos: list[np.ndarray]
 
     ``all_faces(rgb)`` -> [(box x, y, w, h, vector)]; ``embed_one(rgb)`` -> the enrolment vector
     or None. Half the 40 ORL people (even positions) are enrolled from 1.pgm, half are strangers.
-    Thresholds: the gallery's own automatic one (edgeembed.recognizer.update_auto_threshold's
+    Thresholds: the gallery's own automatic one (edgeembed.recognizer.auto_threshold's
     rule) and the method's FAR-1% threshold on ORL (``orl_far1``).
     """
     from edgeembed.preprocess import read_image

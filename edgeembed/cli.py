@@ -203,6 +203,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for key in ("task", "architecture", "weights", "license"):
         if info.get(key):
             print(f"{key:<12} {info[key]}")
+    unrelated = (info.get("extra") or {}).get("unrelated_similarity")
+    if isinstance(unrelated, dict) and "p99" in unrelated:
+        print(f"unrelated    pictures of different things: cosine median {unrelated.get('p50')}, 99th percentile "
+              f"{unrelated['p99']} ({unrelated.get('pictures')} pictures): a gallery of one label sets its threshold from it")
     if info.get("fidelity"):
         print(f"fidelity     {json.dumps(info['fidelity'])}")
     return 0
@@ -231,7 +235,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from .gallery import DB_NAME, Gallery
-    from .recognizer import binding_for, collect_labelled, create_gallery, enroll, open_gallery_embedder
+    from .recognizer import collect_labelled, create_gallery, enroll, model_values, open_gallery_embedder
 
     if args.label:
         items = []
@@ -287,7 +291,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     try:
         with emb:
             report = enroll(target, lambda p: emb.embed(p).vector, items, skip_bad=args.skip_bad,
-                            show_progress=not args.quiet)
+                            show_progress=not args.quiet, model=model_values(emb))
             report["gallery"] = str(args.gallery)
     finally:
         if gallery is not None:
@@ -300,6 +304,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         print_skipped(report["skipped"])
     print_look_alikes(report["look_alikes"])
     return 0
+
+
+def _threshold_change(before: float, after: float) -> str:
+    return f"; threshold {before:.3f} -> {after:.3f} (re-derived)" if round(before, 3) != round(after, 3) else ""
 
 
 def print_look_alikes(alikes: list[dict], shown: int = 5) -> None:
@@ -372,6 +380,7 @@ def _has_pre_overrides(args: argparse.Namespace) -> bool:
 
 def cmd_gallery(args: argparse.Namespace) -> int:
     from .gallery import Gallery
+    from .recognizer import threshold_values
 
     with Gallery.open(args.gallery) as g:
         if args.action == "list":
@@ -388,18 +397,22 @@ def cmd_gallery(args: argparse.Namespace) -> int:
                 for item in info.get("items", []):
                     print(f"  #{item['id']} {item['label']} {item['source']}")
         elif args.action == "remove":
+            before = g.threshold
             if args.entry is not None:
-                g.remove_entry(args.entry)
+                g.remove_entry(args.entry, meta=threshold_values)  # the automatic threshold follows
                 result = {"removed_entries": 1, "entry": args.entry}
             elif args.label:
-                result = {"removed_entries": g.remove_label(args.label), "label": args.label}
+                result = {"removed_entries": g.remove_label(args.label, meta=threshold_values), "label": args.label}
             else:
                 raise InputError("gallery remove needs a LABEL or --entry ID")
-            result["entries"] = len(g)
-            _print(result) if args.json else print(f"removed {result['removed_entries']} entries; {result['entries']} left")
+            result.update(entries=len(g), threshold=g.threshold)
+            _print(result) if args.json else print(f"removed {result['removed_entries']} entries; {result['entries']} left"
+                                                   + _threshold_change(before, g.threshold))
         elif args.action == "rename":
-            g.rename(args.old, args.new)
-            _print({"renamed": args.old, "to": args.new}) if args.json else print(f"renamed {args.old} -> {args.new}")
+            before = g.threshold
+            g.rename(args.old, args.new, meta=threshold_values)
+            _print({"renamed": args.old, "to": args.new, "threshold": g.threshold}) if args.json else \
+                print(f"renamed {args.old} -> {args.new}" + _threshold_change(before, g.threshold))
         elif args.action == "threshold":
             if args.value is not None:
                 g.set_threshold(args.value)

@@ -43,6 +43,9 @@ DEFAULT_THRESHOLD = 0.5
 ENTRY_COMMITS = 0  # enrolments committed by this process: lets an interrupted command say whether its write went in
 WRITES_STARTED = 0  # gallery writes this process began (an interrupted recognize began none)
 
+# values to commit with a removal or a rename, from the gallery as changed (recognizer.threshold_values)
+MetaAfter = Callable[["Gallery"], "dict[str, Any] | None"]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS labels (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
@@ -476,20 +479,36 @@ class Gallery:
                                        "folder from a backup (nothing was changed)")
         return path
 
-    def remove_label(self, label: str) -> int:
-        """Remove a label and all its entries; returns how many entries went."""
+    def remove_label(self, label: str, meta: MetaAfter | None = None) -> int:
+        """Remove a label and all its entries; returns how many entries went. ``meta``: see ``_meta_after``."""
         with self._lock:
-            return self._remove_label(label)
+            return self._remove_label(label, meta)
 
-    def _remove_label(self, label: str) -> int:
+    def _remove_label(self, label: str, meta: MetaAfter | None = None) -> int:
         row = self._label_row(label)
         if row is None:
             raise GalleryError(f"label {label!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
-        with self._db:
-            n = self._db.execute("DELETE FROM entries WHERE label_id=?", (row[0],)).rowcount
-            self._db.execute("DELETE FROM labels WHERE id=?", (row[0],))
-        self._matrix = None
+        try:
+            with self._db:
+                n = self._db.execute("DELETE FROM entries WHERE label_id=?", (row[0],)).rowcount
+                self._db.execute("DELETE FROM labels WHERE id=?", (row[0],))
+                self._meta_after(meta)
+        finally:
+            self._matrix = None
         return n
+
+    def _meta_after(self, meta: MetaAfter | None) -> None:
+        """Inside a removal's or a rename's write transaction: ``meta`` (a function of the gallery as changed, not
+        yet committed: e.g. the automatic threshold re-derived without a removed mislabelled picture) gives values
+        committed with the change, so the change and its threshold are never apart."""
+        if meta is None:
+            return
+        self._load_meta()
+        self._matrix = None  # read again inside this transaction: the change is visible to it
+        values = meta(self)
+        if values:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
+            self.meta.update(values)
 
     def _stored_spellings(self, labels: Sequence[str]) -> list[str]:
         """Each label as the gallery already spells it when only Unicode form or spaces differ (a label written
@@ -507,22 +526,31 @@ class Gallery:
         return self._db.execute("SELECT id FROM labels WHERE name IN (?, ?) ORDER BY name = ? DESC",
                                 (label, normal_label(label), label)).fetchone()
 
-    def remove_entry(self, entry_id: int) -> None:
-        with self._lock, self._db:
-            cur = self._db.execute("DELETE FROM entries WHERE id=?", (int(entry_id),))
-            if cur.rowcount == 0:
-                raise GalleryError(f"entry {entry_id} is not in gallery {self.path}; 'edgeembed gallery list --entries' shows them")
-            self._db.execute("DELETE FROM labels WHERE id NOT IN (SELECT DISTINCT label_id FROM entries)")
-        self._matrix = None
+    def remove_entry(self, entry_id: int, meta: MetaAfter | None = None) -> None:
+        """Remove one entry (its label too when it was the last). ``meta``: see ``_meta_after``."""
+        with self._lock:
+            try:
+                with self._db:
+                    cur = self._db.execute("DELETE FROM entries WHERE id=?", (int(entry_id),))
+                    if cur.rowcount == 0:
+                        raise GalleryError(f"entry {entry_id} is not in gallery {self.path}; 'edgeembed gallery list "
+                                           "--entries' shows them")
+                    self._db.execute("DELETE FROM labels WHERE id NOT IN (SELECT DISTINCT label_id FROM entries)")
+                    self._meta_after(meta)
+            finally:
+                self._matrix = None
 
-    def rename(self, old: str, new: str) -> None:
-        """Rename a label; renaming onto an existing label merges the two."""
+    def rename(self, old: str, new: str, meta: MetaAfter | None = None) -> None:
+        """Rename a label; renaming onto an existing label merges the two. ``meta``: see ``_meta_after``."""
         _check_label(new)
         new = normal_label(new)
         with self._lock:
-            self._rename(old, new)
+            try:
+                self._rename(old, new, meta)
+            finally:
+                self._matrix = None
 
-    def _rename(self, old: str, new: str) -> None:
+    def _rename(self, old: str, new: str, meta: MetaAfter | None = None) -> None:
         row = self._label_row(old)
         if row is None:
             raise GalleryError(f"label {old!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
@@ -535,7 +563,7 @@ class Gallery:
             else:
                 self._db.execute("UPDATE entries SET label_id=? WHERE label_id=?", (target[0], row[0]))
                 self._db.execute("DELETE FROM labels WHERE id=?", (row[0],))
-        self._matrix = None
+            self._meta_after(meta)
 
     def compact(self) -> int:
         """Rewrite the vector file without rows of removed entries; returns rows dropped.

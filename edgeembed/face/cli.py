@@ -79,7 +79,7 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
 
     A new gallery without ``--model`` uses the shipped face embedder (dlib's ResNet, int8).
     """
-    from ..recognizer import add_entries_checked, create_gallery, open_gallery_embedder
+    from ..recognizer import add_entries_checked, create_gallery, model_values, open_gallery_embedder
 
     rt = _runtime(args)
     gallery = None
@@ -118,7 +118,7 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
         if gallery is None:
             gallery = create_gallery(args.gallery, model, "face",
                                      meta={"face_detector": str(getattr(args, "detector", None) or DEFAULT_DETECTOR)})
-        again, alikes = add_entries_checked(gallery, labels, np.stack(vectors), sources, infos)
+        again, alikes = add_entries_checked(gallery, labels, np.stack(vectors), sources, infos, model=model_values(model))
         skipped += again
         report = {"enrolled": len(vectors) - len(again), "labels": sorted(set(labels)), "skipped": skipped,
                   "entries": len(gallery), "threshold": gallery.threshold, "gallery": str(args.gallery), "mode": "face",
