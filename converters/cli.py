@@ -269,6 +269,8 @@ def _requantize(args: argparse.Namespace, calib: list[Path], held: list[Path]) -
     if meaningful and not args.calibration_faces:  # a face folder holds one person in several photos
         folders = [str(p.parent) for p in held]  # pictures in one sub-folder may show one thing
         unrelated = fidelity.unrelated_similarity(int8_emb, folders if len(set(folders)) > 1 else None)
+        if len(set(folders)) < 2:
+            print(fidelity.UNRELATED_NOT_MEASURED, file=sys.stderr)
         if unrelated is not None:
             report["unrelated_similarity"] = unrelated
             spec = replace(spec, extra={**(spec.extra or {}), "unrelated_similarity": unrelated})

@@ -384,6 +384,8 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
         groups = folders if labels is None and len(set(folders)) > 1 else None
         report = fidelity.fidelity_report(float_fn, quant_fn, held_px, labels, o.thresholds, meaningful=fm.meaningful,
                                           show_progress=o.show_progress, groups=groups)
+        if fm.meaningful and labels is None and groups is None:
+            log(fidelity.UNRELATED_NOT_MEASURED)
         report["calibration_overlap"] = 0
         report["preprocessing"] = f"the model's own ({fm.pre.resize}, crop fraction {fm.pre.crop_fraction})"
         if labels is not None and (fm.pre.resize, fm.pre.crop_fraction) != ("center_crop", 0.875):

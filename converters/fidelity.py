@@ -49,27 +49,34 @@ def compare(float_emb: np.ndarray, quant_emb: np.ndarray, float_logits: np.ndarr
     return rep
 
 
-def unrelated_similarity(embeddings: np.ndarray, labels: Sequence[int] | None = None) -> dict | None:
+UNRELATED_NOT_MEASURED = ("note: pictures of different things not measured: the held-aside pictures lie in one folder, so which "
+                          "of them show the same thing is unknown (a gallery of a single label made with this model keeps "
+                          "the threshold 0.5); put the calibration pictures in one sub-folder per thing, or use "
+                          "--labels sorted-index for a folder of one picture per class, to have it measured")
+
+
+def unrelated_similarity(embeddings: np.ndarray, labels: Sequence | None) -> dict | None:
     """How alike the model finds pictures of different things: percentiles of the cosine between every two
-    held-aside pictures (of different labels, when labelled). The runtime's gallery needs it when it holds a
-    single label and so has no pictures of other things of its own to set its threshold from
-    (edgeembed.recognizer.auto_threshold). None with fewer than UNRELATED_MIN_PICTURES pictures."""
+    held-aside pictures of different labels (classes, or sub-folders). The runtime's galleries take its 99th
+    percentile as the floor of their threshold, and a gallery of a single label as its threshold
+    (edgeembed.recognizer.auto_threshold). None without labels (a plain folder may hold many pictures of one
+    thing: 72 views of one COIL object gave 0.98, which would leave such a gallery recognizing almost nothing),
+    or with fewer than UNRELATED_MIN_PICTURES pictures."""
     e = _unit(np.asarray(embeddings, np.float64))
     n = len(e)
-    if n < UNRELATED_MIN_PICTURES:
+    if labels is None or n < UNRELATED_MIN_PICTURES:
         return None
     i, j = np.triu_indices(n, 1)
-    if labels is not None:
-        lab = np.asarray(labels)
-        keep = lab[i] != lab[j]
-        i, j = i[keep], j[keep]
+    lab = np.asarray(labels)
+    keep = lab[i] != lab[j]
+    i, j = i[keep], j[keep]
     if not len(i):
         return None
     sims = (e[i] * e[j]).sum(1)
     p50, p99 = np.percentile(sims, [50, 99])
     return {"p50": round(float(p50), 4), "p99": round(float(p99), 4), "pictures": int(n), "pairs": int(len(sims)),
-            "of": "the quantized model's embeddings of the held-aside pictures, every two different pictures"
-                  + (" of different labels" if labels is not None else "")}
+            "of": "the quantized model's embeddings of the held-aside pictures, every two different pictures "
+                  "of different labels"}
 
 
 def check(report: dict, thresholds: dict | None = None) -> list[str]:

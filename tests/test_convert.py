@@ -531,6 +531,11 @@ def test_requantizing_a_float_tflite_passes_the_fidelity_gate_and_never_replaces
     assert hashlib.md5(model.read_bytes()).hexdigest() == digest
     info = json.loads(run_cli("inspect", tmp_path / "mf_int8.low-fidelity.tflite", "--json", check=True).stdout)
     assert info["fidelity"]["passed"] is False and info["preprocessing"]["mean"] == [0.0, 0.0, 0.0]
+    # a plain folder: which pictures show one thing is unknown, so no figure for galleries (and a note says why)
+    flat = run_cli("convert", "--tflite", model, "--calibration", orl / "s1", "--mean", "0", "--std", "1",
+                   "--accept-low-fidelity", "--out", tmp_path / "flat.tflite", "--quiet")
+    assert flat.returncode == 0 and "pictures of different things not measured" in flat.stderr, flat.stderr[-1500:]
+    assert "unrelated_similarity" not in json.loads(run_cli("inspect", tmp_path / "flat.tflite", "--json").stdout)["extra"]
     # pictures of one sub-folder (one person) are not paired as pictures of different things (these 40 are one
     # per person: every fifth of the 200 held-aside photos)
     u = info["extra"]["unrelated_similarity"]
@@ -735,7 +740,10 @@ def test_unrelated_similarity_pairs_only_pictures_of_different_things():
     with Embedder.create_from_model_path(V1_EMBED, num_threads=2) as emb:
         e = np.stack([emb.embed(p).vector for p in views])
     groups = [p.parent.name for p in views]
-    apart, every = unrelated_similarity(e, groups), unrelated_similarity(e)
+    apart, every = unrelated_similarity(e, groups), unrelated_similarity(e, list(range(50)))
     assert apart["pairs"] == 25 * 25 and every["pairs"] == 50 * 49 // 2
     assert apart["p50"] < every["p50"]  # views of one object are alike: pairing them would overstate strangers
-    assert unrelated_similarity(e[:19]) is None and unrelated_similarity(e, ["one"] * 50) is None
+    # without labels nothing says which pictures show one thing: not measured (a plain folder of 72 views of one
+    # object gave 0.98, and a gallery of one label made with that model recognized almost nothing)
+    assert unrelated_similarity(e, None) is None and unrelated_similarity(e, ["one"] * 50) is None
+    assert unrelated_similarity(e[:19], groups[:19]) is None
