@@ -203,10 +203,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for key in ("task", "architecture", "weights", "license"):
         if info.get(key):
             print(f"{key:<12} {info[key]}")
-    unrelated = (info.get("extra") or {}).get("unrelated_similarity")
-    if isinstance(unrelated, dict) and "p99" in unrelated:
-        print(f"unrelated    pictures of different things: cosine median {unrelated.get('p50')}, 99th percentile "
-              f"{unrelated['p99']} ({unrelated.get('pictures')} pictures): a gallery of one label sets its threshold from it")
+    from .recognizer import unrelated_p99  # noqa: PLC0415
+
+    p99 = unrelated_p99(info.get("extra"))
+    if p99 is not None:
+        pictures = info["extra"]["unrelated_similarity"].get("pictures")
+        print(f"unrelated    pictures of different things: cosine 99th percentile {p99:.4f}"
+              + (f" over {pictures} pictures" if isinstance(pictures, int) else "")
+              + ": the floor of a gallery's automatic threshold, and a gallery of one label's threshold")
     if info.get("fidelity"):
         print(f"fidelity     {json.dumps(info['fidelity'])}")
     return 0
@@ -379,7 +383,7 @@ def _has_pre_overrides(args: argparse.Namespace) -> bool:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from .gallery import Gallery
+    from .gallery import Gallery, normal_label
     from .recognizer import threshold_values
 
     with Gallery.open(args.gallery) as g:
@@ -405,14 +409,20 @@ def cmd_gallery(args: argparse.Namespace) -> int:
                 result = {"removed_entries": g.remove_label(args.label, meta=threshold_values), "label": args.label}
             else:
                 raise InputError("gallery remove needs a LABEL or --entry ID")
-            result.update(entries=len(g), threshold=g.threshold)
+            result.update(entries=len(g), threshold=g.threshold, threshold_source=g.meta.get("threshold_source", "default"))
             _print(result) if args.json else print(f"removed {result['removed_entries']} entries; {result['entries']} left"
                                                    + _threshold_change(before, g.threshold))
         elif args.action == "rename":
             before = g.threshold
-            g.rename(args.old, args.new, meta=threshold_values)
-            _print({"renamed": args.old, "to": args.new, "threshold": g.threshold}) if args.json else \
-                print(f"renamed {args.old} -> {args.new}" + _threshold_change(before, g.threshold))
+            done = g.rename(args.old, args.new, meta=threshold_values)
+            new = normal_label(args.new)
+            if args.json:
+                _print({"renamed": args.old, "to": new, "result": done, "entries": len(g), "threshold": g.threshold,
+                        "threshold_source": g.meta.get("threshold_source", "default")})
+            else:
+                print({"renamed": f"renamed {args.old} -> {new}", "merged": f"merged {args.old} into {new}",
+                       "unchanged": f"{args.old} is already called {new}: nothing changed"}[done]
+                      + _threshold_change(before, g.threshold))
         elif args.action == "threshold":
             if args.value is not None:
                 g.set_threshold(args.value)

@@ -540,23 +540,24 @@ class Gallery:
             finally:
                 self._matrix = None
 
-    def rename(self, old: str, new: str, meta: MetaAfter | None = None) -> None:
-        """Rename a label; renaming onto an existing label merges the two. ``meta``: see ``_meta_after``."""
+    def rename(self, old: str, new: str, meta: MetaAfter | None = None) -> str:
+        """Rename a label; renaming onto an existing label merges the two. Returns what happened: "renamed",
+        "merged" or "unchanged" (``new`` is already its name). ``meta``: see ``_meta_after``."""
         _check_label(new)
         new = normal_label(new)
         with self._lock:
             try:
-                self._rename(old, new, meta)
+                return self._rename(old, new, meta)
             finally:
                 self._matrix = None
 
-    def _rename(self, old: str, new: str, meta: MetaAfter | None = None) -> None:
+    def _rename(self, old: str, new: str, meta: MetaAfter | None = None) -> str:
         row = self._label_row(old)
         if row is None:
             raise GalleryError(f"label {old!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
         with self._db:
             if self._db.execute("SELECT name FROM labels WHERE id=?", (row[0],)).fetchone()[0] == new:
-                return
+                return "unchanged"
             target = self._db.execute("SELECT id FROM labels WHERE name=?", (new,)).fetchone()
             if target is None:
                 self._db.execute("UPDATE labels SET name=? WHERE id=?", (new, row[0]))
@@ -564,6 +565,7 @@ class Gallery:
                 self._db.execute("UPDATE entries SET label_id=? WHERE label_id=?", (target[0], row[0]))
                 self._db.execute("DELETE FROM labels WHERE id=?", (row[0],))
             self._meta_after(meta)
+        return "renamed" if target is None else "merged"
 
     def compact(self) -> int:
         """Rewrite the vector file without rows of removed entries; returns rows dropped.

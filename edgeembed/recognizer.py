@@ -38,13 +38,20 @@ def model_threshold(embedder: Embedder) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def model_unrelated_similarity(embedder: Embedder) -> float | None:
-    """How alike the model finds pictures of different things (the 99th percentile of the cosine between two
-    held-aside pictures, measured by the converter), if its metadata says: a gallery of one label sets its
-    threshold from it (``auto_threshold``)."""
-    u = (embedder.spec.extra or {}).get("unrelated_similarity")
+def unrelated_p99(extra: dict | None) -> float | None:
+    """The 99th percentile of how alike the model finds pictures of different things (the cosine between two
+    held-aside pictures of different labels, measured by the converter), from a model's metadata ``extra``; None
+    when absent or not a cosine."""
+    u = (extra or {}).get("unrelated_similarity")
     value = u.get("p99") if isinstance(u, dict) else None
-    return float(value) if isinstance(value, (int, float)) and -1.0 <= value <= 1.0 else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:  # also nan
+        return None
+    return float(value)
+
+
+def model_unrelated_similarity(embedder: Embedder) -> float | None:
+    """``unrelated_p99`` of ``embedder``'s model: the floor of its galleries' automatic threshold (``auto_threshold``)."""
+    return unrelated_p99(embedder.spec.extra)
 
 
 def model_values(embedder: Embedder) -> dict[str, float]:
@@ -194,8 +201,8 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
 
     Duplicates would count as perfect 'genuine' matches and raise the automatic threshold: re-running an
     enrolment of 40 people made 24 of 320 known faces 'unknown' instead of 10. ``added``: filled with each added
-    entry's source -> its new entry id. ``model``: the model's ``model_values``; those the gallery lacks (made by
-    an earlier edgeembed) are kept in the same commit."""
+    entry's source -> its new entry id. ``model``: the model's ``model_values``; its figure for unrelated pictures is kept
+    in the same commit when the gallery lacks it (made by an earlier edgeembed) or holds another value."""
     dup = already_enrolled(gallery, labels, vectors, sources)
     again = [{"source": str(sources[i]), "reason": f"already enrolled under {labels[i]!r} (entry #{dup[i]})"}
              for i in range(len(labels)) if dup[i] is not None]
@@ -210,11 +217,12 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
 
     def threshold(stored_labels: list[str], stored_vectors: np.ndarray) -> dict[str, Any] | None:
         # under the write lock: with every entry committed so far, and the new ones as the gallery stores them
-        missing = {"model_unrelated_p99": v for k, v in (model or {}).items()
-                   if k == "model_unrelated_p99" and gallery.meta.get(k) is None}
-        t = auto_threshold(gallery, stored_labels, stored_vectors, missing.get("model_unrelated_p99"))
+        # the model's figure as its metadata has it now (a gallery made before it had one, or a model file
+        # replaced by one that embeds the same and measured it again)
+        figure = {k: v for k, v in (model or {}).items() if k == "model_unrelated_p99" and gallery.meta.get(k) != v}
+        t = auto_threshold(gallery, stored_labels, stored_vectors, figure.get("model_unrelated_p99"))
         values = {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else {}
-        return {**missing, **values} or None
+        return {**figure, **values} or None
 
     ids = gallery.add(labels, vectors, sources, infos, meta=threshold)
     if added is not None:
@@ -303,19 +311,22 @@ def auto_threshold(gallery: Gallery, labels: Sequence[str] = (), vectors: np.nda
     COIL-20 with 4 views per object accepts about 90-97% of unseen views of enrolled objects and
     4% of strangers (the 99th percentile of impostor scores used before accepted only 65-93%).
     Labels with one entry give no genuine score: with fewer than 4 genuine scores the threshold
-    is the 99th percentile of the impostor scores. A gallery of a single label has no impostor
-    scores: the model's own figure stands in for them (``unrelated``, else the gallery's
-    ``model_unrelated_p99``: how alike the converter's held-aside pictures of different things are, at
-    their 99th percentile), and the threshold is at least that. Without it such a gallery kept 0.5, at
-    which the shipped MobileNetV2 took 22% of ImageNet pictures and 89% of other COIL objects for
-    the one object enrolled (benchmarks/open_set_small_galleries.py). Floor: 0.5, or the threshold the
-    model's metadata recommends (a face model's threshold at 1% false accepts), whichever is higher.
-    ``eval`` prints the best threshold for a labelled set and ``gallery threshold`` sets it.
+    is the 99th percentile of the impostor scores.
+
+    The model's own figure for pictures of different things (``unrelated``, else the gallery's
+    ``model_unrelated_p99``: the 99th percentile of the cosine between two of the converter's held-aside pictures
+    of different labels) is a floor: a gallery of one label has no impostor scores and takes it as its threshold
+    (it kept 0.5, at which the shipped MobileNetV2 took 22% of ImageNet pictures for the one object enrolled:
+    benchmarks/open_set_small_galleries.py), and two labels of one picture each are not looser than one. For one
+    label it does not rise with the label's own pictures: near-duplicate pictures would raise it and more pictures
+    would recognize less. Floor also: 0.5, and the threshold the model's metadata recommends (a face model's
+    threshold at 1% false accepts). ``eval`` prints the best threshold for a labelled set and ``gallery
+    threshold`` sets it.
     """
     if gallery.meta.get("threshold_source") == "user":
         return None
     ref = unrelated if unrelated is not None else gallery.meta.get("model_unrelated_p99")
-    ref = float(ref) if isinstance(ref, (int, float)) else None
+    ref = unrelated_p99({"unrelated_similarity": {"p99": ref}})
     m = gallery.matrix
     names = np.repeat(np.array(gallery._label_names, dtype=object), np.diff(np.append(gallery._label_starts, len(m))))
     if vectors is not None and len(vectors):
@@ -324,23 +335,20 @@ def auto_threshold(gallery: Gallery, labels: Sequence[str] = (), vectors: np.nda
     label_names, row_label = np.unique(names.astype(str), return_inverse=True) if len(names) else ([], names)
     if not len(label_names) or (len(label_names) < 2 and ref is None):
         return None
-    idx = np.arange(len(m))
-    if len(m) > AUTO_THRESHOLD_SAMPLE:
-        idx = np.random.default_rng(0).choice(len(m), AUTO_THRESHOLD_SAMPLE, replace=False)
-    sims = m[idx] @ m.T
-    same = row_label[idx][:, None] == row_label[None, :]
-    sims_same = np.where(same, sims, -np.inf)
-    sims_same[np.arange(len(idx)), idx] = -np.inf  # leave the entry itself out
-    best_same = sims_same.max(axis=1)
-    best_same = best_same[np.isfinite(best_same)]
+    t = -1.0  # one label: the floors below (the model's figure) are its threshold
     if len(label_names) >= 2:
+        idx = np.arange(len(m))
+        if len(m) > AUTO_THRESHOLD_SAMPLE:
+            idx = np.random.default_rng(0).choice(len(m), AUTO_THRESHOLD_SAMPLE, replace=False)
+        sims = m[idx] @ m.T
+        same = row_label[idx][:, None] == row_label[None, :]
         best_other = np.where(same, -np.inf, sims).max(axis=1)
+        sims_same = np.where(same, sims, -np.inf)
+        sims_same[np.arange(len(idx)), idx] = -np.inf  # leave the entry itself out
+        best_same = sims_same.max(axis=1)
+        best_same = best_same[np.isfinite(best_same)]
         if len(best_same) >= AUTO_THRESHOLD_MIN_GENUINE:
             t = (float(np.median(best_same)) + float(np.median(best_other))) / 2
         else:
             t = float(np.quantile(best_other, AUTO_THRESHOLD_QUANTILE))
-    else:  # one label: the model's unrelated pictures are its only impostors
-        r = float(ref or 0.0)  # not None: returned above
-        t = max(r, (float(np.median(best_same)) + r) / 2) if len(best_same) >= AUTO_THRESHOLD_MIN_GENUINE else r
-    t = max(AUTO_THRESHOLD_FLOOR, float(gallery.meta.get("model_threshold") or 0.0), t)
-    return t
+    return max(AUTO_THRESHOLD_FLOOR, float(gallery.meta.get("model_threshold") or 0.0), ref if ref is not None else -1.0, t)

@@ -9,7 +9,7 @@ from conftest import DATA, REPO, V1_EMBED, run_cli
 from edgeembed import Embedder
 from edgeembed.errors import GalleryError
 from edgeembed.gallery import Gallery
-from edgeembed.recognizer import model_unrelated_similarity, threshold_values
+from edgeembed.recognizer import model_unrelated_similarity, threshold_values, unrelated_p99
 
 COIL = DATA / "coil20"
 IMAGENET = DATA / "imagenet-sample"
@@ -29,26 +29,50 @@ def _enroll(*args) -> dict:
 def test_a_gallery_of_one_label_says_unknown_for_other_things(tmp_path):
     """A maker enrols one thing ("is my bike there?"). With no other label in the gallery there are no impostor
     scores of its own; the model's figure for pictures of different things (measured by the converter, in its
-    metadata) stands in for them. Before, such a gallery kept 0.5, at which the shipped MobileNetV2 took about a
+    metadata) is its threshold. Before, such a gallery kept 0.5, at which the shipped MobileNetV2 took about a
     fifth of ImageNet's pictures and most other COIL objects for the one object enrolled."""
     with Embedder.create_from_model_path(DEFAULT, num_threads=2) as emb:
         ref = model_unrelated_similarity(emb)
         assert ref is not None and 0.5 < ref < 0.8  # ImageNet pictures of different classes, 99th percentile
         g = tmp_path / "g"
         report = _enroll("--gallery", g, "--label", "obj03", *_views("obj03"))
-        assert report["threshold"] > ref  # midway between its own pictures and unrelated ones
+        assert report["threshold"] == pytest.approx(ref, abs=1e-6)
         known = [emb.embed(p).vector for i, p in enumerate(sorted((COIL / "obj03").iterdir())) if i % 18]
-        others = [emb.embed(p).vector for o in ("obj01", "obj07", "obj12", "obj19") for p in _views(o, 6)]
         strangers = [emb.embed(p).vector for p in sorted(IMAGENET.iterdir())[1::10]]
     with Gallery.open(g) as gal:
         assert gal.meta["model_unrelated_p99"] == ref
         hit = np.mean([gal.recognize(v).label == "obj03" for v in known])
-        taken_other = np.mean([gal.recognize(v).label is not None for v in others])
-        taken_stranger = np.mean([gal.recognize(v).label is not None for v in strangers])
-        old = [gal.recognize(v, threshold=0.5).label is not None for v in strangers]
-    assert hit >= 0.9, hit  # 68 unseen views of the object
-    assert taken_stranger <= 0.02 and taken_other <= 0.2, (taken_stranger, taken_other)
-    assert np.mean(old) > 0.1  # what the fixed 0.5 did with the same pictures
+        taken = np.mean([gal.recognize(v).label is not None for v in strangers])
+        old = np.mean([gal.recognize(v, threshold=0.5).label is not None for v in strangers])
+    assert hit >= 0.95 and taken <= 0.05, (hit, taken)  # 68 unseen views of the object; 100 ImageNet pictures (3 taken)
+    assert old > 0.1  # what the fixed 0.5 did with the same pictures
+
+
+def test_more_pictures_of_the_one_label_never_recognize_less(tmp_path):
+    """Pictures taken close together (a burst) are near-duplicates: a threshold that followed how alike the label's
+    own pictures are jumped from 0.637 to 0.81 at the 4th and recognized 44 instead of 63 of 72 views (review)."""
+    g = tmp_path / "g"
+    views = sorted((COIL / "obj03").iterdir())
+    first = _enroll("--gallery", g, "--label", "obj03", *views[:3])["threshold"]
+    with Embedder.create_from_model_path(DEFAULT, num_threads=2) as emb:
+        queries = [emb.embed(p).vector for p in views[4:]]
+    with Gallery.open(g) as gal:
+        before = sum(gal.recognize(v).label == "obj03" for v in queries)
+    second = _enroll("--gallery", g, "--label", "obj03", views[3])["threshold"]
+    with Gallery.open(g) as gal:
+        after = sum(gal.recognize(v).label == "obj03" for v in queries)
+    assert second == first and after >= before >= 0.8 * len(queries), (first, second, before, after)
+
+
+def test_the_models_figure_is_the_floor_for_few_labels(tmp_path):
+    """Two things of one picture each: the gallery's only impostor score is how alike those two pictures are (0.57
+    for two COIL objects), below what unrelated pictures reach; the model's figure is the floor."""
+    g = tmp_path / "g"
+    one = _enroll("--gallery", g, "--label", "obj01", _views("obj01")[0])["threshold"]
+    two = _enroll("--gallery", g, "--label", "obj02", _views("obj02")[0])["threshold"]
+    assert two >= one  # one == the model's figure
+    with Gallery.open(g) as gal:
+        assert one == pytest.approx(gal.meta["model_unrelated_p99"], abs=1e-6)
 
 
 def test_a_gallery_made_before_keeps_the_models_figure_at_its_next_enrolment(tmp_path):
@@ -61,9 +85,25 @@ def test_a_gallery_made_before_keeps_the_models_figure_at_its_next_enrolment(tmp
         db.execute("UPDATE meta SET value='0.5' WHERE key='threshold'")
     with Gallery.open(g) as gal:
         assert "model_unrelated_p99" not in gal.meta and gal.threshold == 0.5
-    report = _enroll("--gallery", g, "--label", "obj05", *_views("obj05")[2:])
+    report = _enroll("--gallery", g, "--label", "obj05", *_views("obj05")[2:3])
     with Gallery.open(g) as gal:
         assert gal.meta["model_unrelated_p99"] > 0.5 and gal.threshold == report["threshold"] > 0.6
+        figure = gal.meta["model_unrelated_p99"]
+    # a figure that no longer matches the model's (a model file replaced by one that embeds the same, measured
+    # again) is followed at the next enrolment: a wrong figure is never stuck in the gallery
+    with sqlite3.connect(g / "gallery.sqlite") as db:
+        db.execute("UPDATE meta SET value='0.95' WHERE key='model_unrelated_p99'")
+        db.execute("UPDATE meta SET value='0.95' WHERE key='threshold'")
+    report = _enroll("--gallery", g, "--label", "obj05", *_views("obj05")[3:])
+    with Gallery.open(g) as gal:
+        assert gal.meta["model_unrelated_p99"] == figure and gal.threshold == report["threshold"] == pytest.approx(figure)
+
+
+@pytest.mark.parametrize("value", [True, float("nan"), "0.9", 7, -2, [0.6], None])
+def test_a_figure_that_is_not_a_cosine_is_ignored(value):
+    """Metadata is read from files anyone can write: only a cosine in [-1, 1] counts (True is not 1.0)."""
+    assert unrelated_p99({"unrelated_similarity": {"p99": value}}) is None
+    assert unrelated_p99({"unrelated_similarity": {"p99": 0.64}}) == 0.64 and unrelated_p99(None) is None
 
 
 def test_removing_a_mislabelled_picture_takes_back_the_threshold_it_raised(tmp_path):
