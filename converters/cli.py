@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "downloads), random (untrained; for tests), torch:PATH (.pth state dict), keras:PATH (.keras/.h5/SavedModel)")
     p.add_argument("--embedding-layer", default=None, help="with keras:PATH: the layer (or SavedModel output) that is the embedding")
     p.add_argument("--tflite", default=None, metavar="FLOAT.tflite", help="requantize a float .tflite instead of building a model")
-    p.add_argument("--calibration", default=None, metavar="DIR", help="folder of pictures like those the model will see (sub-folders included)")
+    p.add_argument("--calibration", default=None, metavar="DIR", help="folder of pictures like those the model will see (sub-folders included; one sub-folder per thing, "
+                        "3 or more, also measures how alike it finds different things: see models/README.md)")
     p.add_argument("--calibration-faces", default=None, metavar="DIR", help="with --tflite: calibrate on aligned face crops of the even sorted photos, check fidelity on the odd ones")
     p.add_argument("--calibration-images", type=int, default=500, help="at most this many calibration pictures, >= 1 (default 500)")
     p.add_argument("--fidelity-dir", default=None, metavar="DIR", help="held-aside pictures for the fidelity report "
@@ -268,9 +269,10 @@ def _requantize(args: argparse.Namespace, calib: list[Path], held: list[Path]) -
     report = fidelity.judge(fidelity.compare(float_emb, int8_emb), thresholds, meaningful=meaningful)
     if meaningful and not args.calibration_faces:  # a face folder holds one person in several photos
         folders = [str(p.parent) for p in held]  # pictures in one sub-folder may show one thing
-        unrelated = fidelity.unrelated_similarity(int8_emb, folders if len(set(folders)) > 1 else None)
-        if len(set(folders)) < 2:
-            print(fidelity.UNRELATED_NOT_MEASURED, file=sys.stderr)
+        unrelated, why = fidelity.unrelated_similarity(int8_emb, folders if len(set(folders)) > 1 else None)
+        if why:
+            report["unrelated_similarity_not_measured"] = why
+            print(fidelity.unrelated_note(why, sorted_index=False), file=sys.stderr)
         if unrelated is not None:
             report["unrelated_similarity"] = unrelated
             spec = replace(spec, extra={**(spec.extra or {}), "unrelated_similarity": unrelated})

@@ -384,8 +384,8 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
         groups = folders if labels is None and len(set(folders)) > 1 else None
         report = fidelity.fidelity_report(float_fn, quant_fn, held_px, labels, o.thresholds, meaningful=fm.meaningful,
                                           show_progress=o.show_progress, groups=groups)
-        if fm.meaningful and labels is None and groups is None:
-            log(fidelity.UNRELATED_NOT_MEASURED)
+        if report.get("unrelated_similarity_not_measured"):
+            log(fidelity.unrelated_note(report["unrelated_similarity_not_measured"]))
         report["calibration_overlap"] = 0
         report["preprocessing"] = f"the model's own ({fm.pre.resize}, crop fraction {fm.pre.crop_fraction})"
         if labels is not None and (fm.pre.resize, fm.pre.crop_fraction) != ("center_crop", 0.875):
@@ -394,7 +394,8 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
             held_crop = quantize.load_pixels(held_files, crop, "reading held-aside images (centre crop)", o.show_progress)
             alt = fidelity.fidelity_report(float_fn, quant_fn, held_crop, labels, o.thresholds, meaningful=fm.meaningful)
             report["imagenet_center_crop_0.875"] = {k: v for k, v in alt.items()
-                                                    if k not in ("thresholds", "unrelated_similarity")}
+                                                    if k not in ("thresholds", "unrelated_similarity",
+                                                                 "unrelated_similarity_not_measured")}
     calibration = {"source": str(o.calibration), "images": len(calib_files),
                    "split": "separate folder" if o.fidelity_dir else "even sorted positions (odd positions held aside)",
                    "method": ("TFLite post-training int8 (uint8 input and outputs)" if o.output_type == "uint8" else

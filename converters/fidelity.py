@@ -15,7 +15,6 @@ import numpy as np
 # 1-NN agreement is a noisy figure (near-ties among unrelated pictures flip easily), so its bar is lower.
 THRESHOLDS = {"mean_cosine": 0.98, "nn1_agreement": 0.8, "top1_agreement": 0.97}
 FEW_PICTURES = 20  # below this many held-aside pictures the report says its figures are noisy
-UNRELATED_MIN_PICTURES = 20  # fewer held-aside pictures give too few pairs for a 99th percentile
 
 EmbedFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
@@ -49,34 +48,47 @@ def compare(float_emb: np.ndarray, quant_emb: np.ndarray, float_logits: np.ndarr
     return rep
 
 
-UNRELATED_NOT_MEASURED = ("note: pictures of different things not measured: the held-aside pictures lie in one folder, so which "
-                          "of them show the same thing is unknown (a gallery of a single label made with this model keeps "
-                          "the threshold 0.5); put the calibration pictures in one sub-folder per thing, or use "
-                          "--labels sorted-index for a folder of one picture per class, to have it measured")
+UNRELATED_MIN_LABELS = 3  # different things among the held-aside pictures
+UNRELATED_MIN_PAIRS = 100  # pairs of pictures of different things, for a 99th percentile to mean something
+UNRELATED_MAX_P99 = 0.9  # above it the "different" sub-folders most likely hold one thing
 
 
-def unrelated_similarity(embeddings: np.ndarray, labels: Sequence | None) -> dict | None:
+def unrelated_similarity(embeddings: np.ndarray, labels: Sequence | None) -> tuple[dict | None, str | None]:
     """How alike the model finds pictures of different things: percentiles of the cosine between every two
-    held-aside pictures of different labels (classes, or sub-folders). The runtime's galleries take its 99th
-    percentile as the floor of their threshold, and a gallery of a single label as its threshold
-    (edgeembed.recognizer.auto_threshold). None without labels (a plain folder may hold many pictures of one
-    thing: 72 views of one COIL object gave 0.98, which would leave such a gallery recognizing almost nothing),
-    or with fewer than UNRELATED_MIN_PICTURES pictures."""
+    held-aside pictures of different labels (classes, or sub-folders), or None and why it was not measured.
+
+    The runtime's galleries take its 99th percentile as the floor of their automatic threshold, and a gallery of a
+    single label as its threshold (edgeembed.recognizer.auto_threshold), so a wrong figure would cripple every
+    gallery made with the model: without labels (a plain folder may hold many pictures of one thing: 72 views of
+    one COIL object gave 0.98), with fewer than UNRELATED_MIN_LABELS things or UNRELATED_MIN_PAIRS pairs, or above
+    UNRELATED_MAX_P99 (36 views of one object in two sub-folders gave 0.98), none is recorded."""
     e = _unit(np.asarray(embeddings, np.float64))
     n = len(e)
-    if labels is None or n < UNRELATED_MIN_PICTURES:
-        return None
-    i, j = np.triu_indices(n, 1)
+    if labels is None:
+        return None, "the held-aside pictures lie in one folder, so which of them show one thing is unknown"
     lab = np.asarray(labels)
+    things = len(set(lab.tolist()))
+    i, j = np.triu_indices(n, 1)
     keep = lab[i] != lab[j]
     i, j = i[keep], j[keep]
-    if not len(i):
-        return None
+    if things < UNRELATED_MIN_LABELS or len(i) < UNRELATED_MIN_PAIRS:
+        return None, (f"the held-aside pictures show {things} different thing{'' if things == 1 else 's'} "
+                      f"({len(i)} pairs); it needs {UNRELATED_MIN_LABELS} or more and {UNRELATED_MIN_PAIRS} pairs")
     sims = (e[i] * e[j]).sum(1)
     p50, p99 = np.percentile(sims, [50, 99])
+    if p99 > UNRELATED_MAX_P99:
+        return None, (f"pictures of different sub-folders are as alike as pictures of one thing (99th percentile "
+                      f"{p99:.3f}): the sub-folders do not seem to hold one thing each")
     return {"p50": round(float(p50), 4), "p99": round(float(p99), 4), "pictures": int(n), "pairs": int(len(sims)),
             "of": "the quantized model's embeddings of the held-aside pictures, every two different pictures "
-                  "of different labels"}
+                  "of different labels"}, None
+
+
+def unrelated_note(reason: str, sorted_index: bool = True) -> str:
+    """The converter's note when ``unrelated_similarity`` gave no figure."""
+    how = "one sub-folder per thing" + (" (or --labels sorted-index for one picture per class)" if sorted_index else "")
+    return (f"note: pictures of different things not measured: {reason}. A gallery of a single label made with this "
+            f"model keeps the threshold 0.5; to have it measured, hold aside pictures of 3 or more things, {how}")
 
 
 def check(report: dict, thresholds: dict | None = None) -> list[str]:
@@ -105,9 +117,12 @@ def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, la
             fl.append(la), ql.append(lb)
     rep = compare(np.concatenate(fe), np.concatenate(qe), np.concatenate(fl) if fl else None,
                   np.concatenate(ql) if ql else None, labels if fl else None)
-    unrelated = unrelated_similarity(np.concatenate(qe), labels if groups is None else groups) if meaningful else None
-    if unrelated is not None:
-        rep["unrelated_similarity"] = unrelated
+    if meaningful:
+        unrelated, why = unrelated_similarity(np.concatenate(qe), labels if groups is None else groups)
+        if unrelated is not None:
+            rep["unrelated_similarity"] = unrelated
+        else:
+            rep["unrelated_similarity_not_measured"] = why
     return judge(rep, thresholds, meaningful)
 
 
