@@ -209,7 +209,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if p99 is not None:
         pictures = info["extra"]["unrelated_similarity"].get("pictures")
         print(f"unrelated    pictures of different things: cosine 99th percentile {p99:.4f}"
-              + (f" over {pictures} pictures" if isinstance(pictures, int) else "")
+              + (f" over {pictures} pictures" if type(pictures) is int else "")
               + ": the floor of a gallery's automatic threshold, and a gallery of one label's threshold")
     if info.get("fidelity"):
         print(f"fidelity     {json.dumps(info['fidelity'])}")
@@ -426,7 +426,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         elif args.action == "threshold":
             if args.value is not None:
                 g.set_threshold(args.value)
-            _print({"threshold": g.threshold, "source": g.meta.get("threshold_source", "default")}) if args.json \
+            source = g.meta.get("threshold_source", "default")
+            _print({"threshold": g.threshold, "threshold_source": source, "source": source}) if args.json \
                 else print(f"threshold {g.threshold:.4f} ({g.meta.get('threshold_source', 'default')})")
         elif args.action == "compact":
             n = g.compact()

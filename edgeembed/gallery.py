@@ -522,9 +522,15 @@ class Gallery:
         return [known.get(n, n) for n in labels]
 
     def _label_row(self, label: str) -> tuple | None:
-        """The label's row, found as typed or as its normalised form (galleries written before labels were)."""
-        return self._db.execute("SELECT id FROM labels WHERE name IN (?, ?) ORDER BY name = ? DESC",
-                                (label, normal_label(label), label)).fetchone()
+        """The label's row, found as typed, as its normalised form, or (a gallery written before labels were
+        normalised, holding "Zoe\u0308" or " Bob ") as a stored name whose normal form it is."""
+        row = self._db.execute("SELECT id FROM labels WHERE name IN (?, ?) ORDER BY name = ? DESC",
+                               (label, normal_label(label), label)).fetchone()
+        if row is None:
+            want = normal_label(label)
+            row = next(((i,) for i, name in self._db.execute("SELECT id, name FROM labels ORDER BY name")
+                        if normal_label(name) == want), None)
+        return row
 
     def remove_entry(self, entry_id: int, meta: MetaAfter | None = None) -> None:
         """Remove one entry (its label too when it was the last). ``meta``: see ``_meta_after``."""

@@ -31,11 +31,18 @@ def binding_for(embedder: Embedder, mode: str = "image") -> ModelBinding:
                         output=embedder.options.output)
 
 
+def cosine_or_none(value: Any) -> float | None:
+    """``value`` if it is a cosine (a number in [-1, 1]; not True, not NaN), else None: metadata and gallery meta
+    come from files anyone can write, and True or 7 as a threshold made a gallery recognize nothing."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:  # also nan
+        return None
+    return float(value)
+
+
 def model_threshold(embedder: Embedder) -> float | None:
     """The similarity threshold the model's metadata recommends (e.g. at 1% false accepts), if any."""
     rec = (embedder.spec.extra or {}).get("recommended_threshold")
-    value = rec.get("value") if isinstance(rec, dict) else rec
-    return float(value) if isinstance(value, (int, float)) else None
+    return cosine_or_none(rec.get("value") if isinstance(rec, dict) else rec)
 
 
 def unrelated_p99(extra: dict | None) -> float | None:
@@ -43,10 +50,7 @@ def unrelated_p99(extra: dict | None) -> float | None:
     held-aside pictures of different labels, measured by the converter), from a model's metadata ``extra``; None
     when absent or not a cosine."""
     u = (extra or {}).get("unrelated_similarity")
-    value = u.get("p99") if isinstance(u, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:  # also nan
-        return None
-    return float(value)
+    return cosine_or_none(u.get("p99") if isinstance(u, dict) else None)
 
 
 def model_unrelated_similarity(embedder: Embedder) -> float | None:
@@ -172,7 +176,8 @@ def enroll(gallery: Gallery | Callable[[], Gallery], embed_one: Callable[[Path],
         gallery = gallery()
     again, alikes = add_entries_checked(gallery, labels, np.stack(vectors), sources, model=model)
     return {"enrolled": len(vectors) - len(again), "labels": sorted(set(labels)), "skipped": skipped + again,
-            "entries": len(gallery), "threshold": gallery.threshold, "look_alikes": alikes}
+            "entries": len(gallery), "threshold": gallery.threshold,
+            "threshold_source": gallery.meta.get("threshold_source", "default"), "look_alikes": alikes}
 
 
 def add_entries_checked(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None],
@@ -201,8 +206,9 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
 
     Duplicates would count as perfect 'genuine' matches and raise the automatic threshold: re-running an
     enrolment of 40 people made 24 of 320 known faces 'unknown' instead of 10. ``added``: filled with each added
-    entry's source -> its new entry id. ``model``: the model's ``model_values``; its figure for unrelated pictures is kept
-    in the same commit when the gallery lacks it (made by an earlier edgeembed) or holds another value."""
+    entry's source -> its new entry id. ``model``: the model's ``model_values``; its figure for unrelated pictures (or its
+    absence) is kept in the same commit when the gallery holds another (made by an earlier edgeembed, or with a model
+    file since replaced by one that embeds the same). Without ``model`` the gallery's figure stays as it is."""
     dup = already_enrolled(gallery, labels, vectors, sources)
     again = [{"source": str(sources[i]), "reason": f"already enrolled under {labels[i]!r} (entry #{dup[i]})"}
              for i in range(len(labels)) if dup[i] is not None]
@@ -218,9 +224,12 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
     def threshold(stored_labels: list[str], stored_vectors: np.ndarray) -> dict[str, Any] | None:
         # under the write lock: with every entry committed so far, and the new ones as the gallery stores them
         # the model's figure as its metadata has it now (a gallery made before it had one, or a model file
-        # replaced by one that embeds the same and measured it again)
-        figure = {k: v for k, v in (model or {}).items() if k == "model_unrelated_p99" and gallery.meta.get(k) != v}
-        t = auto_threshold(gallery, stored_labels, stored_vectors, figure.get("model_unrelated_p99"))
+        # replaced by one that embeds the same and measured it again, or no longer has one: null)
+        figure = {}
+        if model is not None and gallery.meta.get("model_unrelated_p99") != model.get("model_unrelated_p99"):
+            figure = {"model_unrelated_p99": model.get("model_unrelated_p99")}
+        t = auto_threshold(gallery, stored_labels, stored_vectors, **({"unrelated": figure["model_unrelated_p99"]}
+                                                                       if figure else {}))
         values = {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else {}
         return {**figure, **values} or None
 
@@ -300,8 +309,11 @@ def threshold_values(gallery: Gallery) -> dict[str, Any] | None:
     return {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else None
 
 
+_FROM_GALLERY: Any = object()
+
+
 def auto_threshold(gallery: Gallery, labels: Sequence[str] = (), vectors: np.ndarray | None = None,
-                   unrelated: float | None = None) -> float | None:
+                   unrelated: float | None = _FROM_GALLERY) -> float | None:
     """The default threshold of the gallery with entries (``labels``, ``vectors``) added; None when the user
     set one, or when the gallery holds one label and its model does not say how alike unrelated pictures are.
 
@@ -313,20 +325,21 @@ def auto_threshold(gallery: Gallery, labels: Sequence[str] = (), vectors: np.nda
     Labels with one entry give no genuine score: with fewer than 4 genuine scores the threshold
     is the 99th percentile of the impostor scores.
 
-    The model's own figure for pictures of different things (``unrelated``, else the gallery's
-    ``model_unrelated_p99``: the 99th percentile of the cosine between two of the converter's held-aside pictures
-    of different labels) is a floor: a gallery of one label has no impostor scores and takes it as its threshold
-    (it kept 0.5, at which the shipped MobileNetV2 took 22% of ImageNet pictures for the one object enrolled:
-    benchmarks/open_set_small_galleries.py), and two labels of one picture each are not looser than one. For one
+    The model's own figure for pictures of different things (``unrelated`` when given, None for none, else the
+    gallery's ``model_unrelated_p99``: the 99th percentile of the cosine between two of the converter's held-aside
+    pictures of different labels) stands in while the gallery has too few scores of its own: a gallery of one label
+    has no impostor scores and takes it as its threshold (it kept 0.5, at which the shipped MobileNetV2 took 22% of
+    ImageNet pictures for the one object enrolled: benchmarks/open_set_small_galleries.py), and it is the floor
+    while there are fewer than 4 genuine scores (two labels of one picture each are not looser than one). For one
     label it does not rise with the label's own pictures: near-duplicate pictures would raise it and more pictures
-    would recognize less. Floor also: 0.5, and the threshold the model's metadata recommends (a face model's
+    would recognize less. With 4+ genuine scores the gallery's midway rule stands alone: a figure measured on a
+    user's narrow calibration set (4 COIL objects: 0.86) would otherwise override what the gallery shows. Floor also: 0.5, and the threshold the model's metadata recommends (a face model's
     threshold at 1% false accepts). ``eval`` prints the best threshold for a labelled set and ``gallery
     threshold`` sets it.
     """
     if gallery.meta.get("threshold_source") == "user":
         return None
-    ref = unrelated if unrelated is not None else gallery.meta.get("model_unrelated_p99")
-    ref = unrelated_p99({"unrelated_similarity": {"p99": ref}})
+    ref = cosine_or_none(gallery.meta.get("model_unrelated_p99") if unrelated is _FROM_GALLERY else unrelated)
     m = gallery.matrix
     names = np.repeat(np.array(gallery._label_names, dtype=object), np.diff(np.append(gallery._label_starts, len(m))))
     if vectors is not None and len(vectors):
@@ -349,6 +362,8 @@ def auto_threshold(gallery: Gallery, labels: Sequence[str] = (), vectors: np.nda
         best_same = best_same[np.isfinite(best_same)]
         if len(best_same) >= AUTO_THRESHOLD_MIN_GENUINE:
             t = (float(np.median(best_same)) + float(np.median(best_other))) / 2
+            ref = None  # the gallery's own genuine and impostor scores outweigh the converter's pictures
         else:
             t = float(np.quantile(best_other, AUTO_THRESHOLD_QUANTILE))
-    return max(AUTO_THRESHOLD_FLOOR, float(gallery.meta.get("model_threshold") or 0.0), ref if ref is not None else -1.0, t)
+    recommended = cosine_or_none(gallery.meta.get("model_threshold"))
+    return max(AUTO_THRESHOLD_FLOOR, recommended if recommended is not None else -1.0, ref if ref is not None else -1.0, t)

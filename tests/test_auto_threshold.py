@@ -9,7 +9,7 @@ from conftest import DATA, REPO, V1_EMBED, run_cli
 from edgeembed import Embedder
 from edgeembed.errors import GalleryError
 from edgeembed.gallery import Gallery
-from edgeembed.recognizer import model_unrelated_similarity, threshold_values, unrelated_p99
+from edgeembed.recognizer import cosine_or_none, model_unrelated_similarity, threshold_values, unrelated_p99
 
 COIL = DATA / "coil20"
 IMAGENET = DATA / "imagenet-sample"
@@ -102,8 +102,24 @@ def test_a_gallery_made_before_keeps_the_models_figure_at_its_next_enrolment(tmp
 @pytest.mark.parametrize("value", [True, float("nan"), "0.9", 7, -2, [0.6], None])
 def test_a_figure_that_is_not_a_cosine_is_ignored(value):
     """Metadata is read from files anyone can write: only a cosine in [-1, 1] counts (True is not 1.0)."""
-    assert unrelated_p99({"unrelated_similarity": {"p99": value}}) is None
+    assert unrelated_p99({"unrelated_similarity": {"p99": value}}) is None and cosine_or_none(value) is None
     assert unrelated_p99({"unrelated_similarity": {"p99": 0.64}}) == 0.64 and unrelated_p99(None) is None
+
+
+def test_a_gallery_lets_go_of_a_figure_its_model_no_longer_has_and_of_bad_recommended_thresholds(tmp_path):
+    """A figure stored from a model since replaced by one without it (a conversion the first version measured wrong,
+    0.98: the gallery knew 2 of 72 views) goes at the next enrolment; a recommended threshold of True or 7 in a
+    gallery (from a hand-edited model) is ignored rather than making the gallery recognize nothing."""
+    g = tmp_path / "g"
+    _enroll("--model", V1_EMBED, "--gallery", g, "--label", "a", *_views("obj01")[:2])  # V1: no figure
+    with sqlite3.connect(g / "gallery.sqlite") as db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('model_unrelated_p99', '0.98')")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('model_threshold', 'true')")
+        db.execute("UPDATE meta SET value='0.98' WHERE key='threshold'")
+    report = _enroll("--gallery", g, "--label", "b", *_views("obj02")[:2])
+    with Gallery.open(g) as gal:
+        assert gal.meta["model_unrelated_p99"] is None and gal.threshold == report["threshold"] < 0.9
+        assert report["threshold_source"] == "auto"
 
 
 def test_removing_a_mislabelled_picture_takes_back_the_threshold_it_raised(tmp_path):

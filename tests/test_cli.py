@@ -83,7 +83,7 @@ def test_enroll_list_recognize_edit(tmp_path):
     run_cli("gallery", "remove", "obj03", "--gallery", gal, check=True)
     run_cli("enroll", "--gallery", gal, "--label", "duck", DATA / "coil20" / "obj01" / "027.png", check=True)
     t = _json(run_cli("gallery", "threshold", "0.8", "--gallery", gal, "--json"))
-    assert t == {"threshold": 0.8, "source": "user"}
+    assert t == {"threshold": 0.8, "threshold_source": "user", "source": "user"}  # as remove/rename --json name it
     lst = _json(run_cli("gallery", "list", "--gallery", gal, "--json"))
     assert lst["labels"] == {"duck": 5, "obj02": 4} and lst["threshold"] == 0.8
 

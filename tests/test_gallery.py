@@ -510,6 +510,8 @@ def test_labels_are_one_spelling_and_vectors_are_checked(tmp_path):
         old._db.execute("DELETE FROM labels WHERE name = 'b'")
     old.add([typed, "b"], v[[0, 3]])
     assert old.labels() == {from_mac.strip(): 2, "b": 1}
+    # ... and it is found by the name as typed (list shows "Zoë Müller"; rename and remove said it was not there)
+    assert old.rename(typed, "Zoe") == "renamed" and old.labels() == {"Zoe": 2, "b": 1}
     old.close()
     # entries stored unnormalised (an Embedder with l2_normalize=False, before vectors were checked) are
     # compared by direction like the rest

@@ -121,7 +121,8 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
         again, alikes = add_entries_checked(gallery, labels, np.stack(vectors), sources, infos, model=model_values(model))
         skipped += again
         report = {"enrolled": len(vectors) - len(again), "labels": sorted(set(labels)), "skipped": skipped,
-                  "entries": len(gallery), "threshold": gallery.threshold, "gallery": str(args.gallery), "mode": "face",
+                  "entries": len(gallery), "threshold": gallery.threshold,
+                  "threshold_source": gallery.meta.get("threshold_source", "default"), "gallery": str(args.gallery), "mode": "face",
                   "look_alikes": alikes}
     finally:
         pipeline.close()
