@@ -210,7 +210,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         pictures = info["extra"]["unrelated_similarity"].get("pictures")
         print(f"unrelated    pictures of different things: cosine 99th percentile {p99:.4f}"
               + (f" over {pictures} pictures" if type(pictures) is int else "")
-              + ": the floor of a gallery's automatic threshold, and a gallery of one label's threshold")
+              + ": the threshold of a gallery of one label, the floor of one with few pictures per label")
     if info.get("fidelity"):
         print(f"fidelity     {json.dumps(info['fidelity'])}")
     return 0

@@ -54,7 +54,7 @@ def unrelated_p99(extra: dict | None) -> float | None:
 
 
 def model_unrelated_similarity(embedder: Embedder) -> float | None:
-    """``unrelated_p99`` of ``embedder``'s model: the floor of its galleries' automatic threshold (``auto_threshold``)."""
+    """``unrelated_p99`` of ``embedder``'s model, for its galleries' automatic threshold (``auto_threshold``)."""
     return unrelated_p99(embedder.spec.extra)
 
 
@@ -150,7 +150,7 @@ def enroll(gallery: Gallery | Callable[[], Gallery], embed_one: Callable[[Path],
     Nothing is written until every image is embedded: a bad image (unless ``skip_bad``), an
     error or Ctrl-C leaves the gallery exactly as it was. ``gallery`` may be a function that
     creates it: it is called only once there is something to add, so a failed first enrolment
-    leaves no gallery behind. ``model``: the model's ``model_values``, kept by a gallery made before it had them.
+    leaves no gallery behind. ``model``: the model's ``model_values`` (see ``add_entries``).
     """
     if not items:
         raise InputError("no images to enrol (the folder or list given holds none); nothing was enrolled")
@@ -228,8 +228,7 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
         figure = {}
         if model is not None and gallery.meta.get("model_unrelated_p99") != model.get("model_unrelated_p99"):
             figure = {"model_unrelated_p99": model.get("model_unrelated_p99")}
-        t = auto_threshold(gallery, stored_labels, stored_vectors, **({"unrelated": figure["model_unrelated_p99"]}
-                                                                       if figure else {}))
+        t = auto_threshold(gallery, stored_labels, stored_vectors, figure.get("model_unrelated_p99", _FROM_GALLERY))
         values = {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else {}
         return {**figure, **values} or None
 
@@ -333,9 +332,9 @@ def auto_threshold(gallery: Gallery, labels: Sequence[str] = (), vectors: np.nda
     while there are fewer than 4 genuine scores (two labels of one picture each are not looser than one). For one
     label it does not rise with the label's own pictures: near-duplicate pictures would raise it and more pictures
     would recognize less. With 4+ genuine scores the gallery's midway rule stands alone: a figure measured on a
-    user's narrow calibration set (4 COIL objects: 0.86) would otherwise override what the gallery shows. Floor also: 0.5, and the threshold the model's metadata recommends (a face model's
-    threshold at 1% false accepts). ``eval`` prints the best threshold for a labelled set and ``gallery
-    threshold`` sets it.
+    user's narrow calibration set (4 COIL objects: 0.86) would otherwise override what the gallery shows.
+    Floor also: 0.5, and the threshold the model's metadata recommends (a face model's threshold at 1% false
+    accepts). ``eval`` prints the best threshold for a labelled set and ``gallery threshold`` sets it.
     """
     if gallery.meta.get("threshold_source") == "user":
         return None
