@@ -485,6 +485,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
+    from .recognizer import model_values
 
     if args.mode == "face":
         from .face.cli import eval_faces  # noqa: PLC0415
@@ -493,7 +494,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         with _open_embedder(args, args.model) as emb:
             result = evaluate(args.dataset, args.gallery_per_class, lambda p: emb.embed(p).vector,
-                              show_progress=not args.quiet, far_target=args.far)
+                              show_progress=not args.quiet, far_target=args.far, model=model_values(emb))
             result["model"] = str(args.model)
             result["fingerprint"] = emb.fingerprint
     if args.json:
@@ -506,6 +507,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"open set ({o['known_classes']} known, {o['stranger_classes']} strangers): best threshold "
                   f"{o['best_threshold']:.4f} (accuracy {o['best_accuracy']:.4f}); TAR {o['tar_at_far']:.4f} at FAR "
                   f"{o['far_at_threshold']:.4f} (threshold {o['threshold_at_far']:.4f})")
+        a = o.get("automatic_threshold")
+        if a:
+            print(f"the automatic threshold a gallery of these known classes derives ({a['threshold']:.4f}): TAR "
+                  f"{a['tar']:.4f} at FAR {a['far']:.4f}")
     return 0
 
 

@@ -60,8 +60,11 @@ def split_dataset(dataset: str | Path, k: int) -> Split:
 
 
 def evaluate(dataset: str | Path, k: int, featurize: Featurize, show_progress: bool = True,
-             far_target: float = 0.01) -> dict:
-    """Run the protocol with ``featurize(path) -> L2-normalised vector or None`` (None: nothing found)."""
+             far_target: float = 0.01, model: dict | None = None) -> dict:
+    """Run the protocol with ``featurize(path) -> L2-normalised vector or None`` (None: nothing found).
+
+    ``model``: the model's ``recognizer.model_values``; with them the open-set figures also say what a gallery's
+    automatic threshold (the one ``enroll`` derives) does with these pictures."""
     split = split_dataset(dataset, k)
     files = [f for _, f in split.gallery] + [f for _, f in split.queries]
     t0 = time.perf_counter()
@@ -111,6 +114,14 @@ def evaluate(dataset: str | Path, k: int, featurize: Featurize, show_progress: b
     best_i[~found[impostor]] = -np.inf
     result["open_set"] = open_set_figures(best_g, correct_g, best_i, far_target)
     result["open_set"].update(known_classes=int(known.sum()), stranger_classes=int((~known).sum()))
+    if model is not None:
+        from .recognizer import threshold_rule  # noqa: PLC0415
+
+        t = threshold_rule(x[gal_o], labels[gal_o], model.get("model_unrelated_p99"), model.get("model_threshold"))
+        if t is not None and len(best_g) and len(best_i):
+            result["open_set"]["automatic_threshold"] = {
+                "threshold": round(t, 6), "tar": round(float(np.mean(correct_g & (best_g >= t))), 6),
+                "far": round(float(np.mean(best_i >= t)), 6)}
     result["best_threshold"] = result["open_set"]["best_threshold"]
     result["tar@far1%"] = result["open_set"]["tar_at_far"]
     result["threshold@far1%"] = result["open_set"]["threshold_at_far"]

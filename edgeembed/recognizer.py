@@ -338,12 +338,23 @@ def auto_threshold(gallery: Gallery, labels: Sequence[str] = (), vectors: np.nda
     """
     if gallery.meta.get("threshold_source") == "user":
         return None
-    ref = cosine_or_none(gallery.meta.get("model_unrelated_p99") if unrelated is _FROM_GALLERY else unrelated)
     m = gallery.matrix
     names = np.repeat(np.array(gallery._label_names, dtype=object), np.diff(np.append(gallery._label_starts, len(m))))
     if vectors is not None and len(vectors):
         m = np.concatenate([m, np.asarray(vectors, np.float32)])
         names = np.concatenate([names, np.array(list(labels), dtype=object)])
+    return threshold_rule(m, names, gallery.meta.get("model_unrelated_p99") if unrelated is _FROM_GALLERY else unrelated,
+                          gallery.meta.get("model_threshold"))
+
+
+def threshold_rule(vectors: np.ndarray, labels: Sequence | np.ndarray, unrelated: float | None = None,
+                   recommended: float | None = None) -> float | None:
+    """``auto_threshold``'s rule for unit ``vectors`` under ``labels``, with the model's figure for unrelated
+    pictures and its recommended threshold (either None, or ignored when not a cosine); None when there is no label,
+    or one label and no figure. ``eval`` applies it to its own gallery to show what the automatic threshold does."""
+    ref, rec = cosine_or_none(unrelated), cosine_or_none(recommended)
+    m = np.asarray(vectors, np.float32)
+    names = np.asarray(labels)
     label_names, row_label = np.unique(names.astype(str), return_inverse=True) if len(names) else ([], names)
     if not len(label_names) or (len(label_names) < 2 and ref is None):
         return None
@@ -364,5 +375,4 @@ def auto_threshold(gallery: Gallery, labels: Sequence[str] = (), vectors: np.nda
             ref = None  # the gallery's own genuine and impostor scores outweigh the converter's pictures
         else:
             t = float(np.quantile(best_other, AUTO_THRESHOLD_QUANTILE))
-    recommended = cosine_or_none(gallery.meta.get("model_threshold"))
-    return max(AUTO_THRESHOLD_FLOOR, recommended if recommended is not None else -1.0, ref if ref is not None else -1.0, t)
+    return max(AUTO_THRESHOLD_FLOOR, rec if rec is not None else -1.0, ref if ref is not None else -1.0, t)

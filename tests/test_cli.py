@@ -25,6 +25,24 @@ def test_eval_coil20_k4():
     assert 0 < r["tar@far1%"] <= 1 and o["far_at_threshold"] <= 0.01 and o["best_threshold"] is not None
 
 
+def test_eval_shows_what_the_automatic_threshold_does(tmp_path):
+    """eval's open-set figures at the threshold `enroll` would derive for the same known-class pictures: the
+    gallery's default behaviour on the user's own data, not only the best threshold in hindsight."""
+    from edgeembed.evaluate import split_dataset
+
+    model = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"
+    r = _json(run_cli("eval", model, DATA / "coil20", "--gallery-per-class", "4", "--json"))
+    a = r["open_set"]["automatic_threshold"]
+    assert 0.5 < a["threshold"] < 1 and 0 < a["far"] < a["tar"] <= 1
+    known = [(c, f) for c, f in split_dataset(DATA / "coil20", 4).gallery if c % 2 == 0]  # eval's known classes
+    folder = tmp_path / "known"
+    for c, f in known:
+        (folder / f"class{c:02d}").mkdir(parents=True, exist_ok=True)
+        (folder / f"class{c:02d}" / f.name).symlink_to(f)
+    enrolled = _json(run_cli("enroll", "--model", model, "--gallery", tmp_path / "g", folder, "--json", "--quiet"))
+    assert enrolled["threshold"] == a["threshold"]
+
+
 def test_eval_orl_k1():
     r = _json(run_cli("eval", V1_EMBED, DATA / "orl-faces", "--gallery-per-class", "1", "--json"))
     assert r["queries"] == 360 and r["recall@1"] >= 0.85

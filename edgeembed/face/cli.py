@@ -212,6 +212,7 @@ def _recognize_live(args: argparse.Namespace, gallery: Gallery, recognizer: Face
 def eval_faces(args: argparse.Namespace) -> dict:
     """``edgeembed eval --mode face``: the eval protocol on the largest (or --pick-face) face of each image."""
     from ..evaluate import evaluate
+    from ..recognizer import model_values
 
     stats = {"multi_face": 0, "too_small": 0}
     pipeline = FacePipeline(_detector(args), FaceEmbedder.from_model_path(args.model, **_pre_overrides(args), **_runtime(args)))
@@ -225,7 +226,7 @@ def eval_faces(args: argparse.Namespace) -> dict:
 
     with pipeline:
         result = evaluate(args.dataset, args.gallery_per_class, featurize, show_progress=not args.quiet,
-                          far_target=args.far)
+                          far_target=args.far, model=model_values(pipeline.embedder.embedder))
         result.update(mode="face", model=str(args.model), fingerprint=pipeline.embedder.embedder.fingerprint,
                       detector=Path(pipeline.detector.model_path).name, images=result["gallery_size"] + result["queries"],
                       **stats)
