@@ -268,8 +268,7 @@ def _requantize(args: argparse.Namespace, calib: list[Path], held: list[Path]) -
     meaningful = spec.weights != "random initialisation (untrained)"
     report = fidelity.judge(fidelity.compare(float_emb, int8_emb), thresholds, meaningful=meaningful)
     if meaningful and not args.calibration_faces:  # a face folder holds one person in several photos
-        folders = [str(p.parent) for p in held]  # pictures in one sub-folder may show one thing
-        unrelated, why = fidelity.unrelated_similarity(int8_emb, folders if len(set(folders)) > 1 else None)
+        unrelated, why = fidelity.unrelated_similarity(int8_emb, fidelity.folder_groups(held))
         if why:
             report["unrelated_similarity_not_measured"] = why
             print(fidelity.unrelated_note(why, sorted_index=False), file=sys.stderr)

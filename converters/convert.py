@@ -379,9 +379,7 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
             outs = runner(device.normalize(pixels))
             return outs[ei], (outs[1 - ei] if has_cls else None)
 
-        # pictures in one sub-folder may show one thing: not paired as unrelated pictures
-        folders = [str(Path(f).parent) for f in held_files]
-        groups = folders if labels is None and len(set(folders)) > 1 else None
+        groups = fidelity.folder_groups(held_files) if labels is None else None
         report = fidelity.fidelity_report(float_fn, quant_fn, held_px, labels, o.thresholds, meaningful=fm.meaningful,
                                           show_progress=o.show_progress, groups=groups)
         if report.get("unrelated_similarity_not_measured"):
@@ -392,10 +390,9 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
             # Also under ImageNet's evaluation convention (the one published accuracies use), for comparison.
             crop = quantize.float_preprocessor(replace(fm.pre, resize="center_crop", crop_fraction=0.875), b.input_size)
             held_crop = quantize.load_pixels(held_files, crop, "reading held-aside images (centre crop)", o.show_progress)
-            alt = fidelity.fidelity_report(float_fn, quant_fn, held_crop, labels, o.thresholds, meaningful=fm.meaningful)
-            report["imagenet_center_crop_0.875"] = {k: v for k, v in alt.items()
-                                                    if k not in ("thresholds", "unrelated_similarity",
-                                                                 "unrelated_similarity_not_measured")}
+            alt = fidelity.fidelity_report(float_fn, quant_fn, held_crop, labels, o.thresholds, meaningful=fm.meaningful,
+                                           unrelated=False)
+            report["imagenet_center_crop_0.875"] = {k: v for k, v in alt.items() if k != "thresholds"}
     calibration = {"source": str(o.calibration), "images": len(calib_files),
                    "split": "separate folder" if o.fidelity_dir else "even sorted positions (odd positions held aside)",
                    "method": ("TFLite post-training int8 (uint8 input and outputs)" if o.output_type == "uint8" else

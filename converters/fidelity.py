@@ -7,6 +7,7 @@ silently shipped: the converter warns and exits non-zero unless told to accept i
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -57,9 +58,9 @@ def unrelated_similarity(embeddings: np.ndarray, labels: Sequence | None) -> tup
     """How alike the model finds pictures of different things: percentiles of the cosine between every two
     held-aside pictures of different labels (classes, or sub-folders), or None and why it was not measured.
 
-    The runtime's galleries take its 99th percentile as the floor of their automatic threshold, and a gallery of a
-    single label as its threshold (edgeembed.recognizer.auto_threshold), so a wrong figure would cripple every
-    gallery made with the model: without labels (a plain folder may hold many pictures of one thing: 72 views of
+    The runtime's galleries take its 99th percentile as their threshold when they hold a single label, and as its
+    floor while they have few pictures per label (edgeembed.recognizer.auto_threshold), so a wrong figure would
+    cripple the galleries made with the model: without labels (a plain folder may hold many pictures of one thing: 72 views of
     one COIL object gave 0.98), with fewer than UNRELATED_MIN_LABELS things or UNRELATED_MIN_PAIRS pairs, or above
     UNRELATED_MAX_P99 (36 views of one object in two sub-folders gave 0.98), none is recorded."""
     e = _unit(np.asarray(embeddings, np.float64))
@@ -84,6 +85,13 @@ def unrelated_similarity(embeddings: np.ndarray, labels: Sequence | None) -> tup
                   "of different labels"}, None
 
 
+def folder_groups(paths: Sequence) -> list[str] | None:
+    """Each picture's folder, as the groups ``unrelated_similarity`` keeps apart (pictures in one sub-folder may
+    show one thing); None when they all lie in one folder, which says nothing about which show one thing."""
+    folders = [str(Path(p).parent) for p in paths]
+    return folders if len(set(folders)) > 1 else None
+
+
 def unrelated_note(reason: str, sorted_index: bool = True) -> str:
     """The converter's note when ``unrelated_similarity`` gave no figure."""
     how = "one sub-folder per thing" + (" (or --labels sorted-index for one picture per class)" if sorted_index else "")
@@ -99,12 +107,13 @@ def check(report: dict, thresholds: dict | None = None) -> list[str]:
 
 def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, labels: Sequence[int] | None = None,
                     thresholds: dict | None = None, meaningful: bool = True, batch: int = 32,
-                    show_progress: bool = False, groups: Sequence | None = None) -> dict:
+                    show_progress: bool = False, groups: Sequence | None = None, unrelated: bool = True) -> dict:
     """Run both models on ``images`` ((N, H, W, 3), as both fns take them: the converter gives resized uint8 pixels).
 
     Each fn maps a batch to ``(embeddings, logits or None)``. ``meaningful=False`` (random weights)
     keeps the figures for debugging but marks them as not a measure of anything. ``groups`` (default: ``labels``):
-    pictures of one group show one thing, and are not paired in ``unrelated_similarity``.
+    pictures of one group show one thing, and are not paired in ``unrelated_similarity`` (measured unless
+    ``unrelated`` is False).
     """
     from edgeembed.progress import progress
 
@@ -117,10 +126,10 @@ def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, la
             fl.append(la), ql.append(lb)
     rep = compare(np.concatenate(fe), np.concatenate(qe), np.concatenate(fl) if fl else None,
                   np.concatenate(ql) if ql else None, labels if fl else None)
-    if meaningful:
-        unrelated, why = unrelated_similarity(np.concatenate(qe), labels if groups is None else groups)
-        if unrelated is not None:
-            rep["unrelated_similarity"] = unrelated
+    if meaningful and unrelated:
+        figure, why = unrelated_similarity(np.concatenate(qe), labels if groups is None else groups)
+        if figure is not None:
+            rep["unrelated_similarity"] = figure
         else:
             rep["unrelated_similarity_not_measured"] = why
     return judge(rep, thresholds, meaningful)

@@ -522,14 +522,12 @@ class Gallery:
         return [known.get(n, n) for n in labels]
 
     def _label_row(self, label: str) -> tuple | None:
-        """The label's row, found as typed, as its normalised form, or (a gallery written before labels were
-        normalised, holding "Zoe\u0308" or " Bob ") as a stored name whose normal form it is."""
-        row = self._db.execute("SELECT id FROM labels WHERE name IN (?, ?) ORDER BY name = ? DESC",
-                               (label, normal_label(label), label)).fetchone()
+        """The label's row, found as typed, else as the gallery spells its normal form (``_stored_spellings``: a
+        gallery written before labels were normalised may hold "Zoe\u0308" or " Bob ")."""
+        row = self._db.execute("SELECT id FROM labels WHERE name = ?", (label,)).fetchone()
         if row is None:
-            want = normal_label(label)
-            row = next(((i,) for i, name in self._db.execute("SELECT id, name FROM labels ORDER BY name")
-                        if normal_label(name) == want), None)
+            spelled = self._stored_spellings([normal_label(label)])[0]
+            row = self._db.execute("SELECT id FROM labels WHERE name = ?", (spelled,)).fetchone()
         return row
 
     def remove_entry(self, entry_id: int, meta: MetaAfter | None = None) -> None:
