@@ -11,12 +11,10 @@ by the runtime's own detector and alignment (converters.faces), so the ranges ma
 device. The result carries an ``edgeembed`` ModelSpec: preprocessing, alignment template,
 calibration and fidelity.
 
-    python -m converters.tflite_quant FLOAT.tflite OUT.tflite --calibration-faces FOLDER
+    edgeembed convert --tflite FLOAT.tflite --calibration-faces FOLDER --out OUT.tflite
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -26,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeembed.errors import EdgeEmbedError, InputError, ModelError, require
+from edgeembed.errors import InputError, ModelError, require
 from edgeembed.spec import METADATA_NAME, ModelSpec
 from edgeembed.tflite_file import read_tflite, write_metadata
 
@@ -410,28 +408,11 @@ def quantize_face_crops(data: bytes, crops: np.ndarray, base: ModelSpec, templat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m converters.tflite_quant",
-                                description="Quantize a float face embedding .tflite to int8, calibrated on aligned face crops.")
-    p.add_argument("model", help="the float .tflite")
-    p.add_argument("out", help="where to write the int8 .tflite")
-    p.add_argument("--calibration-faces", required=True, help="folder (or image) of face photos; their faces are detected and aligned")
-    p.add_argument("--limit", type=int, default=100, help="use at most this many photos, spread evenly (default 100)")
-    p.add_argument("--activation-ranges", default="mean",
-                   help="int8 activation ranges: mean (default: mean of per-crop extremes), minmax, mse or pNN")
-    p.add_argument("--mean", type=float, default=None, help="pixel mean if the model has no metadata (default: raw pixels, 0)")
-    p.add_argument("--std", type=float, default=None, help="pixel std if the model has no metadata (default 1)")
-    p.add_argument("--detector", default="short", help="face detector: short, full or a .tflite path")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        report = quantize_face_model(args.model, args.out, args.calibration_faces, limit=args.limit, mean=args.mean,
-                                     std=args.std, detector=args.detector, show_progress=not args.quiet,
-                                     activation_ranges=args.activation_ranges)
-    except EdgeEmbedError as exc:
-        print(f"tflite_quant: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(report))
-    return 0
+    """The module's former command line: it quantized without the fidelity gate, so it now says what replaces it."""
+    print("python -m converters.tflite_quant is replaced by: edgeembed convert --tflite FLOAT.tflite "
+          "--calibration-faces FOLDER --out OUT.tflite (the same quantization, with the fidelity report and gate)",
+          file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -83,15 +83,18 @@ def test_int8_is_closer_to_float_than_the_shared_uint8_file(int8_model):
     assert cos["int8"] > cos["uint8"] + 0.02, cos
 
 
-def test_quantizer_command_line_and_its_errors(tmp_path):
-    cmd = [sys.executable, "-m", "converters.tflite_quant"]
-    p = subprocess.run(cmd + [str(tmp_path / "missing.tflite"), str(tmp_path / "o.tflite"), "--calibration-faces", str(ORL)],
-                       capture_output=True, text=True, cwd=REPO)
-    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("tflite_quant: error: model not found")
-    p = subprocess.run(cmd + [str(UINT8), str(tmp_path / "o.tflite"), "--calibration-faces", str(ORL / "s1"), "--quiet"],
-                       capture_output=True, text=True, cwd=REPO)
+def test_quantizer_errors_and_the_former_command_line(tmp_path):
+    """`python -m converters.tflite_quant` quantized without the fidelity gate: it now names the command that
+    replaces it; `edgeembed convert --tflite` gives the quantizer's errors in one line each, writing nothing."""
+    p = subprocess.run([sys.executable, "-m", "converters.tflite_quant", str(FLOAT), str(tmp_path / "o.tflite"),
+                        "--calibration-faces", str(ORL)], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 2 and "edgeembed convert --tflite" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = run_cli("convert", "--tflite", tmp_path / "missing.tflite", "--out", tmp_path / "o.tflite",
+                "--calibration-faces", ORL, "--quiet")
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("edgeembed: error: model not found")
+    p = run_cli("convert", "--tflite", UINT8, "--out", tmp_path / "o.tflite", "--calibration-faces", ORL / "s1", "--quiet")
     assert p.returncode == 2 and "already quantized" in p.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "o.tflite").exists()
+    assert not list(tmp_path.iterdir())
 
 
 def test_edgeembed_convert_tflite_with_calibration_faces_passes_the_fidelity_gate(tmp_path):
