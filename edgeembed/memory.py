@@ -110,20 +110,40 @@ def _walk(group: Path, point: Path, v1: bool) -> int | None:
         group = group.parent
 
 
-def decode_need(width: int, height: int, reduction: int = 1, coefficient_bytes: int = 0) -> int:
-    """Peak bytes of decoding a ``width`` x ``height`` picture at 1/``reduction`` to RGB.
+def decode_peak(kind: str | None = None, planes: int | None = None) -> float:
+    """Peak memory of decoding a picture of this format to RGB, in decoded pictures. Most decoders hold their output
+    and its RGB copy (JPEG, PNG, TIFF, PNM, BMP measured 2.0-2.2; WebP 2.4); OpenJPEG holds 4 bytes per sample of each of the
+    file's ``planes`` besides (3 components 5.1-5.5, 4: 6.5, 1: 2.4); libavif about 6 (5.6-6.0), twice that with
+    an alpha image (11.6); GIF 4.0-4.1 (benchmarks/bench_decode_memory.py)."""
+    if kind == "JPEG 2000":
+        return 4 * (planes or 3) / 3 + 1.6
+    if kind == "AVIF":
+        return 12.2 if (planes or 3) > 3 else 6.1
+    if kind == "GIF":
+        return 4.4
+    if kind == "WebP":
+        return 2.6
+    return DECODE_PEAK
+
+
+def decode_need(width: int, height: int, reduction: int = 1, coefficient_bytes: int = 0, kind: str | None = None,
+                planes: int | None = None) -> int:
+    """Peak bytes of decoding a ``width`` x ``height`` picture at 1/``reduction`` to RGB; ``kind`` and ``planes``
+    (``edgeembed.image_header.image_kind`` and ``sample_planes``) for the decoders that need more (``decode_peak``).
 
     ``coefficient_bytes``: a progressive JPEG's whole-image coefficient buffer, which libjpeg keeps at full size
     whatever the reduction (2 bytes per sample: 3 bytes per pixel at 4:2:0, 6 at 4:4:4; measured with a 4:4:4
     file read at 1/8: 129x the decoded picture). It lives beside the decoder's output, not beside the RGB copy."""
     decoded = (width // reduction) * (height // reduction) * 3
-    return int(max(decoded * DECODE_PEAK, coefficient_bytes + decoded * (DECODE_PEAK - 1)))
+    peak = decode_peak(kind, planes)
+    return int(max(decoded * peak, coefficient_bytes + decoded * (peak - 1)))
 
 
-def check_decode(name: str, width: int, height: int, reduction: int = 1, coefficient_bytes: int = 0) -> None:
+def check_decode(name: str, width: int, height: int, reduction: int = 1, coefficient_bytes: int = 0,
+                 kind: str | None = None, planes: int | None = None) -> None:
     """Raise ImageError when decoding a ``width`` x ``height`` picture (at 1/``reduction``) needs more memory than
     is left; no-op for ordinary pictures and where the available memory cannot be read."""
-    need = decode_need(width, height, reduction, coefficient_bytes)
+    need = decode_need(width, height, reduction, coefficient_bytes, kind, planes)
     if need < CHECK_ABOVE:
         return
     room = available_bytes()

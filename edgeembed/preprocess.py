@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
@@ -19,13 +18,14 @@ from typing import Any, Iterable, Sequence, Union
 import numpy as np
 
 from .errors import ImageError, InputError
+from .image_header import (coefficient_bytes, image_kind, image_size, jpeg_frame, jpeg_size, jpeg_truncated,
+                           sample_planes)
 from .memory import check_decode
 from .spec import Preprocessing
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".pgm", ".ppm", ".pbm", ".pnm", ".tif",
                   ".tiff", ".webp", ".gif", ".jp2", ".avif", ".heic", ".heif"}
-_NO_DECODER = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF"}  # ftyp brands
 COLOR_LAYOUTS = ("RGB", "BGR", "RGBA", "BGRA", "RGBX", "BGRX", "XRGB", "XBGR", "GRAY")
 _INTERP = {"linear": "INTER_LINEAR", "area": "INTER_AREA", "nearest": "INTER_NEAREST", "cubic": "INTER_CUBIC"}
 
@@ -49,38 +49,13 @@ def is_image_file(path: str | os.PathLike, sniff_any: bool = True) -> bool:
         return False
     try:
         with open(p, "rb") as f:
-            return _image_kind(f.read(32)) is not None
+            return image_kind(f.read(32)) is not None
     except OSError:
         return False
 
 
 _NOT_IMAGES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg", ".h264", ".ts", ".txt", ".json",
                ".csv", ".xml", ".md", ".py", ".tflite", ".zip", ".sqlite", ".f32"}
-
-
-def _image_kind(head: bytes) -> str | None:
-    """The image format its first bytes announce, or None."""
-    if head[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":  # 'BM', file size, four reserved zero bytes
-        return "BMP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
-        return "AVIF"
-    if head[4:8] == b"ftyp" and head[8:12] in _NO_DECODER:
-        return _NO_DECODER[head[8:12]]
-    if head[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51":
-        return "JPEG 2000"
-    if re.match(rb"P[1-6]\s+(#|\d)", head):
-        return "PNM"
-    return None
 
 
 def read_image(path: str | os.PathLike, keep_side: int | None = None) -> np.ndarray:
@@ -111,8 +86,8 @@ def decode_image(data: bytes, name: str = "image", keep_side: int | None = None)
     cv2 = _opencv()
     if not data:
         raise ImageError(f"{name} is empty (0 bytes), expected an image")
-    kind = _image_kind(data[:32])
-    if kind == "JPEG" and _jpeg_truncated(data):
+    kind = image_kind(data[:32])
+    if kind == "JPEG" and jpeg_truncated(data):
         raise ImageError(f"{name} is a truncated JPEG (no end-of-image marker after its last scan); re-copy or re-capture it")
     if kind == "PNG" and data.rfind(b"IEND") < 0:
         raise ImageError(f"{name} is a truncated PNG (no IEND chunk); re-copy or re-save it")
@@ -121,13 +96,13 @@ def decode_image(data: bytes, name: str = "image", keep_side: int | None = None)
                          "(e.g. heif-convert, or the phone's 'Most Compatible' camera setting)")
     quiet_opencv_logs()
     flag, r = cv2.IMREAD_COLOR, 1
-    frame = _jpeg_frame(data) if kind == "JPEG" else None  # its markers walked once for all three uses below
+    frame = jpeg_frame(data) if kind == "JPEG" else None  # its markers walked once for all three uses below
     if keep_side and frame:
         r = _reduction(frame[:2], keep_side)
         flag = getattr(cv2, f"IMREAD_REDUCED_COLOR_{r}") if r > 1 else flag  # EXIF orientation applied as well
     size = frame[:2] if frame else image_size(data, kind) if kind != "JPEG" else None
     if size is not None:  # a picture too large for the memory left is refused, not killed by the kernel mid-decode
-        check_decode(name, size[1], size[0], r, _coefficient_bytes(frame) if frame else 0)
+        check_decode(name, size[1], size[0], r, coefficient_bytes(frame) if frame else 0, kind, sample_planes(data, kind))
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:  # e.g. a 20000x20000 PNG on a small board: not enough memory to decode it
@@ -154,83 +129,6 @@ def _reduction(size: tuple[int, int], keep_side: int) -> int:
     return 1
 
 
-def image_size(data: bytes, kind: str | None = None) -> tuple[int, int] | None:
-    """(height, width) from the header of a JPEG, PNG, BMP or WebP file, without decoding; None for other
-    formats or a header that does not say."""
-    kind = kind or _image_kind(data[:32])
-    try:
-        if kind == "JPEG":
-            return jpeg_size(data)
-        if kind == "PNG" and data[12:16] == b"IHDR":
-            return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-        if kind == "BMP":
-            header = int.from_bytes(data[14:18], "little")
-            if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
-                return int.from_bytes(data[20:22], "little"), int.from_bytes(data[18:20], "little")
-            if header >= 40:  # BITMAPINFOHEADER or later; a negative height is a top-down picture
-                return abs(int.from_bytes(data[22:26], "little", signed=True)), int.from_bytes(data[18:22], "little", signed=True)
-        if kind == "WebP":
-            chunk = data[12:16]
-            if chunk == b"VP8X":  # extended: the canvas, 24-bit width - 1 and height - 1
-                return int.from_bytes(data[27:30], "little") + 1, int.from_bytes(data[24:27], "little") + 1
-            if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy: 14-bit sizes after the start code
-                return int.from_bytes(data[28:30], "little") & 0x3FFF, int.from_bytes(data[26:28], "little") & 0x3FFF
-            if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: 14-bit width - 1, then height - 1
-                bits = int.from_bytes(data[21:25], "little")
-                return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
-    except IndexError:
-        return None
-    return None
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's frame header (SOF marker) as stored, before EXIF orientation; None if absent."""
-    frame = _jpeg_frame(data)
-    return frame[:2] if frame else None
-
-
-def jpeg_coefficient_bytes(data: bytes) -> int:
-    """Bytes of the whole-image coefficient buffer libjpeg keeps for a progressive JPEG (at full size, whatever
-    the reduction it decodes at): 2 bytes per sample of each component at its sampling; 0 for a baseline JPEG."""
-    frame = _jpeg_frame(data)
-    return _coefficient_bytes(frame) if frame else 0
-
-
-def _coefficient_bytes(frame: tuple[int, int, int, list[tuple[int, int]]]) -> int:
-    if frame[2] not in (0xC2, 0xC6, 0xCA, 0xCE):  # not a progressive frame header
-        return 0
-    h, w, _, sampling = frame
-    hmax, vmax = max(s[0] for s in sampling), max(s[1] for s in sampling)
-    return sum(math.ceil(math.ceil(w * hs / hmax) / 8) * math.ceil(math.ceil(h * vs / vmax) / 8) * 64 * 2
-               for hs, vs in sampling)
-
-
-def _jpeg_frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]]] | None:
-    """(height, width, SOF marker, [(H, V) sampling per component]) of a JPEG's frame header; None if absent."""
-    n, i = len(data), 2
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        if 0xD0 <= marker <= 0xD9 or marker == 0x01:
-            i += 2
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header: P, Y, X, Nf, components
-            if i + 10 > n:
-                return None
-            h, w = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-            comps = data[i + 10:i + 10 + 3 * data[i + 9]]
-            sampling = [(max(1, b >> 4), max(1, b & 15)) for b in comps[1::3]] or [(1, 1)]
-            return (h, w, marker, sampling) if h and w else None
-        if marker == 0xDA:  # a scan before any frame header: not a JPEG we can read the size of
-            return None
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
-
-
 _opencv_quiet = False
 
 
@@ -246,41 +144,6 @@ def quiet_opencv_logs() -> None:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         except AttributeError:  # pragma: no cover - very old OpenCV
             pass
-
-
-def _jpeg_truncated(data: bytes) -> bool:
-    """True when the main image ends before its end-of-image marker. Bytes after that marker (a motion
-    photo's video, a trailer) are not the picture's: the marker segments are walked from the start."""
-    if data.rstrip(b"\x00\r\n \t").endswith(b"\xff\xd9"):
-        return False  # the common case, without walking
-    n, i = len(data), 2
-    while i + 1 < n:
-        if data[i] != 0xFF:
-            return False  # not a structure we can follow: leave the verdict to the decoder
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0xD9:  # end of image
-            return False
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            i += 2
-            continue
-        if i + 4 > n:
-            return True
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-        if marker == 0xDA:  # a scan: entropy-coded bytes up to the next marker that is not a restart or stuffing
-            while True:
-                j = data.find(b"\xff", i)
-                if j < 0 or j + 1 >= n:
-                    return True
-                nxt = data[j + 1]
-                if nxt == 0x00 or nxt == 0xFF or 0xD0 <= nxt <= 0xD7:
-                    i = j + 1 if nxt == 0xFF else j + 2
-                    continue
-                i = j
-                break
-    return True
 
 
 def to_rgb(image: np.ndarray, color: str = "RGB") -> np.ndarray:

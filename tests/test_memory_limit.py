@@ -104,7 +104,13 @@ def test_a_picture_too_large_for_memory_is_refused_in_one_line_and_the_gallery_k
     progressive = tmp_path / "panorama_progressive.jpg"
     cv2.imwrite(str(progressive), rgb, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1,
                                         cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    scan = tmp_path / "scan.tif"  # a scanner's TIFF (LZW) is decoded in full whatever the model: its size is in its IFD
+    cv2.imwrite(str(scan), rgb)
     del rgb
+    p = limited("embed", model, scan, "--json")
+    assert p.returncode not in (-9, 137), "killed by the kernel instead of refused"
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "scan.tif is 12000x9000 pixels" in lines[0], p.stderr
     p = limited("embed", model, progressive, "--json")
     assert p.returncode not in (-9, 137), "killed by the kernel instead of refused"
     assert p.returncode != 0 and "panorama_progressive.jpg is 12000x9000 pixels" in p.stderr, p.stderr

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import DATA, REPO
 from edgeembed.errors import ImageError, InputError
-from edgeembed.preprocess import (InputFormat, Preprocessor, decode_image, jpeg_reduction, jpeg_size, read_image, resize,
-                                  to_rgb)
+from edgeembed.image_header import jpeg_size
+from edgeembed.preprocess import InputFormat, Preprocessor, decode_image, jpeg_reduction, read_image, resize, to_rgb
 from edgeembed.spec import Preprocessing
 
 PARROT = DATA / "coral-images" / "parrot.jpg"
@@ -184,21 +184,54 @@ def test_small_jpegs_other_formats_and_exact_interpolations_decode_in_full(tmp_p
 
 
 def test_picture_sizes_are_read_from_headers_without_decoding():
-    """What the memory check (edgeembed.memory) reads before a decode: every format OpenCV writes here, and the
-    real pictures of ../shared (TIFF and PNM are not read: None)."""
-    from edgeembed.preprocess import image_size
+    """What the memory check (edgeembed.memory) reads before a decode: the size the decoder gives, for every format
+    OpenCV writes here and the variants other programs write (BigTIFF, big-endian and multi-page TIFF, PNM with
+    comments, a bare JPEG 2000 codestream, an animated GIF), and the real pictures of ../shared."""
+    import io
+
+    from PIL import Image
+
+    from edgeembed.image_header import image_size, sample_planes
 
     rng = np.random.default_rng(0)
     bgr, bgra = rng.integers(0, 255, (37, 53, 3), np.uint8), rng.integers(0, 255, (37, 53, 4), np.uint8)
+    encoded = {}
     for ext, img, params in ((".jpg", bgr, []), (".png", bgr, []), (".bmp", bgr, []),
                              (".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, 80]),  # lossy: VP8
                              (".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, 101]),  # lossless: VP8L
-                             (".webp", bgra, [cv2.IMWRITE_WEBP_QUALITY, 80])):  # with alpha: VP8X
-        data = cv2.imencode(ext, img, params)[1].tobytes()
-        assert image_size(data) == (37, 53), ext
-    for path in (DATA / "coral-images" / "cat.bmp", DATA / "coral-images" / "owl.jpg"):
+                             (".webp", bgra, [cv2.IMWRITE_WEBP_QUALITY, 80]),  # with alpha: VP8X
+                             (".tif", bgr, []), (".tif", bgra, []), (".pgm", bgr[..., 0], []), (".ppm", bgr, []),
+                             (".pbm", bgr[..., 0], []), (".pam", bgr, []), (".jp2", bgr, []), (".jp2", bgra, []),
+                             (".jp2", bgr[..., 0], []), (".gif", bgr, []), (".avif", bgr, []), (".avif", bgra, [])):
+        ok, buf = cv2.imencode(ext, img, params)
+        assert ok, ext
+        data = buf.tobytes()
+        assert image_size(data) == (37, 53) == decode_image(data).shape[:2], ext
+        encoded.setdefault(ext, []).append(data)
+    assert [sample_planes(d) for d in encoded[".jp2"]] == [3, 4, 1]  # OpenJPEG holds 4 bytes per sample of each
+    assert [sample_planes(d) for d in encoded[".avif"]] == [3, 4]  # an alpha image doubles libavif's peak
+    others = []
+    pil = Image.fromarray(bgr)
+    for options in ({"big_tiff": True}, {"compression": "tiff_deflate"}, {"save_all": True,  # first page decoded
+                                                                          "append_images": [Image.new("RGB", (300, 200))]}):
+        out = io.BytesIO()
+        pil.save(out, "TIFF", **options)
+        others.append(out.getvalue())
+    tiff = encoded[".tif"][0]  # the same picture big-endian: every field of the header and the directory swapped
+    others.append(_big_endian_tiff(tiff))
+    others.append(b"P6\n# made by hand\n53 # width\n37\n255\n" + bgr.tobytes())
+    jp2 = encoded[".jp2"][0]
+    codestream = jp2[jp2.index(b"\xff\x4f\xff\x51"):]
+    assert sample_planes(codestream) == 3
+    others.append(codestream)
+    out = io.BytesIO()
+    pil.save(out, "GIF", save_all=True, append_images=[Image.fromarray(bgr[::-1])])
+    others.append(out.getvalue())
+    for data in others:
+        assert image_size(data) == (37, 53) == decode_image(data).shape[:2], data[:8]
+    for path in (DATA / "coral-images" / "cat.bmp", DATA / "coral-images" / "owl.jpg", DATA / "orl-faces" / "s1" / "1.pgm"):
         assert image_size(path.read_bytes()) == read_image(path).shape[:2]
-    assert image_size(cv2.imencode(".tiff", bgr)[1].tobytes()) is None
+    assert image_size(tiff[:8]) is None and image_size(b"P6\n53") is None and image_size(jp2[:40]) is None  # cut short
     # an OS/2 BMP (12-byte core header: 16-bit sizes), 24-bit, rows padded to 4 bytes
     row = (53 * 3 + 3) // 4 * 4
     core = (b"BM" + (26 + 37 * row).to_bytes(4, "little") + b"\0" * 4 + (26).to_bytes(4, "little")
@@ -206,7 +239,7 @@ def test_picture_sizes_are_read_from_headers_without_decoding():
             + (1).to_bytes(2, "little") + (24).to_bytes(2, "little") + b"\x80" * (37 * row))
     assert image_size(core) == (37, 53) == decode_image(core).shape[:2]
     # a progressive JPEG keeps a full-size coefficient buffer (2 bytes per sample) whatever the reduction
-    from edgeembed.preprocess import jpeg_coefficient_bytes
+    from edgeembed.image_header import jpeg_coefficient_bytes
 
     big = rng.integers(0, 255, (64, 96, 3), np.uint8)
     assert jpeg_coefficient_bytes(cv2.imencode(".jpg", big)[1].tobytes()) == 0  # baseline
@@ -215,3 +248,28 @@ def test_picture_sizes_are_read_from_headers_without_decoding():
     s444 = progressive + [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     assert jpeg_coefficient_bytes(cv2.imencode(".jpg", big, s444)[1].tobytes()) == 64 * 96 * 6
     assert image_size(b"\x89PNG\r\n\x1a\n") is None  # cut before its header
+
+
+def _big_endian_tiff(data: bytes) -> bytes:
+    """A little-endian TIFF's header and first directory rewritten big-endian (its image bytes are unchanged: a
+    strip of 8-bit samples reads the same either way)."""
+    out = bytearray(data)
+    out[:8] = b"MM\x00*" + data[4:8][::-1]
+    ifd = int.from_bytes(data[4:8], "little")
+    count = int.from_bytes(data[ifd:ifd + 2], "little")
+    out[ifd:ifd + 2] = data[ifd:ifd + 2][::-1]
+    sizes = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+    for k in range(count):
+        e = ifd + 2 + 12 * k
+        kind, n = int.from_bytes(data[e + 2:e + 4], "little"), int.from_bytes(data[e + 4:e + 8], "little")
+        out[e:e + 2], out[e + 2:e + 4], out[e + 4:e + 8] = data[e:e + 2][::-1], data[e + 2:e + 4][::-1], data[e + 4:e + 8][::-1]
+        width = sizes[kind]
+        where = e + 8 if width * n <= 4 else int.from_bytes(data[e + 8:e + 12], "little")
+        if width * n > 4:
+            out[e + 8:e + 12] = data[e + 8:e + 12][::-1]
+        for j in range(n):  # each value in place, swapped (left-justified when inline)
+            v = where + j * width
+            out[v:v + width] = data[v:v + width][::-1]
+    nxt = ifd + 2 + 12 * count
+    out[nxt:nxt + 4] = data[nxt:nxt + 4][::-1]
+    return bytes(out)
