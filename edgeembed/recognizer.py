@@ -232,7 +232,7 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
         values = {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else {}
         return {**figure, **values} or None
 
-    ids = gallery.add(labels, vectors, sources, infos, meta=threshold)
+    ids = gallery.add(labels, vectors, [stored_source(s) for s in sources], infos, meta=threshold)
     if added is not None:
         added.update(zip(map(str, sources), ids))
     return again
@@ -275,6 +275,13 @@ def look_alikes(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray,
                 out.append({"source": str(sources[i]), "label": labels[i], "recognized_as": all_names[j],
                             "similarity": round(float(row[j]), 4), **like})
     return out
+
+
+def stored_source(source: str | None) -> str | None:
+    """A source as the gallery keeps it: a file's absolute path (a relative one would name another file, or none,
+    from another directory: the same folder enrolled again from there was not recognized as already enrolled);
+    anything else (None, a caller's own tag) as it is."""
+    return os.path.abspath(source) if source and os.path.exists(source) else source
 
 
 def already_enrolled(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray,

@@ -73,10 +73,14 @@ def test_enroll_list_recognize_edit(tmp_path):
         (enroll_dir / obj).mkdir(parents=True)
         for view in ("000", "018", "036", "054"):
             (enroll_dir / obj / f"{view}.png").symlink_to(DATA / "coil20" / obj / f"{view}.png")
-    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, enroll_dir, check=True)
+    # enrolled by a relative path from the folder above it (the gallery keeps each file's absolute path)
+    first = subprocess.run([sys.executable, "-m", "edgeembed.cli", "enroll", "--model", str(V1_EMBED), "--gallery", "g",
+                            "objects"], capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
     lst = _json(run_cli("gallery", "list", "--gallery", gal, "--json"))
     assert lst["entries"] == 12 and lst["labels"] == {"obj01": 4, "obj02": 4, "obj03": 4}
-    # the same enrolment again adds nothing (duplicates would be perfect 'genuine' matches and raise the threshold)
+    # the same enrolment again adds nothing (duplicates would be perfect 'genuine' matches and raise the threshold),
+    # also from another directory by another path
     again = _json(run_cli("enroll", "--gallery", gal, enroll_dir, "--json"))
     assert again["enrolled"] == 0 and again["entries"] == 12 and len(again["skipped"]) == 12
     assert again["threshold"] == lst["threshold"]
