@@ -151,7 +151,8 @@ def to_rgb(image: np.ndarray, color: str = "RGB") -> np.ndarray:
 
     ``color`` names the channel order in memory: RGB, BGR, RGBA, BGRA, RGBX, BGRX, XRGB,
     XBGR, or GRAY. A 2-D array, or one with a single channel, is grayscale whatever ``color``
-    says. Float arrays are taken as 0..1 when their maximum is <= 1, else 0..255.
+    says. Float arrays are taken as 0..1 when their maximum is <= 1.5, else 0..255; other integer types must hold
+    0..255; anything else (complex, objects) is refused.
     """
     cv2 = _opencv()
     if not isinstance(image, np.ndarray):
@@ -192,17 +193,26 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
         if not np.isfinite(img).all():
             raise InputError("image holds NaN or infinite values; expected 0..1 or 0..255")
         top, low = float(img.max()), float(img.min())
-        unit = top <= 1.01
-        # a resize's overshoot (cubic: 10.7..265.4 from 0..255) is clipped; a normalised picture (-1..1, -2.1..2.6)
-        # is refused: read as pixels it would be a different picture
-        if (unit and low < -0.01) or (not unit and (low < -32.0 or top > 288.0 or (low < 0 and top < 16.0))):
+        # 0..1 up to 1.5: a resize's overshoot or a little gain on a 0..1 picture (cubic: -0.11..1.11) is still 0..1
+        # (read as 0..255 it would be black); a 0..255 picture whose brightest pixel is 1.5 is black either way
+        unit = top <= 1.5
+        # overshoot is clipped (cubic: 10.7..265.4 from 0..255); a normalised picture (-1..1, -2.1..2.6) is
+        # refused: read as pixels it would be a different picture
+        if (unit and low < -0.15) or (not unit and (low < -32.0 or top > 288.0 or (low < 0 and top < 16.0))):
             raise InputError(f"a float image must be in 0..1 or 0..255, got {low:g}..{top:g} "
                              "(undo the model's normalisation: edgeembed applies it itself)")
         scaled = img * 255.0 if unit else img
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     if img.dtype == np.uint16:
         return (img >> 8).astype(np.uint8)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.integer):  # int arrays of pixel values (img.astype(int), a list of ints)
+        low, top = int(img.min()), int(img.max())
+        if low < 0 or top > 255:
+            raise InputError(f"an integer image ({img.dtype}) must hold pixel values 0..255, got {low}..{top} "
+                             "(uint16 is read as 0..65535)")
+        return img.astype(np.uint8)
+    raise InputError(f"an image of dtype {img.dtype} is not a picture; expected uint8, uint16, bool, integers "
+                     "0..255 or float (0..1 or 0..255)")
 
 
 def resize(rgb: np.ndarray, size: tuple[int, int], pre: Preprocessing) -> np.ndarray:

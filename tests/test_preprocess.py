@@ -38,11 +38,25 @@ def test_bad_arrays_are_refused():
                                 (np.zeros((2, 4, 4, 3), np.uint8), "RGB", r"got \(2, 4, 4, 3\)"),
                                 (np.full((4, 4, 3), np.nan, np.float32), "RGB", "NaN"),
                                 (np.full((4, 4, 3), -1.0), "RGB", "0..1 or 0..255, got -1..-1"),
-                                (np.linspace(-2.1, 2.6, 48).reshape(4, 4, 3), "RGB", "normalisation")):
+                                (np.linspace(-2.1, 2.6, 48).reshape(4, 4, 3), "RGB", "normalisation"),
+                                (np.linspace(-1, 1, 48).reshape(4, 4, 3), "RGB", "normalisation"),
+                                (np.full((4, 4, 3), -3, np.int8), "RGB", r"int8\) must hold pixel values 0..255, got -3..-3"),
+                                (np.full((4, 4, 3), 300, np.int32), "RGB", "0..255, got 300..300"),
+                                (np.zeros((4, 4, 3), np.complex64), "RGB", "dtype complex64 is not a picture"),
+                                (np.zeros((4, 4, 3), object), "RGB", "dtype object is not a picture")):
         with pytest.raises(InputError, match=match):
             to_rgb(image, color)
-    # a cubic resize's overshoot is clipped, not refused
+    # a cubic resize's overshoot is clipped, not refused, on 0..255 and on 0..1 pictures alike
     assert to_rgb(np.linspace(10.7, 265.4, 48, dtype=np.float32).reshape(4, 4, 3)).max() == 255
+    rgb = read_image(PARROT)
+    enlarged = cv2.resize(rgb, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+    unit = cv2.resize(rgb / 255.0, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+    assert unit.max() > 1.0  # the overshoot a 0..1 picture gets (1.09 here)
+    assert np.abs(to_rgb(unit).astype(int) - enlarged).max() <= 1
+    edge = cv2.resize(np.repeat([[0.0] * 4 + [1.0] * 4], 8, 0), (24, 24), interpolation=cv2.INTER_CUBIC)
+    assert edge.min() < 0 and to_rgb(edge)[:, 0].max() == 0 and to_rgb(edge)[:, -1].min() == 255  # black to white
+    # integer arrays of pixel values are pixels
+    assert np.array_equal(to_rgb(rgb.astype(np.int64)), rgb) and np.array_equal(to_rgb(rgb.astype(np.int8) & 0x7F), rgb & 0x7F)
 
 
 @pytest.mark.parametrize("mode", ["center_crop", "letterbox", "stretch"])
