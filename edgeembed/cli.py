@@ -435,6 +435,27 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+_STREAM_ONLY = (("output", "--output"), ("output_segment", "--output-segment"), ("output_keep", "--output-keep"),
+                ("preview", "--preview"), ("mqtt", "--mqtt"), ("fps", "--fps"), ("resolution", "--resolution"))
+
+
+def still_pictures(args: argparse.Namespace, files: list[Path]) -> tuple[list[Path], Callable[[Path], Any]]:
+    """The pictures ``recognize`` answers one by one (a picture, a folder, a glob), and how to read each: the first
+    ``--max-frames`` of them, each cut to ``--roi``. Options only a stream has are refused, not silently ignored."""
+    given = [flag for attr, flag in _STREAM_ONLY if getattr(args, attr, None) is not None]
+    given += ["--stream lores"] if getattr(args, "stream", "main") != "main" else []
+    if given:
+        what = "a picture" if len(files) == 1 else f"{len(files)} pictures"
+        raise InputError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for video files, cameras and streams; "
+                         f"{args.source} is {what}, answered one by one: drop {'it' if len(given) == 1 else 'them'}")
+    from .preprocess import read_image  # noqa: PLC0415
+    from .sources import crop_roi, parse_roi  # noqa: PLC0415
+
+    roi = parse_roi(getattr(args, "roi", None))
+    limit = getattr(args, "max_frames", None)
+    return files[:limit] if limit else files, (lambda f: crop_roi(read_image(f), roi)) if roi else (lambda f: f)
+
+
 def cmd_recognize(args: argparse.Namespace) -> int:
     from .gallery import Gallery
     from .preprocess import still_images
@@ -454,12 +475,17 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         from .live import recognize_live  # noqa: PLC0415 - video, cameras and streams
 
         return recognize_live(args, gallery)
+    try:
+        files, picture = still_pictures(args, files)
+    except EdgeEmbedError:
+        gallery.close()
+        raise
     failed = 0
     with open_gallery_embedder(gallery, args.model, **_runtime_kwargs(args)) as emb, gallery:
         for i, f in enumerate(files):
             t0 = time.perf_counter()
             try:
-                v = emb.embed(f).vector
+                v = emb.embed(picture(f)).vector
             except EdgeEmbedError as exc:
                 if len(files) == 1:
                     raise

@@ -100,6 +100,19 @@ def test_enroll_list_recognize_edit(tmp_path):
     proc = run_cli("recognize", "--gallery", gal, "--source", str(q / "obj0[12]_*.png"), "--json", check=True)
     globbed = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(r["source"], r["label"]) for r in globbed] == [(by[o]["source"], o) for o in ("obj01", "obj02")]
+    # pictures take --max-frames and --roi as a stream does; options only a stream has are refused, not ignored
+    first_two = [json.loads(line) for line in run_cli("recognize", "--gallery", gal, "--source", q, "--json",
+                                                      "--max-frames", "2", check=True).stdout.splitlines()]
+    assert [r["source"] for r in first_two] == [r["source"] for r in rows[:2]]
+    corner = _json(run_cli("recognize", "--gallery", gal, "--source", q / "obj02_009.png", "--roi", "0,0,64,64", "--json"))
+    assert corner["score"] < one["score"] - 0.02  # a quarter of the picture embeds differently
+    outside = run_cli("recognize", "--gallery", gal, "--source", q / "obj02_009.png", "--roi", "500,0,64,64")
+    assert outside.returncode == 2 and "lies outside the 128x128 frame" in outside.stderr
+    for extra in (["--output", tmp_path / "a.avi"], ["--preview", "8099", "--mqtt", "localhost"], ["--fps", "2"]):
+        p = run_cli("recognize", "--gallery", gal, "--source", q, *extra)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "for video files, cameras and streams" in p.stderr and "4 pictures" in p.stderr and not p.stdout
+    assert not (tmp_path / "a.avi").exists()
     # Editing: rename, remove, threshold; more images with --label.
     run_cli("gallery", "rename", "obj01", "duck", "--gallery", gal, check=True)
     run_cli("gallery", "remove", "obj03", "--gallery", gal, check=True)

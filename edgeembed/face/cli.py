@@ -157,6 +157,14 @@ def open_face_recognizer(args: argparse.Namespace, gallery: Gallery) -> FaceReco
 def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
     """Every face of every picture (or video frame): box, label or null (unknown), score."""
     files = still_images(args.source)
+    if files is not None:
+        from ..cli import still_pictures  # noqa: PLC0415
+
+        try:
+            files, picture = still_pictures(args, files)
+        except EdgeEmbedError:
+            gallery.close()
+            raise
     recognizer = open_face_recognizer(args, gallery)
     if files is None:  # video files, cameras, streams: smoothed per face track by the live pipeline
         return _recognize_live(args, gallery, recognizer)
@@ -165,7 +173,7 @@ def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
         for i, f in enumerate(files):
             t0 = time.perf_counter()
             try:
-                results = recognizer.recognize(f)
+                results = recognizer.recognize(picture(f))
             except EdgeEmbedError as exc:
                 if len(files) == 1:
                     raise
