@@ -49,6 +49,16 @@ def _float_in(lo: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
+def _threshold_value(text: str) -> float | str:
+    """An argparse type: ``auto``, or a cosine similarity from -1 to 1."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _float_in(-1.0, 1.0)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or auto)") from None
+
+
 def _model_options(p: argparse.ArgumentParser, preprocessing: bool = True) -> None:
     g = p.add_argument_group("interpreter")
     g.add_argument("--backend", default="auto", choices=["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"],
@@ -424,7 +434,9 @@ def cmd_gallery(args: argparse.Namespace) -> int:
                        "unchanged": f"{args.old} is already called {new}: nothing changed"}[done]
                       + _threshold_change(before, g.threshold))
         elif args.action == "threshold":
-            if args.value is not None:
+            if args.value == "auto":
+                g.reset_threshold(meta=threshold_values)
+            elif args.value is not None:
                 g.set_threshold(args.value)
             source = g.meta.get("threshold_source", "default")
             _print({"threshold": g.threshold, "threshold_source": source, "source": source}) if args.json \
@@ -604,8 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("old")
     g.add_argument("new")
     g = gsub.add_parser("threshold", help="show or set the similarity threshold below which the answer is unknown")
-    g.add_argument("value", nargs="?", type=_float_in(-1.0, 1.0), default=None,
-                   help="new threshold, a cosine similarity in [-1, 1] (without it: show the current one)")
+    g.add_argument("value", nargs="?", type=_threshold_value, default=None,
+                   help="new threshold, a cosine similarity in [-1, 1], or auto: derived from the gallery again, as "
+                        "before one was set (without it: show the current one)")
     g = gsub.add_parser("compact", help="rewrite the vector file without removed entries")
     for g in gsub.choices.values():
         g.add_argument("--gallery", required=True, help="gallery folder")

@@ -223,6 +223,19 @@ class Gallery:
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {value}")
         self._set_meta({"threshold": float(value), "threshold_source": "user"})
 
+    def reset_threshold(self, meta: MetaAfter | None = None) -> None:
+        """Hand the threshold back to the automatic rule: the value set by hand goes, and ``meta``
+        (``edgeembed.recognizer.threshold_values``) derives the automatic one in the same commit; where it derives
+        none (or without ``meta``), the default."""
+        with self._lock:
+            try:
+                with self._db:
+                    self._db.execute("DELETE FROM meta WHERE key IN ('threshold', 'threshold_source')")
+                    self._meta_after(meta)
+                    self._load_meta()
+            finally:
+                self._matrix = None
+
     def check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None) -> None:
         """Refuse a model other than the gallery's own (a different fingerprint).
 

@@ -149,6 +149,14 @@ def test_removing_a_mislabelled_picture_takes_back_the_threshold_it_raised(tmp_p
     run_cli("gallery", "remove", "--gallery", g, "obj02", check=True)
     with Gallery.open(g) as gal:
         assert gal.threshold == 0.9 and gal.meta["threshold_source"] == "user"
+    # 'auto' hands it back to the rule, derived from the gallery as it is now (obj02 and obj03 since removed)
+    back = json.loads(run_cli("gallery", "threshold", "--gallery", g, "auto", "--json", check=True).stdout)
+    with Gallery.open(g) as gal:
+        assert set(gal.labels()) == {"obj01", "obj04"} and gal.meta["threshold_source"] == "auto"
+        assert back == {"threshold": gal.threshold, "threshold_source": "auto", "source": "auto"}
+        assert gal.threshold == pytest.approx(threshold_values(gal)["threshold"], abs=1e-6) and gal.threshold != 0.9
+    bad = run_cli("gallery", "threshold", "--gallery", g, "automatic")
+    assert bad.returncode == 2 and "(or auto)" in bad.stderr
 
 
 def test_a_removal_and_its_threshold_commit_together(tmp_path):
