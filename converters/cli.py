@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from edgeembed.errors import EdgeEmbedError, InputError, require
+from edgeembed.errors import EdgeEmbedError, InputError, debugging, require
 
 ARCH_CHOICES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
                 "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3", "efficientnet_lite4")
@@ -94,7 +94,7 @@ def quiet_tensorflow() -> None:
     """Import TensorFlow with its start-up log lines (CUDA probing, oneDNN notices) kept off the screen."""
     from edgeembed.backends import _quiet_native_stderr  # noqa: PLC0415
 
-    if not os.environ.get("EDGEEMBED_DEBUG"):
+    if not debugging():
         import warnings  # noqa: PLC0415
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BackendError, ModelError
+from .errors import BackendError, ModelError, debugging
 
 BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 _MODULES = {
@@ -118,7 +118,7 @@ def _quiet_native_stderr():
     Errors still reach the user through the exceptions we turn into one-line messages;
     EDGEEMBED_DEBUG=1 shows everything.
     """
-    if os.environ.get("EDGEEMBED_DEBUG"):
+    if debugging():
         yield
         return
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .errors import EdgeEmbedError, GalleryError, InputError
+from .errors import EdgeEmbedError, GalleryError, InputError, debugging
 
 DEFAULT_MODEL_NAME = "mobilenet_v2_1.0_224_int8.tflite"
 
@@ -299,8 +299,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             nonlocal gallery
             gallery = create_gallery(args.gallery, emb, "image")
             if default and gallery.created:  # said even with --quiet: a mistyped --gallery starts a new gallery
-                print(f"created {args.gallery} with the default model {args.model} (--model chooses another)",
-                      file=sys.stderr)
+                how = "the model EDGEEMBED_MODEL names" if os.environ.get("EDGEEMBED_MODEL") else "the default model"
+                print(f"created {args.gallery} with {how}, {args.model} (--model chooses another)", file=sys.stderr)
             return gallery
     try:
         with emb:
@@ -719,8 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EdgeEmbedError as exc:
-        if os.environ.get("EDGEEMBED_DEBUG"):
-            raise
+        _traceback_if_debugging()
         print(f"edgeembed: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -738,10 +737,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except (sqlite3.Error, OSError) as exc:  # the disk or the gallery database, not the input
-        if os.environ.get("EDGEEMBED_DEBUG"):
-            raise
+        _traceback_if_debugging()
         print(f"edgeembed: error: {_system_error(exc)}", file=sys.stderr)
         return 2
+
+
+def _traceback_if_debugging() -> None:
+    """With EDGEEMBED_DEBUG, the traceback above the one-line error (the exit status stays the same)."""
+    if debugging():
+        import traceback  # noqa: PLC0415
+
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

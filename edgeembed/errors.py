@@ -5,6 +5,14 @@ for the person at the terminal, not for a stack trace.
 """
 from __future__ import annotations
 
+import os
+
+
+def debugging() -> bool:
+    """EDGEEMBED_DEBUG set to anything but empty, 0, false, no or off: tracebacks and the runtime's own log lines
+    are shown (EDGEEMBED_DEBUG=0 used to turn them on too)."""
+    return os.environ.get("EDGEEMBED_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
 
 class EdgeEmbedError(Exception):
     """Base of every error edgeembed raises on purpose."""

@@ -138,9 +138,17 @@ def test_a_new_gallery_takes_the_shipped_default_model_unless_told(tmp_path):
     assert "default model" in proc.stderr and proc.stdout.startswith("enrolled 1 image under 1 label into")
     lst = _json(run_cli("gallery", "list", "--gallery", tmp_path / "g", "--json"))
     assert Path(lst["model"]) == REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite" and lst["dim"] == 1280
-    run_cli("enroll", "--gallery", tmp_path / "v1", "--label", "owl", owl, "--quiet", check=True,
-            env={"EDGEEMBED_MODEL": str(V1_EMBED)})
+    proc = run_cli("enroll", "--gallery", tmp_path / "v1", "--label", "owl", owl, "--quiet", check=True,
+                   env={"EDGEEMBED_MODEL": str(V1_EMBED)})
+    assert f"with the model EDGEEMBED_MODEL names, {V1_EMBED}" in proc.stderr  # not 'the default model'
     assert _json(run_cli("gallery", "list", "--gallery", tmp_path / "v1", "--json"))["dim"] == 1024
+    # EDGEEMBED_DEBUG: 0 is off; on, the traceback comes above the same one line and the same exit status
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    _one_line_error(run_cli("embed", V1_EMBED, text, env={"EDGEEMBED_DEBUG": "0"}), "not a readable image")
+    debug = run_cli("embed", V1_EMBED, text, env={"EDGEEMBED_DEBUG": "1"})
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1].startswith("edgeembed: error:")
 
 
 def _one_line_error(proc, needle):
