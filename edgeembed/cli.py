@@ -516,8 +516,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
                 label = r.label if r.label is not None else "unknown"
                 print(f"{f}: {label} {r.score:.3f} ({(t2 - t0) * 1000:.1f} ms)")
     if failed == len(files):
-        raise InputError(f"none of the {len(files)} images in {args.source} could be read (each is named above); "
-                         "nothing was recognized")
+        raise InputError(f"none of the {len(files)} images in {args.source} could be recognized (each is named above, "
+                         "with why)")
     return 0
 
 

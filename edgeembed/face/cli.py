@@ -196,7 +196,8 @@ def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
         recognizer.pipeline.close()
         gallery.close()
     if failed == len(files):
-        raise InputError(f"none of the {len(files)} images in {args.source} could be read; see the lines above")
+        raise InputError(f"none of the {len(files)} images in {args.source} could be recognized (each is named above, "
+                         "with why)")
     return 0
 
 
