@@ -53,6 +53,7 @@ class Embedding:
 
     vector: np.ndarray
     quantized: np.ndarray | None = None
+    model: str | None = None  # the fingerprint of the model that made it: a gallery refuses another model's
 
     def __len__(self) -> int:
         return int(self.vector.shape[-1])
@@ -187,16 +188,28 @@ class Embedder:
 
     # ------------------------------------------------------------------ the verb
     def embed(self, image: ImageLike, color: str = "RGB") -> Embedding:
-        """One picture (path, or array in ``color`` order) -> its Embedding."""
+        """One picture (a path, an array in ``color`` order, or an encoded picture's bytes) -> its Embedding."""
         if isinstance(image, np.ndarray) and image.ndim == 4:
             raise InputError(f"embed takes one picture, got a batch of shape {image.shape}; use embed_many")
+        if not isinstance(image, (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview)):
+            raise InputError(f"embed takes one picture: a path, an (H, W[, C]) array or an encoded picture's bytes, "
+                             f"got {type(image).__name__}")
         return self.embed_tensor(self.preprocessor(image, color))[0]
 
     def embed_many(self, images: Iterable[ImageLike], color: str = "RGB") -> list[Embedding]:
         """Several pictures (a list of paths or arrays, or an (N, H, W, C) array) -> their Embeddings, in order."""
-        if isinstance(images, (str, os.PathLike)):
-            raise InputError(f"embed_many takes a list of pictures, got one path {str(images)!r}; use embed")
-        return [self.embed(im, color) for im in images]
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)):
+            raise InputError(f"embed_many takes a list of pictures, got one {'path' if isinstance(images, (str, os.PathLike)) else 'encoded picture'}"
+                             f"{f' {str(images)!r}' if isinstance(images, (str, os.PathLike)) else ''}; use embed")
+        if isinstance(images, np.ndarray) and (images.ndim < 3 or (images.ndim == 3 and images.shape[2] in (1, 3, 4))):
+            # iterating one picture would embed each of its rows as a picture of its own
+            raise InputError(f"embed_many takes several pictures (a list, or an (N, H, W[, C]) array), got one picture "
+                             f"of shape {images.shape}; use embed, or embed_many([picture])")
+        try:
+            pictures = list(images)
+        except TypeError:
+            raise InputError(f"embed_many takes a list of pictures, got {type(images).__name__}") from None
+        return [self.embed(im, color) for im in pictures]
 
     def embed_tensor(self, batch: np.ndarray) -> list[Embedding]:
         """Already-preprocessed input (N, H, W, 3) -> Embeddings; the hot path, one invoke each."""
@@ -224,7 +237,7 @@ class Embedder:
             n = float(np.sqrt(np.dot(vec, vec)))
             vec = vec / n if n > 0 else vec
         q = quantize_embedding(vec) if self.options.quantize else None
-        return Embedding(vec, q)
+        return Embedding(vec, q, self.fingerprint)
 
     # ------------------------------------------------------------------ lifetime
     def _check_open(self) -> None:

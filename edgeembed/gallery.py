@@ -107,6 +107,7 @@ class Gallery:
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         self._load_meta()
         self._matrix: np.ndarray | None = None
+        self._accepted: set[str] = set()  # fingerprints of other model files check_binding accepted (same embeddings)
 
     # ------------------------------------------------------------------ open / create
     @classmethod
@@ -190,15 +191,19 @@ class Gallery:
             raise GalleryError(f"{self.path} was written by a newer edgeembed (format {self.meta['format_version']}); upgrade edgeembed")
 
     def close(self) -> None:
+        """Close the database. Calling it again does nothing; anything else but ``threshold`` and ``meta`` (what was
+        read last) then raises a GalleryError saying the gallery is closed."""
         with self._lock:
-            self._db.close()
+            if not isinstance(self._db, _ClosedConnection):
+                self._db.close()
+                self._db = _ClosedConnection(self.path)  # type: ignore[assignment]
 
     def _refresh(self) -> None:
         """Reload when another connection has committed since we last read (an enrolment, a removal, a
         threshold); our own writes reset the cache themselves."""
         try:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.ProgrammingError:  # closed: what was read last still stands
+        except (sqlite3.ProgrammingError, GalleryError):  # closed: what was read last still stands
             return
         if version != self._data_version:
             self._data_version = version
@@ -219,8 +224,8 @@ class Gallery:
             return float(self.meta.get("threshold", DEFAULT_THRESHOLD))
 
     def set_threshold(self, value: float) -> None:
-        if not -1.0 <= value <= 1.0:  # also refuses NaN
-            raise InputError(f"threshold is a cosine similarity in [-1, 1], got {value}")
+        if not _is_cosine(value):
+            raise InputError(f"threshold is a cosine similarity in [-1, 1], got {value!r}")
         self._set_meta({"threshold": float(value), "threshold_source": "user"})
 
     def reset_threshold(self, meta: MetaAfter | None = None) -> None:
@@ -237,7 +242,8 @@ class Gallery:
                 self._matrix = None
 
     def check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None) -> None:
-        """Refuse a model other than the gallery's own (a different fingerprint).
+        """Refuse a model other than the gallery's own (a different fingerprint); a model accepted here may search
+        the gallery with its Embeddings (``search`` refuses those of any other model).
 
         ``behaviour``: the model's Embedder.behaviour_fingerprint. A file that differs from the gallery's
         model but embeds its probe pictures identically is accepted; if it replaced the model at the
@@ -245,6 +251,10 @@ class Gallery:
         model at another path once the gallery's own path holds nothing (the model file moved, e.g. a new
         install), so that the gallery needs no --model from then on.
         """
+        self._check_binding(binding, behaviour)
+        self._accepted.add(binding.fingerprint)
+
+    def _check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None) -> None:
         mine = self.binding
         moved = binding.model_path != mine.model_path and not Path(mine.model_path).exists()
         if binding.fingerprint == mine.fingerprint and moved and (binding.dim, binding.mode) == (mine.dim, mine.mode):
@@ -374,13 +384,28 @@ class Gallery:
         return [{"id": i, "label": n, "source": s, "created": c} for i, n, s, c in rows]
 
     def search(self, query: Any, k: int = 5) -> list[Match]:
-        """The ``k`` best labels for one query (a vector or an Embedding), each by its closest entry."""
-        return self.search_many(np.asarray(_vector_of(query), np.float32)[None], k)[0]
+        """The ``k`` best labels for one query (a vector or an Embedding), each by its closest entry. An Embedding
+        of another model than the gallery's is refused: its vector would be compared with numbers it does not share
+        (two models of one dimension, such as the shipped MobileNetV2 and EfficientNet-Lite0, give no error
+        otherwise, only wrong answers)."""
+        made_by = getattr(query, "model", None)
+        if made_by is not None and made_by != self.binding.fingerprint and made_by not in self._accepted:
+            raise GalleryError(f"this embedding comes from another model (fingerprint {made_by}) than gallery "
+                               f"{self.path}'s ({self.binding.model_path}, {self.binding.fingerprint}); embed with the "
+                               "gallery's model: edgeembed.recognizer.open_gallery_embedder(gallery)")
+        v = np.asarray(_vector_of(query)) if isinstance(_vector_of(query), (np.ndarray, list, tuple)) else None
+        if v is None or v.size != self.binding.dim or v.ndim > 2 or (v.ndim == 2 and v.shape[0] != 1):
+            what = f"shape {v.shape}" if v is not None else type(query).__name__
+            raise InputError(f"a query must be one embedding: an Embedding or a vector of {self.binding.dim} numbers "
+                             f"(this gallery's model), got {what}")
+        return self.search_many(v.reshape(1, -1), k)[0]
 
     def search_many(self, queries: np.ndarray, k: int = 5) -> list[list[Match]]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be an integer >= 1, got {k!r}")
         with self._lock:
+            if isinstance(self._db, _ClosedConnection):  # its cached matrix would no longer follow other writers
+                raise self._db.closed_error()
             m = self.matrix
             starts, names, entry_ids = self._label_starts, self._label_names, self._entry_ids
         q = _unit_rows(queries, self.binding.dim, "queries", allow_zero=True)
@@ -403,7 +428,7 @@ class Gallery:
 
     def recognize(self, query: Any, threshold: float | None = None, k: int = 5) -> Recognition:
         """The best label for ``query`` (a vector or an Embedding), or None below the threshold."""
-        if threshold is not None and not (isinstance(threshold, (int, float, np.floating)) and -1.0 <= threshold <= 1.0):
+        if threshold is not None and not _is_cosine(threshold):
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
         matches = self.search(query, k)
         t = self.threshold if threshold is None else float(threshold)
@@ -434,6 +459,8 @@ class Gallery:
             return []
         sources = list(sources) if sources is not None else [None] * n
         infos = list(infos) if infos is not None else [None] * n
+        if len(sources) != n or len(infos) != n:
+            raise InputError(f"{n} labels need {n} sources and infos (or none), got {len(sources)} and {len(infos)}")
         now = time.time()
         ids = []
         global WRITES_STARTED
@@ -545,6 +572,8 @@ class Gallery:
 
     def remove_entry(self, entry_id: int, meta: MetaAfter | None = None) -> None:
         """Remove one entry (its label too when it was the last). ``meta``: see ``_meta_after``."""
+        if isinstance(entry_id, bool) or not isinstance(entry_id, (int, np.integer)):
+            raise InputError(f"an entry id is an integer ('edgeembed gallery list --entries' shows them), got {entry_id!r}")
         with self._lock:
             try:
                 with self._db:
@@ -696,6 +725,31 @@ def normal_label(name: str) -> str:
     """One spelling per name: Unicode NFC (a Mac writes folder names decomposed, a keyboard types them
     composed, and "Zoë" would otherwise be two people) without surrounding spaces."""
     return unicodedata.normalize("NFC", name).strip()
+
+
+class _ClosedConnection:
+    """Stands in for a closed gallery's database connection: every use says the gallery is closed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def closed_error(self) -> GalleryError:
+        return GalleryError(f"gallery {self.path} is closed; open it again with Gallery.open")
+
+    def __getattr__(self, name: str) -> Any:
+        raise self.closed_error()
+
+    def __enter__(self) -> Any:
+        raise self.closed_error()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _is_cosine(value: Any) -> bool:
+    """A finite number from -1 to 1 (not True/False, which numpy and Python take as 1 and 0)."""
+    return (not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+            and -1.0 <= float(value) <= 1.0)
 
 
 def _vector_of(query: Any) -> Any:

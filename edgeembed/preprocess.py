@@ -23,7 +23,7 @@ from .image_header import (coefficient_bytes, image_kind, image_size, jpeg_frame
 from .memory import check_decode
 from .spec import Preprocessing
 
-ImageLike = Union[str, os.PathLike, np.ndarray]
+ImageLike = Union[str, os.PathLike, np.ndarray, bytes]  # bytes: an encoded picture (JPEG, PNG, ...) as a camera or URL gives it
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".pgm", ".ppm", ".pbm", ".pnm", ".tif",
                   ".tiff", ".webp", ".gif", ".jp2", ".avif", ".heic", ".heif"}
 COLOR_LAYOUTS = ("RGB", "BGR", "RGBA", "BGRA", "RGBX", "BGRX", "XRGB", "XBGR", "GRAY")
@@ -169,11 +169,11 @@ def to_rgb(image: np.ndarray, color: str = "RGB") -> np.ndarray:
         img = _to_uint8(img)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
+    if color == "GRAY" and img.ndim == 3:
+        raise InputError(f"color GRAY needs a (H, W) or (H, W, 1) image, got {image.shape}")
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     if img.shape[2] == 4:
-        if color == "GRAY":
-            raise InputError(f"color GRAY needs a (H, W) or (H, W, 1) image, got {image.shape}")
         order = color if len(color) == 4 else color + "A"
         if order in ("RGBA", "RGBX"):
             return cv2.cvtColor(img, cv2.COLOR_RGBA2RGB)
@@ -318,13 +318,19 @@ class Preprocessor:
 
     def resized(self, image: ImageLike, color: str = "RGB") -> np.ndarray:
         """One picture -> resized uint8 in the model's colour order, (H, W, 3)."""
-        rgb = read_image(image, self.keep_side) if isinstance(image, (str, os.PathLike)) else to_rgb(image, color)
+        if isinstance(image, (str, os.PathLike)):
+            rgb = read_image(image, self.keep_side)
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            rgb = decode_image(bytes(image), "the picture's bytes", self.keep_side)
+        else:
+            rgb = to_rgb(image, color)
         out = resize(rgb, self.size, self.pre)
         return out[:, :, ::-1] if self.pre.color_order == "BGR" else out
 
     def __call__(self, images: Sequence[ImageLike] | ImageLike, color: str = "RGB") -> np.ndarray:
         """Pictures (a path, an array or a list of them) -> (N, H, W, 3) input tensor."""
-        if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or \
+                (isinstance(images, np.ndarray) and images.ndim != 4):  # one picture (a 1-D array: refused by shape)
             images = [images]
         batch = np.stack([self.resized(im, color) for im in images])
         return self.normalize(batch)

@@ -158,6 +158,9 @@ def enroll(gallery: Gallery | Callable[[], Gallery], embed_one: Callable[[Path],
     for label, path in progress(items, desc="enrolling", enabled=show_progress):
         try:
             v = embed_one(path)
+            if v is None:  # FacePipeline.embed_one: no face in the picture
+                raise ImageError(f"{path}: nothing to enrol in it (no face found)")
+            v = np.asarray(v)
             if not np.all(np.isfinite(v)) or not np.any(v):  # a black picture through a ReLU model, say
                 raise ImageError(f"{path}: the model gives it an {'all-zero' if np.all(np.isfinite(v)) else 'NaN'} "
                                  "vector, which has no direction to compare (a blank or black picture?)")

@@ -52,9 +52,14 @@ class Preprocessing:
 
 
 def _triple(value: Any, name: str) -> tuple[float, float, float]:
-    if isinstance(value, (int, float)):
-        return (float(value),) * 3
-    vals = tuple(float(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        if isinstance(value, (str, bytes, bool)):
+            raise TypeError
+        vals = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be 1 or 3 numbers (pixel units, 0..255), got {value!r}") from None
     if len(vals) == 1:
         return vals * 3
     if len(vals) != 3:

@@ -160,7 +160,8 @@ def _config_for_shape(size: int, n_anchors: int) -> DetectorConfig:
 
 
 class FaceDetector:
-    """BlazeFace on LiteRT. ``detect(picture)`` -> Detections. Not thread-safe: one per thread."""
+    """BlazeFace on LiteRT. ``detect(picture)`` -> Detections. Threads sharing one take turns on its interpreter (for
+    throughput, give each thread its own)."""
 
     def __init__(self, model: str | os.PathLike = "short", score_threshold: float | None = None,
                  min_face: int | None = None, fallback_pads: Sequence[float] = (1.0, 2.0), fallback_tiles: int = 2,

@@ -89,6 +89,11 @@ class FaceEmbedder:
         """(N, H, W, 3) aligned RGB uint8 crops -> (N, dim) L2-normalised embeddings."""
         if len(crops) == 0:
             return np.zeros((0, self.embedder.dim), np.float32)
+        h, w = self.embedder.preprocessor.size
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:] != (h, w, 3) or crops.dtype != np.uint8:
+            raise InputError(f"face crops must be (N, {h}, {w}, 3) uint8, aligned by align() or align_face, got "
+                             f"{crops.shape} {crops.dtype}")
         if self.embedder.spec.preprocessing.color_order == "BGR":
             crops = crops[..., ::-1]
         tensor = self.embedder.preprocessor.normalize(np.ascontiguousarray(crops))
@@ -101,6 +106,12 @@ class FaceEmbedder:
 
     def close(self) -> None:
         self.embedder.close()
+
+    def __enter__(self) -> "FaceEmbedder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -176,7 +187,9 @@ class FaceRecognizer:
     """Every face of a frame, recognized against a face gallery (label None below the threshold)."""
 
     def __init__(self, pipeline: FacePipeline, gallery: Gallery, threshold: float | None = None, top_k: int = 3):
-        if threshold is not None and not (isinstance(threshold, (int, float)) and -1.0 <= threshold <= 1.0):
+        if threshold is not None and not (not isinstance(threshold, (bool, np.bool_))
+                                          and isinstance(threshold, (int, float, np.integer, np.floating))
+                                          and -1.0 <= float(threshold) <= 1.0):
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
         if gallery.binding.mode != "face":
             raise InputError(f"gallery {gallery.path} holds whole-image embeddings, not faces; a FaceRecognizer needs "
@@ -190,6 +203,17 @@ class FaceRecognizer:
         self.top_k = top_k
         self.last_detections: Detections | None = None
         self.timings: dict[str, float] = {}  # ms of the last call: detect, preprocess (align), invoke, search
+
+    def close(self) -> None:
+        """Close the pipeline (detector and embedder) and the gallery."""
+        self.pipeline.close()
+        self.gallery.close()
+
+    def __enter__(self) -> "FaceRecognizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def recognize(self, image: ImageLike, color: str = "RGB") -> list[FaceResult]:
         t0 = time.perf_counter()

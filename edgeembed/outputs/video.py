@@ -68,8 +68,11 @@ class AnnotatedVideoSink:
         self._checked_at = 0
         self.frames = 0  # processed frames written (a live frame repeated counts once)
         self.written = 0  # frames in the file
+        self.closed = False
 
     def on_frame(self, record: Any, rgb: np.ndarray) -> None:
+        if self.closed:  # opening the writer again would start the finished file over
+            raise InputError(f"the annotated video {self.path} is closed; make a new AnnotatedVideoSink for more frames")
         img = annotate(rgb, record)
         if self._writer is None:
             self._size = (img.shape[1], img.shape[0])
@@ -150,6 +153,7 @@ class AnnotatedVideoSink:
         pass
 
     def close(self) -> None:
+        self.closed = True
         if self._writer is not None:
             self._writer.release()
             self._writer = None

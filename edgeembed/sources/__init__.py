@@ -1,6 +1,7 @@
 """Frame sources behind one interface: ``open_source(text)`` picks picamera2, a folder/glob, or OpenCV."""
 from __future__ import annotations
 
+from ..errors import SourceError
 from .base import Frame, FrameSource, StatusCallback, crop_roi, parse_resolution, parse_roi
 from .folder import FolderSource, is_folder_spec
 from .opencv import OpenCVSource, classify
@@ -9,8 +10,10 @@ from .opencv import OpenCVSource, classify
 def open_source(spec: str, *, resolution: tuple[int, int] | None = None, roi: tuple[int, int, int, int] | None = None,
                 stream: str = "main", fps: float | None = None, on_status: StatusCallback | None = None,
                 reconnect_timeout: float = 60.0) -> FrameSource:
-    """The source a user's text names (not yet opened: use ``with``)."""
+    """The source a user's text names (not yet opened: use ``with``, or iterate it)."""
     text = str(spec).strip()
+    if not text:  # '' would be read as the current folder
+        raise SourceError("the source is empty; give a video file, a camera index, a URL, a folder or picamera2")
     if text.lower().startswith("picamera2"):
         from .picamera2 import Picamera2Source  # noqa: PLC0415
 

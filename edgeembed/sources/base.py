@@ -100,9 +100,12 @@ class FrameSource:
 
     # -- lifetime
     def open(self) -> "FrameSource":
+        """Open the device, stream, file or folder (``read`` and iteration do it when needed); opened again after
+        ``close``, a recording starts over from frame 0."""
         if not self._opened:
             self._open()
             self._opened = True
+            self._count = 0
         return self
 
     def close(self) -> None:
@@ -118,7 +121,9 @@ class FrameSource:
 
     # -- frames
     def read(self) -> Frame | None:
-        """The next frame (ROI applied), or None at the end of a recording."""
+        """The next frame (ROI applied), or None at the end of a recording. Opens the source first if needed (a
+        camera that does not exist is then a SourceError, not a dropped camera waited for)."""
+        self.open()
         t0 = time.perf_counter()
         rgb = self._read()
         if rgb is None:
