@@ -224,7 +224,7 @@ class Gallery:
             return float(self.meta.get("threshold", DEFAULT_THRESHOLD))
 
     def set_threshold(self, value: float) -> None:
-        if not _is_cosine(value):
+        if not is_cosine(value):
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {value!r}")
         self._set_meta({"threshold": float(value), "threshold_source": "user"})
 
@@ -428,7 +428,7 @@ class Gallery:
 
     def recognize(self, query: Any, threshold: float | None = None, k: int = 5) -> Recognition:
         """The best label for ``query`` (a vector or an Embedding), or None below the threshold."""
-        if threshold is not None and not _is_cosine(threshold):
+        if threshold is not None and not is_cosine(threshold):
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
         matches = self.search(query, k)
         t = self.threshold if threshold is None else float(threshold)
@@ -746,7 +746,7 @@ class _ClosedConnection:
         return None
 
 
-def _is_cosine(value: Any) -> bool:
+def is_cosine(value: Any) -> bool:
     """A finite number from -1 to 1 (not True/False, which numpy and Python take as 1 and 0)."""
     return (not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
             and -1.0 <= float(value) <= 1.0)

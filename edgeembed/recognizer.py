@@ -14,7 +14,7 @@ import numpy as np
 
 from .embedder import Embedder, EmbedderOptions
 from .errors import GalleryError, ImageError, InputError
-from .gallery import DB_NAME, Gallery, ModelBinding, normal_label
+from .gallery import DB_NAME, Gallery, ModelBinding, is_cosine, normal_label
 from .preprocess import is_image_file, list_images
 from .progress import progress
 
@@ -34,9 +34,7 @@ def binding_for(embedder: Embedder, mode: str = "image") -> ModelBinding:
 def cosine_or_none(value: Any) -> float | None:
     """``value`` if it is a cosine (a number in [-1, 1]; not True, not NaN), else None: metadata and gallery meta
     come from files anyone can write, and True or 7 as a threshold made a gallery recognize nothing."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:  # also nan
-        return None
-    return float(value)
+    return float(value) if is_cosine(value) else None
 
 
 def model_threshold(embedder: Embedder) -> float | None:

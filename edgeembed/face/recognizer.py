@@ -17,7 +17,7 @@ import numpy as np
 
 from ..embedder import Embedder, EmbedderOptions
 from ..errors import InputError, ModelError
-from ..gallery import Gallery, Match
+from ..gallery import Gallery, Match, is_cosine
 from ..preprocess import ImageLike, read_image, to_rgb
 from ..shipped import shipped_model
 from .align import AlignmentTemplate, align_face, template_for
@@ -187,9 +187,7 @@ class FaceRecognizer:
     """Every face of a frame, recognized against a face gallery (label None below the threshold)."""
 
     def __init__(self, pipeline: FacePipeline, gallery: Gallery, threshold: float | None = None, top_k: int = 3):
-        if threshold is not None and not (not isinstance(threshold, (bool, np.bool_))
-                                          and isinstance(threshold, (int, float, np.integer, np.floating))
-                                          and -1.0 <= float(threshold) <= 1.0):
+        if threshold is not None and not is_cosine(threshold):
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
         if gallery.binding.mode != "face":
             raise InputError(f"gallery {gallery.path} holds whole-image embeddings, not faces; a FaceRecognizer needs "
