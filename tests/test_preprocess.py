@@ -217,13 +217,15 @@ def test_picture_sizes_are_read_from_headers_without_decoding():
                              (".tif", bgr, []), (".tif", bgra, []), (".pgm", bgr[..., 0], []), (".ppm", bgr, []),
                              (".pbm", bgr[..., 0], []), (".pam", bgr, []), (".jp2", bgr, []), (".jp2", bgra, []),
                              (".jp2", bgr[..., 0], []), (".gif", bgr, []), (".avif", bgr, []), (".avif", bgra, [])):
+        if ext in (".gif", ".avif") and not cv2.haveImageWriter("x" + ext):
+            continue  # OpenCV before 4.12 (a Pi's) writes neither; OpenCV 5, as in CI, writes both
         ok, buf = cv2.imencode(ext, img, params)
         assert ok, ext
         data = buf.tobytes()
         assert image_size(data) == (37, 53) == decode_image(data).shape[:2], ext
         encoded.setdefault(ext, []).append(data)
     assert [sample_planes(d) for d in encoded[".jp2"]] == [3, 4, 1]  # OpenJPEG holds 4 bytes per sample of each
-    assert [sample_planes(d) for d in encoded[".avif"]] == [3, 4]  # an alpha image doubles libavif's peak
+    assert [sample_planes(d) for d in encoded.get(".avif", [])] == [3, 4][:len(encoded.get(".avif", []))]  # alpha: 2x
     others = []
     pil = Image.fromarray(bgr)
     for options in ({"big_tiff": True}, {"compression": "tiff_deflate"}, {"save_all": True,  # first page decoded
@@ -242,7 +244,9 @@ def test_picture_sizes_are_read_from_headers_without_decoding():
     pil.save(out, "GIF", save_all=True, append_images=[Image.fromarray(bgr[::-1])])
     others.append(out.getvalue())
     for data in others:
-        assert image_size(data) == (37, 53) == decode_image(data).shape[:2], data[:8]
+        assert image_size(data) == (37, 53), data[:8]
+        if not data.startswith(b"GIF") or _reads_gif():
+            assert decode_image(data).shape[:2] == (37, 53), data[:8]
     for path in (DATA / "coral-images" / "cat.bmp", DATA / "coral-images" / "owl.jpg", DATA / "orl-faces" / "s1" / "1.pgm"):
         assert image_size(path.read_bytes()) == read_image(path).shape[:2]
     assert image_size(tiff[:8]) is None and image_size(b"P6\n53") is None and image_size(jp2[:40]) is None  # cut short
@@ -287,3 +291,9 @@ def _big_endian_tiff(data: bytes) -> bytes:
     nxt = ifd + 2 + 12 * count
     out[nxt:nxt + 4] = data[nxt:nxt + 4][::-1]
     return bytes(out)
+
+
+def _reads_gif() -> bool:
+    """OpenCV reads GIF from 4.11's optional codec on (5.0 here); the pip wheel of 4.11 a Pi gets does not."""
+    return cv2.imdecode(np.frombuffer(b"GIF89a\x01\x00\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00"
+                                      b"\x00\x02\x02D\x01\x00;", np.uint8), cv2.IMREAD_COLOR) is not None
