@@ -270,6 +270,9 @@ def _savedmodel_size(layer, path: Path, size: int | None) -> int:
     return int(h)
 
 
+MIN_PICTURES = 5  # calibration pictures, and held-aside pictures, at the least
+
+
 def split_files(o: ConvertOptions, flag: str = "--calibration") -> tuple[list[Path], list[Path], list[int] | None]:
     """(calibration files, held-aside files, held-aside labels or None); never overlapping.
 
@@ -289,14 +292,20 @@ def split_files(o: ConvertOptions, flag: str = "--calibration") -> tuple[list[Pa
                              f"({q} {kind} {c}); the fidelity check needs pictures the model was not calibrated on: "
                              "give disjoint folders")
     else:
-        if len(files) < 2:
-            raise InputError(f"{o.calibration} has {len(files)} picture; give at least 2 (half calibrate, half check fidelity)")
         calib = files[0::2]
         held = files[1::2]
         held_pos = list(range(1, len(files), 2))
     calib = _spread(calib, o.calibration_images)
     idx = _spread_idx(len(held), o.fidelity_images)
     held = [held[i] for i in idx]
+    if len(calib) < MIN_PICTURES or len(held) < MIN_PICTURES:  # one picture calibrated and one judged passed the gate
+        where = (f"{flag} {o.calibration} gives {len(calib)} and --fidelity-dir {o.fidelity_dir} {len(held)}"
+                 if o.fidelity_dir else f"{flag} {o.calibration} holds {len(files)} (even sorted positions calibrate, "
+                 f"odd ones check fidelity: {len(calib)} and {len(held)})")
+        limits = " after --calibration-images/--fidelity-images" if (
+            (o.calibration_images or MIN_PICTURES) < MIN_PICTURES or (o.fidelity_images or MIN_PICTURES) < MIN_PICTURES) else ""
+        raise InputError(f"calibration needs at least {MIN_PICTURES} pictures and the fidelity check {MIN_PICTURES} "
+                         f"others; {where}{limits}: give more pictures like those the model will see")
     labels = [held_pos[i] for i in idx] if o.labels == "sorted-index" else None
     return calib, held, labels
 
@@ -428,6 +437,8 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
     # a model that fails the gate never replaces what is at --out: it goes beside it, under a name that says so
     out = metadata.save_model(metadata.low_fidelity_path(o.out) if low else o.out, model, spec, b.input_size,
                               b.input_size, len(runner.outs))
+    if not low:
+        metadata.remove_low_fidelity(out)
     summary = {"model": str(out), "bytes": out.stat().st_size, "architecture": fm.name, "weights": fm.weights,
                "output_type": o.output_type, "embedding_dim": b.embedding_dim, "embedding_output": ei,
                "preprocessing": asdict(pre), "calibration": calibration, "fidelity": report,

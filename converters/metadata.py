@@ -179,3 +179,11 @@ def low_fidelity_path(model_path: str | Path) -> Path:
     so that a good model already at ``model_path`` is kept."""
     p = Path(model_path)
     return p.with_name(p.stem + ".low-fidelity" + p.suffix)
+
+
+def remove_low_fidelity(model_path: str | Path) -> None:
+    """A model written to its own path supersedes one an earlier run left beside it below the gate (and that one's
+    .fidelity.json): two models side by side would leave the user to guess which is current."""
+    low = low_fidelity_path(model_path)
+    low.unlink(missing_ok=True)
+    fidelity_path(low).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from conftest import DATA, MODELS, REPO, V1_EMBED, run_cli
 
 pytest.importorskip("tensorflow")
 IMAGENET = DATA / "imagenet-sample"
+NORM = ("--mean", "127.5", "--std", "127.5")  # a user's Keras model: the normalisation it was trained with
 
 
 def _convert(tmp_path, name, *args, expect=0):
@@ -133,6 +134,8 @@ def test_low_fidelity_fails_loudly_and_keeps_the_model_at_out(tmp_path, tiny_cal
     _convert(tmp_path, "low", *args, "--accept-low-fidelity", expect=0)  # accepted: written to --out itself
     assert json.loads(run_cli("inspect", good, "--json", check=True).stdout)["fidelity"]["passed"] is False
     assert json.loads(good_json.read_text())["fidelity"]["passed"] is False
+    # the earlier run's model below the gate is gone with it: two files side by side left the user to guess
+    assert not low.exists() and not (tmp_path / "low.low-fidelity.fidelity.json").exists()
 
 
 def test_keras_vs_pytorch_parity_on_real_weights():
@@ -172,7 +175,7 @@ def test_savedmodel_converts_with_the_default_options(tmp_path, tiny_calib):
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu6")(inp)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     keras.Model(inp, keras.layers.Dense(10)(x)).export(tmp_path / "sm", verbose=False)
-    out, proc = _convert(tmp_path, "sm", "--weights", f"keras:{tmp_path / 'sm'}", "--calibration", tiny_calib,
+    out, proc = _convert(tmp_path, "sm", "--weights", f"keras:{tmp_path / 'sm'}", *NORM, "--calibration", tiny_calib,
                          "--accept-low-fidelity")
     s = json.loads(proc.stdout)
     note = s["calibration"]["not_applied"]
@@ -181,7 +184,7 @@ def test_savedmodel_converts_with_the_default_options(tmp_path, tiny_calib):
     assert s["embedding_dim"] == 10 and "int8_tuning" not in s["calibration"]
     info = json.loads(run_cli("inspect", out, "--json", check=True).stdout)
     assert (info["input"]["height"], info["embedding"]["dim"]) == (64, 10)
-    _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'sm'}", "--size", "96", "--calibration", tiny_calib,
+    _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'sm'}", *NORM, "--size", "96", "--calibration", tiny_calib,
                             "--out", tmp_path / "x.tflite"), "takes 64x64 pictures, got --size 96")
 
 
@@ -192,18 +195,21 @@ def test_user_keras_model_with_named_embedding_layer(tmp_path, tiny_calib):
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
     x = keras.layers.GlobalAveragePooling2D(name="features")(x)
     keras.Model(inp, keras.layers.Dense(5)(x)).save(tmp_path / "mine.keras")
-    out, proc = _convert(tmp_path, "mine", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--embedding-layer", "features",
+    # it says nothing of the normalisation it was trained with: 127.5 was assumed without a word
+    _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--embedding-layer", "features",
+                            "--calibration", tiny_calib, "--out", tmp_path / "x.tflite"), "needs --mean and --std")
+    out, proc = _convert(tmp_path, "mine", "--weights", f"keras:{tmp_path / 'mine.keras'}", *NORM, "--embedding-layer", "features",
                          "--calibration", tiny_calib)
     s = json.loads(proc.stdout)
     assert s["embedding_dim"] == 8 and s["architecture"] == "mine" and s["weights"] == "user Keras model mine.keras"
-    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--embedding-layer", "nope",
+    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", *NORM, "--embedding-layer", "nope",
                    "--calibration", tiny_calib, "--out", tmp_path / "x.tflite")
     _one_line_error(proc, "has no layer 'nope'")
-    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--size", "96", "--embedding-layer",
+    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", *NORM, "--size", "96", "--embedding-layer",
                    "features", "--calibration", tiny_calib, "--out", tmp_path / "x.tflite")
     _one_line_error(proc, "takes 64x64 pictures, got --size 96")  # not silently converted at 64
     # without a layer name its output (here a 5-class head) is not taken for the embedding
-    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", "--calibration", tiny_calib,
+    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", *NORM, "--calibration", tiny_calib,
                    "--out", tmp_path / "x.tflite")
     _one_line_error(proc, "needs --embedding-layer NAME")
     assert "features, dense" in proc.stderr  # its last layers, to choose from
@@ -212,11 +218,11 @@ def test_user_keras_model_with_named_embedding_layer(tmp_path, tiny_calib):
         inp = keras.Input(shape)
         x = keras.layers.GlobalAveragePooling2D(name="features")(keras.layers.Conv2D(8, 3, strides=2)(inp))
         keras.Model(inp, x).save(tmp_path / f"{name}.keras")
-    out, proc = _convert(tmp_path, "open", "--weights", f"keras:{tmp_path / 'open.keras'}", "--embedding-layer",
+    out, proc = _convert(tmp_path, "open", "--weights", f"keras:{tmp_path / 'open.keras'}", *NORM, "--embedding-layer",
                          "features", "--size", "64", "--calibration", tiny_calib, "--int8-tuning", "0",
                          "--accept-low-fidelity")
     assert json.loads(run_cli("inspect", out, "--json", check=True).stdout)["input"]["height"] == 64
-    _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'wide.keras'}", "--embedding-layer", "features",
+    _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'wide.keras'}", *NORM, "--embedding-layer", "features",
                             "--calibration", tiny_calib, "--out", tmp_path / "x.tflite"), "only square inputs")
     assert not (tmp_path / "x.tflite").exists()
 
@@ -351,8 +357,18 @@ def test_bad_paths_fail_in_one_line_before_tensorflow(tmp_path, tiny_calib, no_t
     _one_line_error(run("--fidelity-dir", copies), "is a byte-identical copy of")
     _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'model.keras'}", "--calibration", tiny_calib,
                             "--out", tmp_path / "a.tflite", env=no_tensorflow), "is not a readable .keras file")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "copies", "empty", "fake_site", "folder.tflite",
-                                                         "model.keras"]
+    # too few pictures: one calibrated and one judged passed the gate by luck
+    few = tmp_path / "few"
+    few.mkdir()
+    for f in pictures[:6]:
+        (few / f.name).symlink_to(f)
+    _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", few, "--out", tmp_path / "a.tflite",
+                            env=no_tensorflow), "calibration needs at least 5 pictures and the fidelity check 5 others; "
+                                                f"--calibration {few} holds 6 (even sorted positions calibrate, odd ones "
+                                                "check fidelity: 3 and 3)")
+    _one_line_error(run("--calibration-images", "2"), "after --calibration-images/--fidelity-images")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "copies", "empty", "fake_site", "few",
+                                                         "folder.tflite", "model.keras"]
     assert not any((tmp_path / "folder.tflite").iterdir())
 
 
