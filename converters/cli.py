@@ -170,9 +170,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"wrote {summary['model']} ({summary['bytes'] / 1e6:.1f} MB, {summary['embedding_dim']}-d embedding, "
+        print(f"wrote {summary['model']} ({_size(summary['bytes'])}, {summary['embedding_dim']}-d embedding, "
               f"{summary['output_type']}) in {summary['seconds']['total']:.0f} s")
     return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} KB"  # a test model of 12 KB is not '0.0 MB'
 
 
 def _vals(v):
@@ -378,7 +382,7 @@ def _write_requantized(args, data: bytes, spec, out: Path) -> int:
         if args.json:
             print(json.dumps(summary))
         raise err
-    print(json.dumps(summary) if args.json else f"wrote {dest}")
+    print(json.dumps(summary) if args.json else f"wrote {dest} ({_size(dest.stat().st_size)}, int8)")
     return 0
 
 
