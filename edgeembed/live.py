@@ -48,9 +48,13 @@ def _reconnect_timeout() -> float:
     if not text:
         return DEFAULT_RECONNECT_TIMEOUT
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise InputError(f"EDGEEMBED_RECONNECT_TIMEOUT must be seconds, got {text!r}") from None
+        value = float("nan")
+    if not value >= 0:  # negative or nan; 0 gives up at the first drop, inf never does
+        raise InputError(f"EDGEEMBED_RECONNECT_TIMEOUT must be seconds >= 0 (0: give up at the first drop, inf: keep "
+                         f"trying), got {text!r}")
+    return value
 
 
 def _open_source(args: argparse.Namespace, status: "queue.Queue[dict]"):

@@ -263,6 +263,10 @@ def test_a_video_whose_name_looks_like_a_pattern_is_read_as_a_video(tmp_path):
     assert len([r for r in rows if "capture" in r.get("time_ms", {})]) == 5  # every frame (events aside)
     _one_line_error(run_cli("recognize", "--gallery", gal, "--source", video, "--resolution", "99999x99999"),
                     "each side from 1 to 8192")  # a capture that size would exhaust a Pi's memory
+    for bad in ("-5", "nan", "soon"):  # 0 (give up at the first drop) and inf (never) are the ends of the range
+        _one_line_error(run_cli("recognize", "--gallery", gal, "--source", video,
+                                env={"EDGEEMBED_RECONNECT_TIMEOUT": bad}), "EDGEEMBED_RECONNECT_TIMEOUT must be seconds >= 0")
+    assert run_cli("recognize", "--gallery", gal, "--source", video, env={"EDGEEMBED_RECONNECT_TIMEOUT": "inf"}).returncode == 0
 
 
 def test_help_on_every_command():

@@ -276,3 +276,24 @@ def test_availability_after_a_frozen_broker_is_the_cameras_current_one(tmp_path)
     finally:
         sink.close()
         broker.stop()
+
+
+def test_a_broker_address_that_never_answers_is_reported():
+    """A host that takes the connection and never answers (as a firewall dropping packets holds it) was waited for
+    without a word: one line now says so, and the sink goes on without it."""
+    import socket
+
+    from edgeembed.outputs.mqtt import MqttSink
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # the kernel completes the handshake; nothing ever answers MQTT's CONNECT
+    lines = []
+    try:
+        sink = MqttSink(f"127.0.0.1:{silent.getsockname()[1]}", prefix="t", camera="c", discovery=False,
+                        connect_wait=0.5, log=lines.append)
+        assert len(lines) == 1 and "no answer from broker 127.0.0.1" in lines[0] and "recognition goes on" in lines[0]
+        assert not sink.connected.is_set()
+        sink.close()
+    finally:
+        silent.close()

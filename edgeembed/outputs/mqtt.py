@@ -91,7 +91,11 @@ class MqttSink:
         client.connect_async(self.host, self.port, keepalive=keepalive)
         client.loop_start()
         # give a reachable broker a moment, so the first events are not lost; a down broker costs no more
-        self._first_try.wait(connect_wait)
+        if not self._first_try.wait(connect_wait) and not self._warned_down:
+            # no answer at all: a host that drops the packets (a firewall, a wrong address) is tried for longer
+            self._warned_down = True
+            self.log(f"mqtt: no answer from broker {self.host}:{self.port} after {connect_wait:g} s (wrong address, "
+                     "or a firewall?); recognition goes on and the connection is retried in the background")
 
     # -- connection
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:

@@ -178,7 +178,7 @@ class OpenCVSource(FrameSource):
                 return None
             attempt += 1
             self.retries += 1
-            self.on_status("source_retry", f"{self.name}: reconnect attempt {attempt} after {waited:g} s",
+            self.on_status("source_retry", f"{self.name}: reconnect attempt {attempt} after {waited:.1f} s",
                            {"source": self.spec, "attempt": attempt, "delay_s": waited})
             cap = self._capture()
             if cap.isOpened():
