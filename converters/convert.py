@@ -346,6 +346,11 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
     fold = input_fold.fold_input_normalisation(b.model, fm.pre) if integer or per_channel else None
     source, pre = (fold.model, fold.pre) if fold else (b.model, fm.pre)
     input_range = fold.input_range if fold and integer else None
+    if (integer or per_channel) and fold is None:
+        log("note: the input normalisation was not folded into a first convolution (none found right after the "
+            "input, or it has neither bias nor batch norm): the int8 input holds each pixel to its scale's step, not "
+            "exactly" if integer else "note: the per-channel input normalisation was not folded into a first "
+            "convolution: MediaPipe's ImageEmbedder cannot apply it")
     calib = quantize.float_preprocessor(pre, b.input_size).normalize(calib_px)
     scales: dict = {}
     tuning = None

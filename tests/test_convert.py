@@ -202,6 +202,7 @@ def test_user_keras_model_with_named_embedding_layer(tmp_path, tiny_calib):
                          "--calibration", tiny_calib)
     s = json.loads(proc.stdout)
     assert s["embedding_dim"] == 8 and s["architecture"] == "mine" and s["weights"] == "user Keras model mine.keras"
+    assert "not folded" not in proc.stderr and s["preprocessing"]["mean"] == [128.0] * 3  # folded: pixel - 128
     proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'mine.keras'}", *NORM, "--embedding-layer", "nope",
                    "--calibration", tiny_calib, "--out", tmp_path / "x.tflite")
     _one_line_error(proc, "has no layer 'nope'")
@@ -222,6 +223,7 @@ def test_user_keras_model_with_named_embedding_layer(tmp_path, tiny_calib):
                          "features", "--size", "64", "--calibration", tiny_calib, "--int8-tuning", "0",
                          "--accept-low-fidelity")
     assert json.loads(run_cli("inspect", out, "--json", check=True).stdout)["input"]["height"] == 64
+    assert "the input normalisation was not folded" in proc.stdout + proc.stderr  # rebuilt at --size: no stem found
     _one_line_error(run_cli("convert", "--weights", f"keras:{tmp_path / 'wide.keras'}", *NORM, "--embedding-layer", "features",
                             "--calibration", tiny_calib, "--out", tmp_path / "x.tflite"), "only square inputs")
     assert not (tmp_path / "x.tflite").exists()
