@@ -11,6 +11,7 @@ is written in ``Pipeline.run`` in the order a frame travels.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from .errors import SourceError
 from .smoothing import Result, Track, TrackSmoother
 from .sources.base import Frame, FrameSource
 
@@ -310,7 +312,9 @@ class Pipeline:
             self.stats.captured = capture.captured
             self.stats.skipped_stale = capture.overwritten
             self._emit_status()
-            for e in self.smoother.finish(last):
+            failure = sys.exc_info()[1]  # a source that gave up: its labels left because it was lost, not ended
+            reason = "end" if failure is None else "source_lost" if isinstance(failure, SourceError) else "error"
+            for e in self.smoother.finish(last, reason):
                 self._event(e)
         return self.stats
 

@@ -166,9 +166,10 @@ class TrackSmoother:
         self.tracks = [t for t in self.tracks if t.seen or not t.smoother.empty or t.box is None]
         return list(self.tracks), events
 
-    def finish(self, frame: int) -> list[dict]:
-        """The stream ended: every label still present leaves."""
-        events = [self._event("left", t.label, frame, t, reason="end") for t in self.tracks if t.label is not None]
+    def finish(self, frame: int, reason: str = "end") -> list[dict]:
+        """The stream ended (``reason``: end, or source_lost when a camera stayed away, or error): every label still
+        present leaves."""
+        events = [self._event("left", t.label, frame, t, reason=reason) for t in self.tracks if t.label is not None]
         for t in self.tracks:
             t.label = None
         return events

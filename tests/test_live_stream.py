@@ -5,6 +5,8 @@ again, and leave the gallery as it was; a stream that never returns ends in one 
 """
 from __future__ import annotations
 
+import json
+
 import time
 
 import pytest
@@ -74,6 +76,8 @@ def test_stream_that_never_returns_gives_up_with_one_line(gallery):
     errors = [line for line in run.err if line.startswith("edgeembed: error:")]
     assert len(errors) == 1 and "gave up after 2 s" in errors[0], "".join(run.err)
     assert run.err[-1] == errors[0], "the error is the last word"
+    left = [json.loads(line) for line in run.out if '"event": "left"' in line]  # for automations: lost, not ended
+    assert left and left[-1]["reason"] == "source_lost", run.out[-3:]
 
 
 def test_latest_frame_policy_skips_stale_frames(gallery):
