@@ -100,7 +100,9 @@ def quiet_tensorflow() -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         warnings.filterwarnings("ignore", category=UserWarning, module=r"(tensorflow|ai_edge_litert)\b")
     with _quiet_native_stderr():
-        require("tensorflow", "convert", "converting models")
+        tf = require("tensorflow", "convert", "converting models")
+    if not debugging():  # its Python-side warnings too ("... triggered tf.function retracing" while tuning)
+        tf.get_logger().setLevel("ERROR")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

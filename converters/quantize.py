@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edgeembed.errors import InputError, ModelError, require
+from edgeembed.backends import _quiet_native_stderr
 from edgeembed.preprocess import InputFormat, Preprocessor, list_images
 from edgeembed.progress import Progress
 from edgeembed.spec import Preprocessing
@@ -109,8 +110,12 @@ def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Call
         io = tf.int8 if output_type == "int8" else tf.uint8
         conv.inference_input_type = io
         conv.inference_output_type = io
+    # the converter's native lines ("fully_quantize: 0, ...", the calibrator's "Created ... XNNPACK delegate") go with
+    # --quiet; with a progress bar on stderr they stay (hiding them would hide the bar)
+    native = contextlib.nullcontext() if show_progress else _quiet_native_stderr()
     try:
-        with contextlib.redirect_stdout(io_.StringIO()), _ranges_patch(activation_ranges, show_progress, input_range):
+        with contextlib.redirect_stdout(io_.StringIO()), _ranges_patch(activation_ranges, show_progress, input_range), \
+                native:
             return bytes(conv.convert())
     except InputError:
         raise
