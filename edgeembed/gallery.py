@@ -388,17 +388,21 @@ class Gallery:
         of another model than the gallery's is refused: its vector would be compared with numbers it does not share
         (two models of one dimension, such as the shipped MobileNetV2 and EfficientNet-Lite0, give no error
         otherwise, only wrong answers)."""
-        made_by = getattr(query, "model", None)
-        if made_by is not None and made_by != self.binding.fingerprint and made_by not in self._accepted:
-            raise GalleryError(f"this embedding comes from another model (fingerprint {made_by}) than gallery "
-                               f"{self.path}'s ({self.binding.model_path}, {self.binding.fingerprint}); embed with the "
-                               "gallery's model: edgeembed.recognizer.open_gallery_embedder(gallery)")
+        self._check_model_of(query)
         v = np.asarray(_vector_of(query)) if isinstance(_vector_of(query), (np.ndarray, list, tuple)) else None
         if v is None or v.size != self.binding.dim or v.ndim > 2 or (v.ndim == 2 and v.shape[0] != 1):
             what = f"shape {v.shape}" if v is not None else type(query).__name__
             raise InputError(f"a query must be one embedding: an Embedding or a vector of {self.binding.dim} numbers "
                              f"(this gallery's model), got {what}")
         return self.search_many(v.reshape(1, -1), k)[0]
+
+    def _check_model_of(self, embedding: Any) -> None:
+        """An Embedding made by another model than the gallery's (or one ``check_binding`` accepted) is refused."""
+        made_by = getattr(embedding, "model", None)
+        if made_by is not None and made_by != self.binding.fingerprint and made_by not in self._accepted:
+            raise GalleryError(f"this embedding comes from another model (fingerprint {made_by}) than gallery "
+                               f"{self.path}'s ({self.binding.model_path}, {self.binding.fingerprint}); embed with the "
+                               "gallery's model: edgeembed.recognizer.open_gallery_embedder(gallery)")
 
     def search_many(self, queries: np.ndarray, k: int = 5) -> list[list[Match]]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -441,13 +445,18 @@ class Gallery:
     def add(self, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None] | None = None,
             infos: Sequence[dict | None] | None = None,
             meta: dict[str, Any] | Callable[[list[str], np.ndarray], dict[str, Any] | None] | None = None) -> list[int]:
-        """Add entries in one atomic step: all of them, or (on any failure) none.
+        """Add entries in one atomic step: all of them, or (on any failure) none. ``vectors``: an (N, dim) array, or
+        N Embeddings (another model's are refused, as in ``search``).
 
         ``meta``: values (e.g. the new threshold) committed in the same transaction; a function is called
         under the write lock, on the gallery as committed, with the labels as stored and the vectors as stored. The lock is taken before the vector file is
         touched, so two enrolments at once queue instead of both appending at the same committed end.
         """
         n = len(labels)
+        if isinstance(vectors, (list, tuple)) and any(hasattr(v, "vector") for v in vectors):  # Embeddings
+            for v in vectors:
+                self._check_model_of(v)
+            vectors = np.stack([np.asarray(_vector_of(v)) for v in vectors]) if vectors else np.zeros((0, self.binding.dim))
         shape = np.shape(vectors)
         if len(shape) != 2 or shape != (n, self.binding.dim):
             raise InputError(f"vectors must be ({n}, {self.binding.dim}) for {n} labels, got {shape}")

@@ -72,6 +72,11 @@ def test_gallery_calls_with_wrong_arguments_say_so_and_change_nothing(tmp_path, 
         assert lite.dim == emb.dim
         with pytest.raises(GalleryError, match="comes from another model"):
             g.recognize(lite.embed(COIL / "obj01" / "000.png"))
+        with pytest.raises(GalleryError, match="comes from another model"):  # nor enrolled
+            g.add(["obj02", "obj02"], [emb.embed(COIL / "obj02" / "000.png"), lite.embed(COIL / "obj02" / "018.png")])
+    assert len(g) == 1
+    g.add(["obj02"], [emb.embed(COIL / "obj02" / "000.png")])  # Embeddings of the gallery's model are taken as they are
+    assert g.labels() == {"obj01": 1, "obj02": 1}
     with open_gallery_embedder(g) as own:  # the gallery's own model, through the way that checks it
         assert g.recognize(own.embed(COIL / "obj01" / "009.png")).label == "obj01"
     # closed: one clear error instead of sqlite3.ProgrammingError, or answers that no longer follow other writers
@@ -82,7 +87,7 @@ def test_gallery_calls_with_wrong_arguments_say_so_and_change_nothing(tmp_path, 
             call()
     assert 0 < g.threshold <= 1  # what was read last still reads (the command line prints it after closing)
     with Gallery.open(tmp_path / "g") as again:
-        assert len(again) == 1
+        assert len(again) == 2
 
 
 def test_face_enrolment_of_a_picture_without_a_face_names_it(tmp_path):
