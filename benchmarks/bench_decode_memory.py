@@ -45,6 +45,7 @@ print(json.dumps({"shape": rgb.shape, "decoded_mb": rgb.nbytes / 2**20, "peak_mb
 
 FORMATS = {  # name: (extension, channels, imwrite parameters)
     "jpg": (".jpg", 3, []), "png": (".png", 3, []), "bmp": (".bmp", 3, []), "webp": (".webp", 3, []),
+    "webp-alpha": (".webp", 4, []),
     "tif": (".tif", 3, []), "ppm": (".ppm", 3, []), "gif": (".gif", 3, []), "jp2": (".jp2", 3, []),
     "jp2-alpha": (".jp2", 4, []), "jp2-grey": (".jp2", 1, []), "avif": (".avif", 3, []), "avif-alpha": (".avif", 4, []),
 }

@@ -120,8 +120,25 @@ def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Call
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError and friends
-        msg = str(exc).strip().splitlines()
-        raise ModelError(f"TFLite conversion failed: {msg[-1] if msg else exc.__class__.__name__}") from None
+        raise ModelError(f"TFLite conversion failed: {conversion_failure(str(exc)) or exc.__class__.__name__}") from None
+
+
+def conversion_failure(text: str) -> str:
+    """The line of a TFLite converter error that says why: the ops it has no kernel for, else its first 'error:'
+    (its last line is often a fragment of the MLIR dump)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    ops = [line for line in lines if line.startswith(("TF Select ops:", "Flex ops:", "Custom ops:"))]
+    if ops:
+        return (f"no TFLite {'int8 ' if 'int8' in text.lower() else ''}kernel for {'; '.join(ops)} (replace those layers "
+                "or that part of the model)")
+    for line in lines:
+        if "error:" in line:
+            reason = line.split("error:", 1)[1].strip()
+            if reason.startswith("loc("):  # the op's location in the graph, then ': ' and the reason
+                reason = reason.rsplit("): ", 1)[-1]
+            if reason and not reason.startswith("failed while converting"):
+                return reason[:300]
+    return lines[-1][:300] if lines else ""
 
 
 @contextlib.contextmanager

@@ -201,7 +201,7 @@ class Embedder:
         if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)):
             raise InputError(f"embed_many takes a list of pictures, got one {'path' if isinstance(images, (str, os.PathLike)) else 'encoded picture'}"
                              f"{f' {str(images)!r}' if isinstance(images, (str, os.PathLike)) else ''}; use embed")
-        if isinstance(images, np.ndarray) and (images.ndim < 3 or (images.ndim == 3 and images.shape[2] in (1, 3, 4))):
+        if isinstance(images, np.ndarray) and (images.ndim < 3 or (images.ndim == 3 and images.shape[2] <= 4)):
             # iterating one picture would embed each of its rows as a picture of its own
             raise InputError(f"embed_many takes several pictures (a list, or an (N, H, W[, C]) array), got one picture "
                              f"of shape {images.shape}; use embed, or embed_many([picture])")

@@ -112,7 +112,7 @@ def _walk(group: Path, point: Path, v1: bool) -> int | None:
 
 def decode_peak(kind: str | None = None, planes: int | None = None) -> float:
     """Peak memory of decoding a picture of this format to RGB, in decoded pictures. Most decoders hold their output
-    and its RGB copy (JPEG, PNG, TIFF, PNM, BMP measured 2.0-2.2; WebP 2.4); OpenJPEG holds 4 bytes per sample of each of the
+    and its RGB copy (JPEG, PNG, TIFF, PNM, BMP measured 2.0-2.2; WebP 2.4, 2.7 with alpha); OpenJPEG holds 4 bytes per sample of each of the
     file's ``planes`` besides (3 components 5.1-5.5, 4: 6.5, 1: 2.4); libavif about 6 (5.6-6.0), twice that with
     an alpha image (11.6); GIF 4.0-4.1 (benchmarks/bench_decode_memory.py)."""
     if kind == "JPEG 2000":
@@ -122,7 +122,7 @@ def decode_peak(kind: str | None = None, planes: int | None = None) -> float:
     if kind == "GIF":
         return 4.4
     if kind == "WebP":
-        return 2.6
+        return 3.0
     return DECODE_PEAK
 
 

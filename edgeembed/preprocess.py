@@ -203,8 +203,8 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
                              "(undo the model's normalisation: edgeembed applies it itself)")
         scaled = img * 255.0 if unit else img
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    if img.dtype == np.uint16:
-        return (img >> 8).astype(np.uint8)
+    if img.dtype.kind == "u" and img.dtype.itemsize == 2:  # uint16, either byte order (Pillow's I;16B is '>u2')
+        return (img.astype(np.uint16) >> 8).astype(np.uint8)
     if np.issubdtype(img.dtype, np.integer):  # int arrays of pixel values (img.astype(int), a list of ints)
         low, top = int(img.min()), int(img.max())
         if low < 0 or top > 255:

@@ -282,7 +282,7 @@ def stored_source(source: str | None) -> str | None:
     """A source as the gallery keeps it: a file's absolute path (a relative one would name another file, or none,
     from another directory: the same folder enrolled again from there was not recognized as already enrolled);
     anything else (None, a caller's own tag) as it is."""
-    return os.path.abspath(source) if source and os.path.exists(source) else source
+    return os.path.abspath(source) if source and os.path.isfile(source) else source
 
 
 def already_enrolled(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray,

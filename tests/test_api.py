@@ -34,6 +34,10 @@ def test_pictures_in_every_form_and_the_wrong_ones(emb):
     with pytest.raises(InputError, match=r"got one picture of shape \(\d+, \d+, 3\); use embed"):
         emb.embed_many(rgb)
     assert len(emb.embed_many(rgb[None])) == 1
+    with pytest.raises(InputError, match=r"got one picture of shape \(40, 30, 2\)"):  # grey + alpha, as Pillow's LA
+        emb.embed_many(np.zeros((40, 30, 2), np.uint8))
+    big_endian = (rgb.astype(np.uint16) * 257).astype(">u2")  # Pillow's I;16B: a uint16 in the other byte order
+    assert float(emb.embed(big_endian).vector @ emb.embed(rgb).vector) > 0.9999
     for wrong, match in ((None, "got NoneType"), (3.5, "got float")):
         with pytest.raises(InputError, match=match):
             emb.embed(wrong)
@@ -88,6 +92,16 @@ def test_gallery_calls_with_wrong_arguments_say_so_and_change_nothing(tmp_path, 
     assert 0 < g.threshold <= 1  # what was read last still reads (the command line prints it after closing)
     with Gallery.open(tmp_path / "g") as again:
         assert len(again) == 2
+
+
+def test_sources_are_kept_as_absolute_file_paths_and_tags_as_they_are(tmp_path, monkeypatch):
+    from edgeembed.recognizer import stored_source
+
+    (tmp_path / "camera0").mkdir()
+    (tmp_path / "shot.jpg").write_bytes(PARROT.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert stored_source("shot.jpg") == str(tmp_path / "shot.jpg")  # the same file from any directory
+    assert [stored_source(t) for t in ("camera0", "camera1", None)] == ["camera0", "camera1", None]  # a folder's name too
 
 
 def test_face_enrolment_of_a_picture_without_a_face_names_it(tmp_path):

@@ -775,3 +775,25 @@ def test_unrelated_similarity_pairs_only_pictures_of_different_things():
         e3 = np.stack([emb.embed(p).vector for p in one])
     figure, why = unrelated_similarity(e3, [i % 3 for i in range(30)])  # 3 "things", all one object
     assert figure is None and "do not seem to hold one thing each" in why
+
+
+def test_a_failed_conversion_names_its_cause_even_when_quiet():
+    """With --quiet the converter's native stderr is hidden, and the exception's last line is a fragment of the MLIR
+    dump: the error line names the ops TFLite has no kernel for (review, stop 23)."""
+    import keras
+    import tensorflow as tf
+
+    from converters.quantize import conversion_failure, to_tflite
+    from edgeembed.errors import ModelError
+
+    class Inverse(keras.layers.Layer):
+        def call(self, x):
+            return tf.linalg.inv(x[..., :2, :2] + 3.0)
+
+    inp = keras.Input((16, 16, 3))
+    model = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(Inverse()(keras.layers.Conv2D(4, 3)(inp))))
+    pictures = [np.random.default_rng(i).random((1, 16, 16, 3), np.float32) for i in range(3)]
+    with pytest.raises(ModelError, match="no TFLite kernel for TF Select ops: MatrixInverse"):
+        to_tflite(model, lambda: iter(pictures), show_progress=False)
+    assert conversion_failure("x\n<unknown>:0: error: loc(fused[\"A\", \"b\"]): 'tf.Foo' op is not supported\n}) {") == \
+        "'tf.Foo' op is not supported"
