@@ -52,6 +52,11 @@ def check_options(o: Any) -> None:
     check_weights(o.arch, o.weights, o.alpha, o.size)
     check_picture_folder("--calibration", o.calibration)
     check_picture_folder("--fidelity-dir", o.fidelity_dir)
+    if str(o.weights).startswith("keras:") and any((o.preprocessing or {}).get(k) is None for k in ("mean", "std")):
+        raise InputError("--weights keras:PATH needs --mean and --std, the pixel normalisation the model was trained "
+                         "with (int8 calibration needs its real input): e.g. --mean 127.5 --std 127.5 for inputs in "
+                         "-1..1, --mean 0 --std 1 for 0..255 pixels or a model that rescales them itself, --mean 123.7 "
+                         "116.3 103.5 --std 58.4 57.1 57.4 for ImageNet's")
 
 
 RANGE_METHODS = ("mean", "minmax", "mse")

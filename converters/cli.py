@@ -149,11 +149,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
                        thresholds={"mean_cosine": args.min_cosine} if args.min_cosine is not None else {},
                        preprocessing=pre, show_progress=not args.quiet)
     checks.check_options(o)
-    if (args.weights or "").startswith("keras:") and (args.mean is None or args.std is None):
-        raise InputError("--weights keras:PATH needs --mean and --std, the pixel normalisation the model was trained "
-                         "with (int8 calibration needs its real input): e.g. --mean 127.5 --std 127.5 for inputs in "
-                         "-1..1, --mean 0 --std 1 for 0..255 pixels or a model that rescales them itself, --mean 123.7 "
-                         "116.3 103.5 --std 58.4 57.1 57.4 for ImageNet's")
     files = split_files(o)  # calibration and held-aside pictures: enough of them, and no picture in both
     quiet_tensorflow()
     from .convert import convert  # noqa: PLC0415 - pulls in TensorFlow

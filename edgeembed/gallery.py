@@ -358,6 +358,8 @@ class Gallery:
     @property
     def matrix(self) -> np.ndarray:
         with self._lock:
+            if isinstance(self._db, _ClosedConnection):  # a cached matrix would no longer follow other writers
+                raise self._db.closed_error()
             self._refresh()
             if self._matrix is None:
                 self._load()
@@ -389,7 +391,8 @@ class Gallery:
         (two models of one dimension, such as the shipped MobileNetV2 and EfficientNet-Lite0, give no error
         otherwise, only wrong answers)."""
         self._check_model_of(query)
-        v = np.asarray(_vector_of(query)) if isinstance(_vector_of(query), (np.ndarray, list, tuple)) else None
+        given = _vector_of(query)
+        v = np.asarray(given) if isinstance(given, (np.ndarray, list, tuple)) else None
         if v is None or v.size != self.binding.dim or v.ndim > 2 or (v.ndim == 2 and v.shape[0] != 1):
             what = f"shape {v.shape}" if v is not None else type(query).__name__
             raise InputError(f"a query must be one embedding: an Embedding or a vector of {self.binding.dim} numbers "
@@ -408,8 +411,6 @@ class Gallery:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be an integer >= 1, got {k!r}")
         with self._lock:
-            if isinstance(self._db, _ClosedConnection):  # its cached matrix would no longer follow other writers
-                raise self._db.closed_error()
             m = self.matrix
             starts, names, entry_ids = self._label_starts, self._label_names, self._entry_ids
         q = _unit_rows(queries, self.binding.dim, "queries", allow_zero=True)
