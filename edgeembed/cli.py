@@ -708,8 +708,9 @@ def _system_error(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if "cv2" not in sys.modules:  # our one-line errors without OpenCV's own lines beside them (any OpenCV version)
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    if "cv2" not in sys.modules:  # our one-line errors without OpenCV's own lines beside them (any OpenCV version);
+        # its ERROR lines too ("TIFF_Error TIFFReadDirectory: ..." above "cut.tif is a damaged TIFF file")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR" if debugging() else "SILENT")
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own lines ("[mjpeg @ 0x..] overread 8") too
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -109,8 +109,10 @@ def decode_image(data: bytes, name: str = "image", keep_side: int | None = None)
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ImageError(f"{name} could not be decoded ({detail}); resize it to a few megapixels first") from None
     if bgr is None or bgr.size == 0:
-        what = f"a damaged or unsupported {kind} file" if kind else "not a readable image"
-        raise ImageError(f"{name} is {what} (expected JPEG, PNG, BMP, PGM, TIFF or WebP)")
+        if kind:
+            raise ImageError(f"{name} is a damaged or unsupported {kind} file (cut short, or a variant OpenCV cannot "
+                             "read); re-copy it, or save it again as JPEG or PNG")
+        raise ImageError(f"{name} is not a readable image (expected JPEG, PNG, BMP, PGM, TIFF or WebP)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -141,7 +143,8 @@ def quiet_opencv_logs() -> None:
     if not _opencv_quiet:
         _opencv_quiet = True
         try:
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            if cv2.utils.logging.getLogLevel() > cv2.utils.logging.LOG_LEVEL_ERROR:  # never louder (the CLI: silent)
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         except AttributeError:  # pragma: no cover - very old OpenCV
             pass
 

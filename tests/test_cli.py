@@ -170,6 +170,11 @@ def test_bad_input_one_clear_line_and_nothing_lost(tmp_path):
     _one_line_error(run_cli("embed", V1_EMBED, tmp_path / "missing.jpg"), "not found")
     _one_line_error(run_cli("embed", V1_EMBED, tmp_path / "text.jpg"), "not a readable image")
     _one_line_error(run_cli("embed", V1_EMBED, tmp_path / "cut.jpg"), "truncated JPEG")
+    import cv2
+
+    tiff = cv2.imencode(".tif", cv2.imread(str(DATA / "coral-images" / "parrot.jpg")))[1].tobytes()
+    (tmp_path / "cut.tif").write_bytes(tiff[:3000])  # OpenCV's own 'TIFF_Error' lines are not printed beside ours
+    _one_line_error(run_cli("embed", V1_EMBED, tmp_path / "cut.tif"), "is a damaged or unsupported TIFF file")
     _one_line_error(run_cli("inspect", tmp_path / "text.tflite"), "not a TFLite model")
     _one_line_error(run_cli("inspect", tmp_path / "etpu.tflite"), "compiled for the Coral Edge TPU")
     _one_line_error(run_cli("inspect", tmp_path / "etpu.tflite", "--delegate", "edgetpu"), "Edge TPU delegate")
