@@ -144,14 +144,12 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
 
 def open_face_recognizer(args: argparse.Namespace, gallery: Gallery) -> FaceRecognizer:
     """The gallery's own face model plus a detector, ready for ``process(frame)``."""
-    from ..recognizer import open_gallery_embedder
-
     if gallery.binding.mode != "face":
         raise GalleryError(f"gallery {gallery.path} holds whole-image embeddings, not faces; use a gallery enrolled "
                            "with --mode face, or drop --mode face")
-    emb = open_gallery_embedder(gallery, args.model, **_runtime(args))
-    pipeline = FacePipeline(_detector(args, gallery.meta.get("face_detector", DEFAULT_DETECTOR)), FaceEmbedder(emb))
-    return FaceRecognizer(pipeline, gallery, threshold=args.threshold, top_k=args.top_k)
+    return FaceRecognizer.for_gallery(gallery, args.model, getattr(args, "detector", None),
+                                      getattr(args, "min_face", None), getattr(args, "face_score", None),
+                                      args.threshold, args.top_k, **_runtime(args))
 
 
 def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
@@ -185,10 +183,12 @@ def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
             dets = recognizer.last_detections
             if args.json:
                 _print({"frame": i, "source": str(f), "faces": [r.to_dict() for r in results],
-                        "too_small": dets.too_small if dets else 0,
+                        "too_small": dets.too_small if dets is not None else 0,
                         "time_ms": {**{k: round(v, 3) for k, v in recognizer.timings.items()}, "total": round(ms, 3)}})
             else:
-                print(f"{f}: {len(results)} face(s) ({ms:.1f} ms)")
+                small = dets.too_small if dets is not None else 0
+                note = f", {small} smaller than --min-face {recognizer.pipeline.detector.min_face} px" if small else ""
+                print(f"{f}: {len(results)} face(s){note} ({ms:.1f} ms)")
                 for r in results:
                     x, y, w, h = (int(round(v)) for v in r.box)
                     print(f"  [{x},{y} {w}x{h}] {r.label if r.label is not None else 'unknown'} {r.score:.3f}")
