@@ -251,7 +251,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from .gallery import DB_NAME, Gallery
     from .recognizer import collect_labelled, create_gallery, enroll, model_values, open_gallery_embedder
 
-    if args.label:
+    if args.label is not None:
+        if not args.label.strip():
+            raise InputError(f"--label is empty ({args.label!r}); give the name to enrol the pictures under")
         items = []
         for p in args.inputs:
             path = Path(p)
@@ -265,10 +267,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if len(args.inputs) != 1:
             raise InputError("give one folder whose sub-folders are labels, or --label NAME with image files")
         items = collect_labelled(args.inputs[0])
+    if not items:  # said before any model or gallery is opened, in both modes
+        given = ", ".join(args.inputs)
+        raise InputError(f"no pictures to enrol in {given} (the folder or list given holds none); nothing was enrolled")
     exists = (Path(args.gallery) / DB_NAME).exists()
     gallery = Gallery.open(args.gallery) if exists else None
     if gallery is not None and args.mode is None:
         args.mode = gallery.binding.mode  # enrolling more into a face gallery needs no --mode face
+    if gallery is None and args.mode is None:
+        args.mode = _mode_of_model(args.model or os.environ.get("EDGEEMBED_MODEL"), args.quiet, "enrolling")
     if args.mode == "face":
         from .face.cli import enroll_faces  # noqa: PLC0415 - optional feature, imported where used
 
@@ -521,10 +528,25 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mode_of_model(model: str | None, quiet: bool, doing: str) -> str:
+    """--mode when none is given: face for a model whose metadata says it embeds faces (a whole picture through a
+    face model makes a gallery that recognizes no one: ORL recall@1 0.82 against 0.99 in face mode), else image."""
+    from .spec import model_file_task
+
+    if model and model_file_task(model) == "face":
+        if not quiet:
+            print(f"{model} is a face embedding model: {doing} the faces found in the pictures (--mode face; "
+                  "--mode image embeds whole pictures)", file=sys.stderr)
+        return "face"
+    return "image"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .recognizer import model_values
 
+    if args.mode is None:
+        args.mode = _mode_of_model(args.model, args.quiet or args.json, "evaluating")
     if args.mode == "face":
         from .face.cli import eval_faces  # noqa: PLC0415
 
@@ -597,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="the model of a new gallery (default: the shipped default model); an existing one knows its model")
     p.add_argument("--label", default=None, help="enrol all given images under this label")
     p.add_argument("--mode", choices=["image", "face"], default=None,
-                   help="whole images, or faces found in them (default: the gallery's mode; image for a new gallery)")
+                   help="whole images, or faces found in them (default: the gallery's mode; for a new gallery, face with a "
+                        "face model, else image)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (and photos without exactly one face) instead of enrolling nothing")
     _face_options(p)
     p.add_argument("--json", action="store_true")
@@ -653,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("dataset", help="folder whose sub-folders are classes")
     p.add_argument("--gallery-per-class", type=_int_in(1), default=1, help="K evenly spaced gallery images per class")
-    p.add_argument("--mode", choices=["image", "face"], default="image")
+    p.add_argument("--mode", choices=["image", "face"], default=None,
+                   help="whole images, or faces found in them (default: face for a face model, else image)")
     p.add_argument("--far", type=_float_in(0.0, 1.0), default=0.01, help="target false-accept rate for the open-set threshold (default 0.01)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -176,3 +176,19 @@ def _floats(r, table: int, index: int) -> list[float]:
         return []
     start, n = vec
     return [struct.unpack_from("<f", r.data, start + 4 * i)[0] for i in range(n)]
+
+
+def model_file_task(path: Any) -> str | None:
+    """What a .tflite file's edgeembed metadata says it embeds ("image" or "face"), read without an interpreter;
+    None when the file has no such metadata or cannot be read (opening it later says what is wrong). The command
+    line uses it to enrol faces with a face model when no --mode is given."""
+    from pathlib import Path
+
+    from .tflite_file import read_tflite
+
+    try:
+        info = read_tflite(Path(path).read_bytes(), str(path))
+        task = json.loads(info.metadata[METADATA_NAME].decode("utf-8")).get("task")
+    except (OSError, ModelError, KeyError, ValueError, AttributeError):
+        return None
+    return task if task in ("image", "face") else None
