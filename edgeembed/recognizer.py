@@ -211,8 +211,7 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
     absence) is kept in the same commit when the gallery holds another (made by an earlier edgeembed, or with a model
     file since replaced by one that embeds the same). Without ``model`` the gallery's figure stays as it is."""
     dup = already_enrolled(gallery, labels, vectors, sources)
-    again = [{"source": str(sources[i]), "reason": f"already enrolled under {labels[i]!r} (entry #{dup[i]})"}
-             for i in range(len(labels)) if dup[i] is not None]
+    again = [{"source": str(sources[i]), "reason": dup[i]} for i in range(len(labels)) if dup[i] is not None]
     keep = [i for i in range(len(labels)) if dup[i] is None]
     if not keep:
         return again
@@ -285,26 +284,54 @@ def stored_source(source: str | None) -> str | None:
     return os.path.abspath(source) if source and os.path.isfile(source) else source
 
 
+SAME_PICTURE = 0.9999
+"""Cosine at or above which two embeddings under one label are taken for one picture: the same file embedded twice
+gives 1 - 1e-7, a copy of it at another path the same; a re-saved or re-scaled copy is a picture of its own."""
+
+
 def already_enrolled(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray,
-                     sources: Sequence[str | None]) -> list[int | None]:
-    """Per new entry: the id of the same picture stored under the same label (same file, cosine > 0.999), or None."""
-    if not len(gallery):
-        return [None] * len(labels)
+                     sources: Sequence[str | None]) -> list[str | None]:
+    """Per new entry: why it is a picture already enrolled under the same label, or None. The same file (cosine
+    > 0.999), or a copy of a stored picture at another path, or of one given before it in this call (cosine >=
+    SAME_PICTURE): a folder copied again from a phone would otherwise be enrolled twice, and the duplicates, perfect
+    'genuine' pairs, raise the automatic threshold (9 faces enrolled twice: 0.941 -> 0.951, 2 more of 21 known
+    faces 'unknown')."""
+    v = np.asarray(vectors, np.float32)
+    norms = np.linalg.norm(v, axis=1) if v.ndim == 2 else np.zeros(len(labels))
+    unit = v / np.where(norms > 0, norms, 1.0)[:, None] if v.ndim == 2 else v
+    names = [normal_label(lbl) for lbl in labels]
+    stored: dict[str, list[tuple[int, int, str | None]]] = {}  # label -> (entry id, matrix row, source)
     by_source: dict[str, list[tuple[str, int]]] = {}
-    for e in gallery.entries():
-        if e["source"]:
-            by_source.setdefault(os.path.realpath(e["source"]), []).append((normal_label(e["label"]), e["id"]))
-    m = gallery.matrix
-    row_of = {int(eid): r for r, eid in enumerate(gallery._entry_ids)}
-    out: list[int | None] = []
-    for label, v, src in zip(labels, np.asarray(vectors, np.float32), sources):
-        hit = None
-        n = float(np.linalg.norm(v))
-        for stored_label, eid in by_source.get(os.path.realpath(str(src)), []) if src else []:
-            if stored_label == normal_label(label) and eid in row_of and n > 0 and float(m[row_of[eid]] @ v) / n > 0.999:
-                hit = eid
-                break
-        out.append(hit)
+    m = gallery.matrix if len(gallery) else np.zeros((0, v.shape[-1] if v.ndim == 2 else 0), np.float32)
+    if len(gallery):
+        row_of = {int(eid): r for r, eid in enumerate(gallery._entry_ids)}
+        for e in gallery.entries():
+            if e["id"] in row_of:
+                stored.setdefault(normal_label(e["label"]), []).append((e["id"], row_of[e["id"]], e["source"]))
+            if e["source"]:
+                by_source.setdefault(os.path.realpath(e["source"]), []).append((normal_label(e["label"]), e["id"]))
+    out: list[str | None] = []
+    for i, (name, src) in enumerate(zip(names, sources)):
+        why = None
+        if norms[i] > 0:
+            for stored_label, eid in by_source.get(os.path.realpath(str(src)), []) if src else []:
+                rows = [r for e, r, _ in stored.get(stored_label, []) if e == eid]
+                if stored_label == name and rows and float(m[rows[0]] @ unit[i]) > 0.999:
+                    why = f"already enrolled under {labels[i]!r} (entry #{eid})"
+                    break
+            same = stored.get(name, [])
+            if why is None and same:
+                scores = m[[r for _, r, _ in same]] @ unit[i]
+                j = int(np.argmax(scores))
+                if scores[j] >= SAME_PICTURE:
+                    eid, _, where = same[j]
+                    why = f"already enrolled under {labels[i]!r} (entry #{eid}, the same picture as {where or 'it'})"
+            if why is None:
+                for k in range(i):
+                    if out[k] is None and names[k] == name and norms[k] > 0 and float(unit[k] @ unit[i]) >= SAME_PICTURE:
+                        why = f"the same picture as {sources[k]}, given before it under {labels[i]!r}"
+                        break
+        out.append(why)
     return out
 
 

@@ -1,9 +1,11 @@
 """The `edgeembed` command as the issue's checks call it, on the real models and data."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from conftest import DATA, REPO, V1_EMBED, V1_TINY, run_cli
@@ -84,6 +86,21 @@ def test_enroll_list_recognize_edit(tmp_path):
     again = _json(run_cli("enroll", "--gallery", gal, enroll_dir, "--json"))
     assert again["enrolled"] == 0 and again["entries"] == 12 and len(again["skipped"]) == 12
     assert again["threshold"] == lst["threshold"]
+    # byte-identical copies at other paths (a folder copied again from a phone) are the same pictures too, and so is
+    # a picture given twice in one call; a re-saved copy (another JPEG) is a picture of its own
+    copies = tmp_path / "copies"
+    shutil.copytree(enroll_dir, copies)  # the files themselves, not the links
+    again = _json(run_cli("enroll", "--gallery", gal, copies, "--json"))
+    assert again["enrolled"] == 0 and again["entries"] == 12 and len(again["skipped"]) == 12
+    assert "the same picture as" in again["skipped"][0]["reason"] and again["threshold"] == lst["threshold"]
+    other = tmp_path / "other"
+    png = DATA / "coil20" / "obj04" / "000.png"
+    other.mkdir()
+    cv2.imwrite(str(other / "resaved.jpg"), cv2.imread(str(png)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    once = _json(run_cli("enroll", "--gallery", tmp_path / "g4", "--model", V1_EMBED, "--label", "obj04", png,
+                         copies / "obj01" / "000.png", png, other / "resaved.jpg", "--json"))
+    assert once["enrolled"] == 3 and [s["source"] for s in once["skipped"]] == [str(png)]
+    assert "given before it" in once["skipped"][0]["reason"]
     # Recognize unseen views of enrolled objects, and an object never enrolled.
     q = tmp_path / "queries"
     q.mkdir()
@@ -233,7 +250,10 @@ def test_options_out_of_range_and_batches_that_all_fail_are_one_line_and_non_zer
     empty = tmp_path / "empty"
     empty.mkdir()
     _one_line_error(run_cli("enroll", "--model", V1_EMBED, "--gallery", tmp_path / "new", "--label", "a", empty),
-                    "no images to enrol")
+                    f"no pictures to enrol in {empty}")
+    _one_line_error(run_cli("enroll", "--mode", "face", "--gallery", tmp_path / "new", "--label", "a", empty),
+                    f"no pictures to enrol in {empty}")  # face mode named the empty folder as '0 photo(s)'
+    _one_line_error(run_cli("enroll", "--gallery", tmp_path / "new", "--label", "", bad), "--label is empty")
     _one_line_error(run_cli("enroll", "--model", V1_EMBED, "--gallery", tmp_path / "new", "--label", "a", bad,
                             "--skip-bad"), "none of the 2 images could be enrolled")
     assert not (tmp_path / "new").exists()  # a failed first enrolment leaves no gallery to trip over
