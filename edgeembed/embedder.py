@@ -54,6 +54,7 @@ class Embedding:
     vector: np.ndarray
     quantized: np.ndarray | None = None
     model: str | None = None  # the fingerprint of the model that made it: a gallery refuses another model's
+    kind: str | None = None  # "image": of a whole picture (embed), which a face gallery refuses; None: an input tensor
 
     def __len__(self) -> int:
         return int(self.vector.shape[-1])
@@ -194,7 +195,9 @@ class Embedder:
         if not isinstance(image, (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview)):
             raise InputError(f"embed takes one picture: a path, an (H, W[, C]) array or an encoded picture's bytes, "
                              f"got {type(image).__name__}")
-        return self.embed_tensor(self.preprocessor(image, color))[0]
+        embedding = self.embed_tensor(self.preprocessor(image, color))[0]
+        embedding.kind = "image"
+        return embedding
 
     def embed_many(self, images: Iterable[ImageLike], color: str = "RGB") -> list[Embedding]:
         """Several pictures (a list of paths or arrays, or an (N, H, W, C) array) -> their Embeddings, in order."""

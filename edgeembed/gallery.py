@@ -400,7 +400,11 @@ class Gallery:
         return self.search_many(v.reshape(1, -1), k)[0]
 
     def _check_model_of(self, embedding: Any) -> None:
-        """An Embedding made by another model than the gallery's (or one ``check_binding`` accepted) is refused."""
+        """An Embedding made by another model than the gallery's (or one ``check_binding`` accepted) is refused, and
+        so is a whole picture's Embedding given to a face gallery (the same model, but not a face crop)."""
+        if getattr(embedding, "kind", None) == "image" and self.binding.mode == "face":
+            raise GalleryError(f"this embedding is of a whole picture, but gallery {self.path} holds faces; "
+                               "recognize its faces with edgeembed.face.FaceRecognizer.for_gallery(gallery)")
         made_by = getattr(embedding, "model", None)
         if made_by is not None and made_by != self.binding.fingerprint and made_by not in self._accepted:
             raise GalleryError(f"this embedding comes from another model (fingerprint {made_by}) than gallery "

@@ -627,3 +627,39 @@ def test_the_same_face_under_two_labels_is_pointed_out_at_enrolment(tmp_path):
             shutil.copy(ORL / f"s{i}" / f"{k}.pgm", people / f"s{i}" / f"{k}.pgm")
     p = run_cli("enroll", people, "--mode", "face", "--gallery", tmp_path / "g2", "--json", "--quiet", check=True)
     assert json.loads(p.stdout)["look_alikes"] == [] and "note:" not in p.stderr
+
+
+def test_a_face_model_embeds_faces_and_a_face_gallery_takes_only_faces(tmp_path, photos):
+    """A face model without --mode enrols and evaluates faces (whole pictures through it made a gallery that
+    recognized no one); a face gallery refuses whole-picture embeddings and another 128-d face model's; faces all
+    dropped by --min-face are counted."""
+    from edgeembed.errors import GalleryError
+    from edgeembed.gallery import Gallery
+    from edgeembed.recognizer import open_gallery_embedder
+
+    dlib = REPO / "models" / "dlib_face_resnet_v1_int8.tflite"
+    gal = tmp_path / "gal"
+    p = run_cli("enroll", photos, "--gallery", gal, "--model", dlib, "--json", check=True)
+    assert json.loads(p.stdout)["mode"] == "face" and "is a face embedding model" in p.stderr
+    small = tmp_path / "small"
+    for person in (2, 4, 9):
+        (small / f"s{person}").mkdir(parents=True)
+        for k in (1, 2, 3):
+            shutil.copy(ORL / f"s{person}" / f"{k}.pgm", small / f"s{person}" / f"{k}.pgm")
+    ev = json.loads(run_cli("eval", dlib, small, "--json", "--quiet", check=True).stdout)
+    assert ev["mode"] == "face" and ev["recall@1"] == 1.0
+
+    shot = ORL / "s9" / "7.pgm"
+    with Gallery.open(gal) as g, open_gallery_embedder(g) as emb:
+        with pytest.raises(GalleryError, match="whole picture.*holds faces"):
+            g.recognize(emb.embed(shot))
+    with FaceRecognizer.for_gallery(Gallery.open(gal), num_threads=1) as faces:
+        assert [r.label for r in faces.recognize(shot)] == ["s9"]
+    with Gallery.open(gal) as g, pytest.raises(GalleryError, match="another model"):
+        FaceRecognizer(FacePipeline.create(FLOAT, num_threads=1), g)
+
+    row = json.loads(run_cli("recognize", "--gallery", gal, "--source", shot, "--min-face", "200", "--json",
+                             check=True).stdout)
+    assert row["faces"] == [] and row["too_small"] == 1  # was 0 when every face was dropped
+    text = run_cli("recognize", "--gallery", gal, "--source", shot, "--min-face", "200", check=True).stdout
+    assert "0 face(s), 1 smaller than --min-face 200 px" in text

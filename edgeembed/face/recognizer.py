@@ -19,6 +19,7 @@ from ..embedder import Embedder, EmbedderOptions
 from ..errors import InputError, ModelError
 from ..gallery import Gallery, Match, is_cosine
 from ..preprocess import ImageLike, read_image, to_rgb
+from ..recognizer import binding_for, open_gallery_embedder
 from ..shipped import shipped_model
 from .align import AlignmentTemplate, align_face, template_for
 from .detector import Detections, Face, FaceDetector
@@ -192,15 +193,40 @@ class FaceRecognizer:
         if gallery.binding.mode != "face":
             raise InputError(f"gallery {gallery.path} holds whole-image embeddings, not faces; a FaceRecognizer needs "
                              "a gallery enrolled with --mode face")
-        if gallery.binding.dim != pipeline.embedder.embedder.dim:
-            raise InputError(f"gallery {gallery.path} holds {gallery.binding.dim}-d faces but the pipeline's face model "
-                             f"gives {pipeline.embedder.embedder.dim}-d; use the gallery's own model")
+        # the same model, not only the same dimension: two 128-d face models give each other's faces ~0.15
+        model = pipeline.embedder.embedder
+        gallery.check_binding(binding_for(model, "face"), model.behaviour_fingerprint)
         self.pipeline = pipeline
         self.gallery = gallery
         self.threshold = threshold
         self.top_k = top_k
         self.last_detections: Detections | None = None
         self.timings: dict[str, float] = {}  # ms of the last call: detect, preprocess (align), invoke, search
+
+    @classmethod
+    def for_gallery(cls, gallery: Gallery, model: str | os.PathLike | None = None, detector: str | os.PathLike | None = None,
+                    min_face: int | None = None, face_score: float | None = None, threshold: float | None = None,
+                    top_k: int = 3, **runtime: Any) -> "FaceRecognizer":
+        """The face gallery's own model (``model`` only if it has moved) and detector (the one it was enrolled
+        with unless ``detector``), ready for ``recognize``; ``runtime``: backend, num_threads, delegate.
+        Closing it closes the gallery too."""
+        if gallery.binding.mode != "face":
+            raise InputError(f"gallery {gallery.path} holds whole-image embeddings, not faces; a FaceRecognizer needs "
+                             "a gallery enrolled with --mode face")
+        emb = open_gallery_embedder(gallery, model, **runtime)
+        try:
+            det = FaceDetector(detector or gallery.meta.get("face_detector", "short"), score_threshold=face_score,
+                               min_face=min_face, backend=runtime.get("backend", "auto"),
+                               num_threads=runtime.get("num_threads"), delegate=detector_delegate(runtime.get("delegate")))
+        except BaseException:
+            emb.close()
+            raise
+        pipeline = FacePipeline(det, FaceEmbedder(emb))
+        try:
+            return cls(pipeline, gallery, threshold=threshold, top_k=top_k)
+        except BaseException:
+            pipeline.close()
+            raise
 
     def close(self) -> None:
         """Close the pipeline (detector and embedder) and the gallery."""
