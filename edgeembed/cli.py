@@ -529,8 +529,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
 
 
 def _mode_of_model(model: str | None, quiet: bool, doing: str) -> str:
-    """--mode when none is given: face for a model whose metadata says it embeds faces (a whole picture through a
-    face model makes a gallery that recognizes no one: ORL recall@1 0.82 against 0.99 in face mode), else image."""
+    """--mode when none is given: face for a model whose metadata says it embeds faces, else image. Whole pictures
+    through a face model make a poor gallery without a word (ORL recall@1 0.82 against 0.99 in face mode; an
+    enrolled person's new photo came back 'unknown')."""
     from .spec import model_file_task
 
     if model and model_file_task(model) == "face":
