@@ -417,6 +417,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
                     print(f"  {label}: {n}")
                 for item in info.get("items", []):
                     print(f"  #{item['id']} {item['label']} {item['source']}")
+            g.check()  # listed first (what to enrol again from), then a damaged vector file is one error line
         elif args.action == "remove":
             before = g.threshold
             if args.entry is not None:
@@ -749,16 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edgeembed: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        gallery = sys.modules.get("edgeembed.gallery")
-        writing = args.command in ("enroll", "gallery") or (gallery is not None and gallery.WRITES_STARTED)
-        if gallery is None or not (gallery.ENTRY_COMMITS or writing):
-            # no gallery write begun (convert, embed, eval, a recognize being set up): outputs are written atomically
-            print("edgeembed: interrupted; nothing half-written was kept", file=sys.stderr)
-        elif gallery.ENTRY_COMMITS:
-            print("edgeembed: interrupted after the enrolment was committed: the new entries are in the gallery "
-                  "('edgeembed gallery list' shows them)", file=sys.stderr)
-        else:
-            print("edgeembed: interrupted; a gallery write in progress was not committed", file=sys.stderr)
+        print(f"edgeembed: {_interrupted_line()}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
@@ -766,6 +758,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         _traceback_if_debugging()
         print(f"edgeembed: error: {_system_error(exc)}", file=sys.stderr)
         return 2
+
+
+def _interrupted_line() -> str:
+    """What an interrupted command left: read from the gallery itself (the write's token committed or not), since
+    Ctrl-C can land after a commit as well as before it."""
+    gallery = sys.modules.get("edgeembed.gallery")
+    if gallery is None or gallery.PENDING_WRITE is None:
+        # no gallery write begun (convert, embed, eval, a recognize being set up): outputs are written atomically
+        return "interrupted; nothing half-written was kept"
+    committed = gallery.last_write_committed()
+    if committed:
+        return ("interrupted after the gallery change was committed: it is in the gallery ('edgeembed gallery list' "
+                "shows it)")
+    if committed is False:
+        return "interrupted; the gallery change in progress was not committed: the gallery is as it was"
+    return "interrupted during a gallery change; the gallery holds all of it or none of it ('edgeembed gallery list')"
 
 
 def _traceback_if_debugging() -> None:

@@ -40,8 +40,9 @@ DB_NAME = "gallery.sqlite"
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
 
-ENTRY_COMMITS = 0  # enrolments committed by this process: lets an interrupted command say whether its write went in
-WRITES_STARTED = 0  # gallery writes this process began (an interrupted recognize began none)
+# (database path, token) of this process's last gallery write: the token is committed with the write, so an
+# interrupted command can tell whether its write went in (``last_write_committed``)
+PENDING_WRITE: tuple[str, str] | None = None
 
 # values to commit with a removal or a rename, from the gallery as changed (recognizer.threshold_values)
 MetaAfter = Callable[["Gallery"], "dict[str, Any] | None"]
@@ -156,6 +157,10 @@ class Gallery:
         if not db_path.exists():
             if p.is_file():
                 raise GalleryError(f"{p} is a file, expected a gallery folder (made by 'edgeembed enroll')")
+            stray = [f.name for f in p.glob("vectors*.f32") if f.stat().st_size > 0] if p.is_dir() else []
+            if stray:
+                raise GalleryError(f"{p} holds {stray[0]} but no {DB_NAME}: a gallery whose database was lost or moved; "
+                                   f"restore {DB_NAME} from a backup (nothing was changed)")
             raise GalleryError(f"no gallery at {p} (expected {db_path}); create one with 'edgeembed enroll --model MODEL --gallery {p} DIR'")
         try:
             db = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
@@ -166,6 +171,11 @@ class Gallery:
                 detail = next((ln for ln in problem.splitlines() if ln.strip() and not ln.startswith("***")), problem)
                 raise sqlite3.DatabaseError(f"integrity check: {detail.strip()}")
         except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc) and Path(str(db_path) + "-journal").exists():
+                # a write cut off by a crash or power loss: SQLite rolls it back on the next open, which needs write access
+                raise GalleryError(f"{db_path} has a write that was cut off ({DB_NAME}-journal beside it) and must be "
+                                   "rolled back before it can be read, but the gallery is read-only here; open it once "
+                                   "with write access (e.g. 'edgeembed gallery list' as its owner): nothing is lost") from None
             raise GalleryError(f"{db_path} is not a readable gallery database ({exc}); restore it from a backup") from None
         return cls(p, db)
 
@@ -235,6 +245,7 @@ class Gallery:
         with self._lock:
             try:
                 with self._db:
+                    self._mark_write()
                     self._db.execute("DELETE FROM meta WHERE key IN ('threshold', 'threshold_source')")
                     self._meta_after(meta)
                     self._load_meta()
@@ -307,6 +318,7 @@ class Gallery:
 
     def _set_meta(self, values: dict[str, Any]) -> None:
         with self._lock, self._db:
+            self._mark_write()
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in values.items()])
         self.meta.update(values)
@@ -449,13 +461,17 @@ class Gallery:
     # ------------------------------------------------------------------ writing
     def add(self, labels: Sequence[str], vectors: np.ndarray, sources: Sequence[str | None] | None = None,
             infos: Sequence[dict | None] | None = None,
-            meta: dict[str, Any] | Callable[[list[str], np.ndarray], dict[str, Any] | None] | None = None) -> list[int]:
+            meta: dict[str, Any] | Callable[[list[str], np.ndarray], dict[str, Any] | None] | None = None,
+            skip: Callable[[list[str], np.ndarray, list[str | None]], list[Any]] | None = None) -> list[int]:
         """Add entries in one atomic step: all of them, or (on any failure) none. ``vectors``: an (N, dim) array, or
         N Embeddings (another model's are refused, as in ``search``).
 
         ``meta``: values (e.g. the new threshold) committed in the same transaction; a function is called
         under the write lock, on the gallery as committed, with the labels as stored and the vectors as stored. The lock is taken before the vector file is
         touched, so two enrolments at once queue instead of both appending at the same committed end.
+        ``skip``: called under the same lock (labels, vectors, sources); the entries it gives a truthy value for are
+        not added (pictures already enrolled: checked there, two enrolments of one folder at once add it once).
+        Returns the ids of the entries added, in order.
         """
         n = len(labels)
         if isinstance(vectors, (list, tuple)) and any(hasattr(v, "vector") for v in vectors):  # Embeddings
@@ -476,23 +492,23 @@ class Gallery:
         if len(sources) != n or len(infos) != n:
             raise InputError(f"{n} labels need {n} sources and infos (or none), got {len(sources)} and {len(infos)}")
         now = time.time()
-        ids = []
-        global WRITES_STARTED
-        WRITES_STARTED += 1
+        ids: list[int] = []
         with self._lock, self._db:  # one transaction: entries, committed row count, meta
             self._db.execute("BEGIN IMMEDIATE")  # the write lock, held until the commit
             self._load_meta()  # another process may have committed since this gallery was opened
             self._matrix = None
+            if skip is not None:
+                keep = [i for i, why in enumerate(skip(labels, vectors, sources)) if not why]
+                if not keep:
+                    return []
+                labels, sources, infos = [labels[i] for i in keep], [sources[i] for i in keep], [infos[i] for i in keep]
+                vectors, n = vectors[keep], len(keep)
             rows0 = self._committed_rows()
             labels = self._stored_spellings(labels)
             extra = meta(labels, vectors) if callable(meta) else meta
             path = self._check_vectors_file(rows0)
-            with open(path, "r+b" if path.exists() else "w+b") as f:
-                f.truncate(rows0 * self.binding.dim * 4)  # drop rows of an enrolment that never committed
-                f.seek(0, os.SEEK_END)
-                f.write(vectors.tobytes())
-                f.flush()
-                os.fsync(f.fileno())
+            self._append_rows(path, rows0, vectors)
+            self._mark_write()
             for name in sorted(set(labels)):
                 self._db.execute("INSERT OR IGNORE INTO labels(name, created) VALUES (?, ?)", (name, now))
             label_ids = dict(self._db.execute("SELECT name, id FROM labels"))
@@ -507,9 +523,30 @@ class Gallery:
                                  [(k, json.dumps(v)) for k, v in values.items()])
             self.meta.update(values)
             self._matrix = None
-        global ENTRY_COMMITS
-        ENTRY_COMMITS += 1
         return ids
+
+    def _append_rows(self, path: Path, rows0: int, vectors: np.ndarray) -> None:
+        """Under the write lock: the new rows after the ``rows0`` committed ones. If writing fails (a full disk),
+        the file is cut back to the committed rows: the half-written rows held the space a removal then needed."""
+        committed = rows0 * self.binding.dim * 4
+        with open(path, "r+b" if path.exists() else "w+b") as f:
+            try:
+                f.truncate(committed)  # drop rows of an enrolment that never committed
+                f.seek(0, os.SEEK_END)
+                f.write(vectors.tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    f.truncate(committed)
+                raise
+
+    def _mark_write(self) -> None:
+        """Inside a write transaction: a new token committed with it (``last_write_committed``)."""
+        global PENDING_WRITE
+        token = secrets.token_hex(8)
+        PENDING_WRITE = (str((self.path / DB_NAME).resolve()), token)
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_write', ?)", (json.dumps(token),))
 
     def _check_vectors_file(self, rows: int) -> Path:
         """The vector file, refused when it holds fewer than the ``rows`` committed rows (cut short or lost):
@@ -544,6 +581,7 @@ class Gallery:
             raise GalleryError(f"label {label!r} is not in gallery {self.path}; 'edgeembed gallery list' shows the labels")
         try:
             with self._db:
+                self._mark_write()
                 n = self._db.execute("DELETE FROM entries WHERE label_id=?", (row[0],)).rowcount
                 self._db.execute("DELETE FROM labels WHERE id=?", (row[0],))
                 self._meta_after(meta)
@@ -591,6 +629,7 @@ class Gallery:
         with self._lock:
             try:
                 with self._db:
+                    self._mark_write()
                     cur = self._db.execute("DELETE FROM entries WHERE id=?", (int(entry_id),))
                     if cur.rowcount == 0:
                         raise GalleryError(f"entry {entry_id} is not in gallery {self.path}; 'edgeembed gallery list "
@@ -619,6 +658,7 @@ class Gallery:
             if self._db.execute("SELECT name FROM labels WHERE id=?", (row[0],)).fetchone()[0] == new:
                 return "unchanged"
             target = self._db.execute("SELECT id FROM labels WHERE name=?", (new,)).fetchone()
+            self._mark_write()
             if target is None:
                 self._db.execute("UPDATE labels SET name=? WHERE id=?", (new, row[0]))
             else:
@@ -643,33 +683,47 @@ class Gallery:
                 self._load_meta()
                 rows_total = self._committed_rows()
                 live = self._db.execute("SELECT id, row FROM entries ORDER BY row").fetchall()
+                current = self._check_vectors_file(rows_total)  # a damaged gallery is said so, not "0 dropped"
                 if len(live) == rows_total:
-                    return 0
-                dim = self.binding.dim
-                old = np.fromfile(self._check_vectors_file(rows_total), dtype="<f4",
-                                  count=rows_total * dim).reshape(rows_total, dim)
-                # a name no file has: never the live file, even when the clock repeats (a board without a clock)
-                fd, new_path = _new_file(self.path, "vectors.", ".f32")
-                new_name = new_path.name
-                kept = np.ascontiguousarray(old[[r for _, r in live]])
-                with os.fdopen(fd, "wb") as f:
-                    f.write(kept.tobytes())
-                    f.flush()
-                    os.fsync(f.fileno())
-                check = _row_check(len(kept), new_name, kept[-1]) if len(kept) else None
-                self._db.execute("UPDATE entries SET row = -1 - row")
-                self._db.executemany("UPDATE entries SET row=? WHERE id=?", [(i, eid) for i, (eid, _) in enumerate(live)])
-                values = {"rows": len(live), "vectors_file": new_name, "last_row_check": check}
-                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                     [(k, json.dumps(v)) for k, v in values.items()])
+                    live = None  # nothing to drop
+                else:
+                    dim = self.binding.dim
+                    old = np.fromfile(current, dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
+                    # a name no file has: never the live file, even when the clock repeats (a board without a clock)
+                    fd, new_path = _new_file(self.path, "vectors.", ".f32")
+                    new_name = new_path.name
+                    kept = np.ascontiguousarray(old[[r for _, r in live]])
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(kept.tobytes())
+                        f.flush()
+                        os.fsync(f.fileno())
+                    check = _row_check(len(kept), new_name, kept[-1]) if len(kept) else None
+                    self._db.execute("UPDATE entries SET row = -1 - row")
+                    self._db.executemany("UPDATE entries SET row=? WHERE id=?",
+                                         [(i, eid) for i, (eid, _) in enumerate(live)])
+                    values = {"rows": len(live), "vectors_file": new_name, "last_row_check": check}
+                    self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                         [(k, json.dumps(v)) for k, v in values.items()])
+                    self._mark_write()
         except BaseException:  # a full disk, a failed commit, Ctrl-C: the copy goes, the gallery is as it was
-            if new_path is not None:
+            # unless the commit went in and only then came the interrupt: the copy is then the gallery's vector file
+            if new_path is not None and self._named_vector_file() not in (new_path.name, None):
                 new_path.unlink(missing_ok=True)
             raise
+        self._sweep_vector_files()  # the file replaced, and what a compaction killed before or after its commit left
+        if live is None:
+            return 0
         self.meta.update(values)
-        self._sweep_vector_files()
         self._matrix = None
         return rows_total - len(live)
+
+    def _named_vector_file(self) -> str | None:
+        """The vector file the committed database names; None when it cannot be read."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key='vectors_file'").fetchone()
+        except sqlite3.Error:
+            return None
+        return json.loads(row[0]) if row else "vectors.f32"
 
     def _sweep_vector_files(self) -> None:
         """Remove the vector files the gallery does not name: the one this compaction replaced, the copy of a
@@ -684,14 +738,40 @@ class Gallery:
                 for f in self.path.glob("vectors*.f32"):
                     if f.name != keep:
                         f.unlink(missing_ok=True)
+            with _creation_lock(self.path):  # a creation killed before its rename left its database copy
+                for f in self.path.glob(DB_NAME + ".*.tmp"):
+                    f.unlink(missing_ok=True)
         except (OSError, sqlite3.Error):  # a leftover file costs only space; the next compaction sweeps again
             pass
+
+    def check(self) -> None:
+        """Refuse a gallery whose vector file is missing, cut short or another gallery's (GalleryError), as every
+        search and write would: for ``gallery list``, which reads only the database."""
+        with self._lock:
+            self._check_vectors_file(self._committed_rows())
 
     def summary(self) -> dict[str, Any]:
         labels = self.labels()
         return {"gallery": str(self.path), "entries": len(self), "labels": labels, "label_count": len(labels),
                 "model": self.binding.model_path, "fingerprint": self.binding.fingerprint, "dim": self.binding.dim,
                 "mode": self.binding.mode, "threshold": self.threshold}
+
+
+def last_write_committed() -> bool | None:
+    """Whether this process's last gallery write is in its gallery (its token committed): for an interrupted command's
+    last line. None when this process began no write, or the database cannot be read now."""
+    if PENDING_WRITE is None:
+        return None
+    path, token = PENDING_WRITE
+    try:
+        db = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key='last_write'").fetchone()
+        finally:
+            db.close()
+    except (sqlite3.Error, ValueError):
+        return None
+    return row is not None and json.loads(row[0]) == token
 
 
 @contextlib.contextmanager

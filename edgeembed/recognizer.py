@@ -210,16 +210,13 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
     entry's source -> its new entry id. ``model``: the model's ``model_values``; its figure for unrelated pictures (or its
     absence) is kept in the same commit when the gallery holds another (made by an earlier edgeembed, or with a model
     file since replaced by one that embeds the same). Without ``model`` the gallery's figure stays as it is."""
-    dup = already_enrolled(gallery, labels, vectors, sources)
-    again = [{"source": str(sources[i]), "reason": dup[i]} for i in range(len(labels)) if dup[i] is not None]
-    keep = [i for i in range(len(labels)) if dup[i] is None]
-    if not keep:
-        return again
-    if len(keep) < len(labels):
-        labels = [labels[i] for i in keep]
-        vectors = np.asarray(vectors)[keep]
-        sources = [sources[i] for i in keep]
-        infos = [infos[i] for i in keep] if infos is not None else None
+    given = list(sources)
+    reasons: list[str | None] = [None] * len(labels)
+
+    def skip(stored_labels: list[str], stored_vectors: np.ndarray, stored_sources: list[str | None]) -> list[str | None]:
+        # under the write lock, against every entry committed so far: two enrolments of one folder at once add it once
+        reasons[:] = already_enrolled(gallery, stored_labels, stored_vectors, stored_sources)
+        return reasons
 
     def threshold(stored_labels: list[str], stored_vectors: np.ndarray) -> dict[str, Any] | None:
         # under the write lock: with every entry committed so far, and the new ones as the gallery stores them
@@ -232,10 +229,11 @@ def add_entries(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray, so
         values = {"threshold": round(t, 6), "threshold_source": "auto"} if t is not None else {}
         return {**figure, **values} or None
 
-    ids = gallery.add(labels, vectors, [stored_source(s) for s in sources], infos, meta=threshold)
+    ids = gallery.add(labels, vectors, [stored_source(s) for s in given], infos, meta=threshold, skip=skip)
+    kept = [i for i, why in enumerate(reasons) if not why]
     if added is not None:
-        added.update(zip(map(str, sources), ids))
-    return again
+        added.update(zip((str(given[i]) for i in kept), ids))
+    return [{"source": str(given[i]), "reason": why} for i, why in enumerate(reasons) if why]
 
 
 def look_alikes(gallery: Gallery, labels: Sequence[str], vectors: np.ndarray,

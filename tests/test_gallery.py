@@ -138,11 +138,12 @@ def test_imagenet_gallery_survives_sigkill_of_second_enrolment(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout == before
-    # Ctrl-C at the same point: one line saying nothing was committed, exit 130, gallery unchanged.
+    # Ctrl-C at the same point: one line saying nothing was written (no gallery write had begun), exit 130,
+    # gallery unchanged.
     proc = _enrolment_reaching(gal, second, 0.25)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "not committed" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "nothing half-written was kept" in err and "Traceback" not in err
     assert run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout == before
     assert json.loads(before)["entries"] == 1000
     # SIGKILL once every picture is embedded, around the write: all of the enrolment or none of it.
@@ -597,6 +598,40 @@ def test_two_enrolments_creating_one_new_gallery_both_land(tmp_path):
         assert sorted(p.name for p in gal.iterdir()) == ["gallery.sqlite", "vectors.f32"]  # no temporary left
 
 
+def test_one_folder_enrolled_twice_at_once_is_added_once(tmp_path):
+    """Two `enroll` runs of the same folder waiting on the write lock together: the pictures already enrolled are
+    checked under the lock, so the second skips them (it added them again, and the duplicates raised the threshold)."""
+    import sqlite3
+
+    gal = tmp_path / "gal"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, _coil_pictures(tmp_path, "seed", ("obj01", "obj02"),
+                                                                         range(0, 72, 12)), "--quiet", check=True)
+    pics = _coil_pictures(tmp_path, "p", ("obj03", "obj04"), range(0, 72, 2))  # 72: progress lines
+    holder = sqlite3.connect(gal / "gallery.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, as a slow SD card holds it
+    procs = [subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(pics)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    seen = {proc: [] for proc in procs}
+    for proc in procs:  # both have embedded their pictures and now wait for the lock
+        for line in proc.stderr:
+            seen[proc].append(line)
+            if re.search(r"\] 72/72 ", line):
+                break
+    import time
+
+    time.sleep(1.0)
+    holder.execute("ROLLBACK")
+    holder.close()
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, "".join(seen[proc]) + err
+        reports.append(int(re.search(r"enrolled (\d+) images?", out).group(1)))
+    assert sorted(reports) == [0, 72], reports
+    with Gallery.open(gal) as g:
+        assert g.labels() == {"obj01": 6, "obj02": 6, "obj03": 36, "obj04": 36}
+
+
 def test_a_gallery_whose_database_was_lost_is_not_overwritten(tmp_path):
     gal = tmp_path / "gal"
     pics = _coil_pictures(tmp_path, "p", ("obj01",), range(0, 72, 12))
@@ -607,6 +642,78 @@ def test_a_gallery_whose_database_was_lost_is_not_overwritten(tmp_path):
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert "holds vectors.f32 but no gallery.sqlite" in p.stderr and "restore gallery.sqlite" in p.stderr
     assert (gal / "vectors.f32").read_bytes() == vectors and not (gal / "gallery.sqlite").exists()
+    for args in (("gallery", "list", "--gallery", gal), ("recognize", "--gallery", gal, "--source", pics)):
+        p = run_cli(*args)  # said the same way, not "no gallery at ...: create one with enroll" (which refuses)
+        assert p.returncode == 2 and "holds vectors.f32 but no gallery.sqlite" in p.stderr, p.stderr
+
+
+def test_a_damaged_vector_file_fails_list_and_compact_too(tmp_path):
+    """`gallery list` and `gallery compact` exited 0 on a gallery whose vector file was gone, which every search
+    and write refuses; list still shows the entries (what to enrol again from), then says so."""
+    gal = tmp_path / "gal"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, _coil_pictures(tmp_path, "p", ("obj01",), range(0, 72, 12)),
+            "--quiet", check=True)
+    (gal / "vectors.f32").unlink()
+    p = run_cli("gallery", "list", "--gallery", gal)
+    assert p.returncode == 2 and "obj01: 6" in p.stdout and "vectors.f32 is missing" in p.stderr, p.stderr
+    p = run_cli("gallery", "compact", "--gallery", gal)
+    assert p.returncode == 2 and "vectors.f32 is missing" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+class _Interrupted:
+    """A gallery's connection whose write transaction is interrupted at its end: after its commit went through
+    (``committed``: Ctrl-C landing in the commit's last disk sync, which SQLite finishes before Python raises
+    KeyboardInterrupt), or just before it (the transaction is rolled back)."""
+
+    def __init__(self, db, committed: bool):
+        self._real, self.committed = db, committed
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __enter__(self):
+        return self._real.__enter__()
+
+    def __exit__(self, *exc):
+        if exc[0] is not None or not self._real.in_transaction:
+            return self._real.__exit__(*exc)
+        if self.committed:
+            self._real.__exit__(None, None, None)
+        else:
+            self._real.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_after_a_compaction_committed_keeps_its_vector_file(tmp_path):
+    """Ctrl-C just after a compaction's commit deleted the new vector file the database now named: the gallery
+    was lost ('vectors.<hex>.f32 is missing'). The command's last line now says whether the change went in."""
+    from edgeembed import gallery as gallery_module
+    from edgeembed.cli import _interrupted_line
+
+    g = Gallery.create(tmp_path / "g", _binding(dim=4))
+    rng = np.random.default_rng(3)
+    g.add(["a", "b", "c"], _unit(rng, 3, 4), [None] * 3)
+    g.remove_label("b")
+    real = g._db
+    g._db = _Interrupted(real, committed=True)
+    with pytest.raises(KeyboardInterrupt):
+        g.compact()
+    g._db = real
+    assert "was committed" in _interrupted_line() and gallery_module.last_write_committed() is True
+    g.close()
+    with Gallery.open(tmp_path / "g") as again:
+        assert again.labels() == {"a": 1, "c": 1} and again.matrix.shape == (2, 4)
+        assert (tmp_path / "g" / again.meta["vectors_file"]).exists()
+    # interrupted before the commit: the gallery as it was, and said so
+    g = Gallery.open(tmp_path / "g")
+    real = g._db
+    g._db = _Interrupted(real, committed=False)
+    with pytest.raises(KeyboardInterrupt):
+        g.add(["d"], _unit(rng, 1, 4), [None])
+    g._db = real
+    assert "not committed" in _interrupted_line() and gallery_module.last_write_committed() is False
+    assert g.labels() == {"a": 1, "c": 1}
+    g.close()
 
 
 def test_compaction_never_names_its_copy_after_the_live_file_and_sweeps_old_copies(tmp_path, monkeypatch):
@@ -681,6 +788,11 @@ def test_a_full_disk_says_so_and_keeps_the_gallery(tmp_path, full_disk):
     run_cli("gallery", "remove", "obj02", "--gallery", gal, check=True)
     free = os.statvfs(full_disk).f_bavail * os.statvfs(full_disk).f_frsize
     (full_disk / "filler").write_bytes(b"\0" * max(0, free - 4096))
+    size = (gal / "vectors.f32").stat().st_size
+    p = run_cli("enroll", "--gallery", gal, more, "--quiet")
+    assert p.returncode == 2 and "no space left" in p.stderr, p.stderr
+    # the rows written before the disk filled are cut off again: they held the space the next removal needed
+    assert (gal / "vectors.f32").stat().st_size == size
     for args in (("enroll", "--gallery", gal, more, "--quiet"), ("gallery", "compact", "--gallery", gal),
                  ("gallery", "rename", "obj01", "first", "--gallery", gal)):
         p = run_cli(*args)
