@@ -4,6 +4,9 @@ Each track (the whole frame in image mode, one face in face mode) keeps its last
 answers. Its smoothed label changes only when another answer ("unknown" included) holds a
 strict majority of a full window, so a single odd frame never flips it, and each change of
 the smoothed label gives exactly one "left" for the old label and one "appeared" for the new.
+A face track that a majority of its window saw but that has no label is an unknown face: it
+appears and leaves with label None (at a front door, the stranger is the event that matters);
+the whole frame of image mode never does (no enrolled object in view is no event).
 Faces are followed from frame to frame by box overlap (IoU), which is enough at camera rates.
 """
 from __future__ import annotations
@@ -64,12 +67,15 @@ class LabelSmoother:
         self.need = self.window // 2 + 1
         self.hold_margin = hold_margin
         self.history: deque[tuple[str | None, float, str | None]] = deque(maxlen=self.window)
+        self.sightings: deque[bool] = deque(maxlen=self.window)  # beside history: did that frame see the thing
         self.label: str | None = None
         self.threshold: float | None = None  # the last one given: an empty frame is judged by it too
 
     def update(self, label: str | None, score: float, candidate: str | None = None,
-               threshold: float | None = None) -> tuple[str | None, float]:
-        """Add one raw answer; return the smoothed (label, score)."""
+               threshold: float | None = None, seen: bool = True) -> tuple[str | None, float]:
+        """Add one raw answer (``seen`` False: the thing was not found in this frame); return the smoothed
+        (label, score)."""
+        self.sightings.append(seen)
         if threshold is not None:
             self.threshold = threshold
         elif label is None and candidate is None:
@@ -94,9 +100,21 @@ class LabelSmoother:
         return self.label, sum(scores) / len(scores)
 
     @property
-    def empty(self) -> bool:
-        """True when the whole window says nothing is there."""
-        return all(lbl is None for _, _, lbl in self.history)
+    def present(self) -> bool:
+        """Seen in a strict majority of the window: the same debounce as a label, so one missed or one stray
+        detection is no appearance and no departure."""
+        return sum(self.sightings) >= self.need
+
+    @property
+    def gone(self) -> bool:
+        """Not seen in the whole window: nothing is left to smooth."""
+        return not any(self.sightings)
+
+    @property
+    def seen_score(self) -> float:
+        """Mean raw score of the frames that saw it (an unknown face's best-match score, empty frames left out)."""
+        scores = [s for (_, s, _), seen in zip(self.history, self.sightings) if seen]
+        return sum(scores) / len(scores) if scores else 0.0
 
 
 @dataclass
@@ -111,12 +129,25 @@ class Track:
     score: float = 0.0
     seen: bool = True
 
+    @property
+    def present(self) -> bool:
+        """Smoothly in view: it has a label, or a majority of its window saw it."""
+        return self.label is not None or self.smoother.present
+
+    @property
+    def unknown(self) -> bool:
+        """A face smoothly in view that no enrolled label holds; never the whole frame of image mode."""
+        return self.box is not None and self.label is None and self.smoother.present
+
     def to_dict(self) -> dict[str, Any]:
         r = self.raw
-        return {"track": self.id, "box": list(self.box) if self.box else None, "label": self.label,
-                "score": round(self.score, 6), "raw_label": r.label if r and self.seen else None,
-                "raw_score": round(r.score, 6) if r and self.seen else None,
-                "matches": (r.matches if r and self.seen else [])}
+        d = {"track": self.id, "box": list(self.box) if self.box else None, "label": self.label,
+             "score": round(self.score, 6), "raw_label": r.label if r and self.seen else None,
+             "raw_score": round(r.score, 6) if r and self.seen else None,
+             "matches": (r.matches if r and self.seen else [])}
+        if self.box is not None:
+            d.update(present=self.present, unknown=self.unknown)
+        return d
 
 
 def _centre_distance(a: Box, b: Box) -> float:
@@ -137,7 +168,7 @@ class TrackSmoother:
     """Smoothing and debounced events for every track of a stream.
 
     ``update(frame, results)`` returns the live tracks and the events of this frame:
-    ``{"event": "appeared"|"left", "label", "frame", "score", "track"}``.
+    ``{"event": "appeared"|"left", "label", "frame", "score", "track"}``; label None is an unknown face.
     """
 
     def __init__(self, window: int = 5, min_iou: float = 0.3):
@@ -155,23 +186,35 @@ class TrackSmoother:
             t.box, t.raw, t.seen = r.box, r, True
         for t in self.tracks:
             r = t.raw if t.seen and t.raw else Result(t.box, None, 0.0)
-            before, before_score = t.label, t.score
-            t.label, t.score = t.smoother.update(r.label, r.score, r.candidate, r.threshold)
-            if t.label != before:
-                if before is not None:
-                    events.append(self._event("left", before, frame, t, score=round(before_score, 6)))
-                if t.label is not None:
-                    events.append(self._event("appeared", t.label, frame, t))
+            before, was_unknown, before_score = t.label, t.unknown, t.score
+            t.label, t.score = t.smoother.update(r.label, r.score, r.candidate, r.threshold, seen=t.seen)
+            events += self._changes(frame, t, before, was_unknown, before_score)
         # a face that has been gone for a whole window is forgotten (its "left" was emitted above)
-        self.tracks = [t for t in self.tracks if t.seen or not t.smoother.empty or t.box is None]
+        self.tracks = [t for t in self.tracks if t.seen or not t.smoother.gone or t.box is None]
         return list(self.tracks), events
 
+    def _changes(self, frame: int, t: Track, before: str | None, was_unknown: bool, before_score: float) -> list[dict]:
+        """The events of one track's step: what it showed leaves first, then what it shows now appears."""
+        events = []
+        if before is not None and t.label != before:
+            events.append(self._event("left", before, frame, t, score=round(before_score, 6)))
+        if was_unknown and not t.unknown:
+            events.append(self._event("left", None, frame, t, score=round(t.smoother.seen_score, 6)))
+        if t.unknown and not was_unknown:
+            events.append(self._event("appeared", None, frame, t, score=round(t.smoother.seen_score, 6)))
+        if t.label is not None and t.label != before:
+            events.append(self._event("appeared", t.label, frame, t))
+        return events
+
     def finish(self, frame: int, reason: str = "end") -> list[dict]:
-        """The stream ended (``reason``: end, or source_lost when a camera stayed away, or error): every label still
-        present leaves."""
-        events = [self._event("left", t.label, frame, t, reason=reason) for t in self.tracks if t.label is not None]
+        """The stream ended (``reason``: end, or source_lost when a camera stayed away, or error): every label and
+        every unknown face still present leaves."""
+        events = [self._event("left", t.label, frame, t, reason=reason,
+                              **({"score": round(t.smoother.seen_score, 6)} if t.unknown else {}))
+                  for t in self.tracks if t.label is not None or t.unknown]
         for t in self.tracks:
             t.label = None
+            t.smoother.sightings.clear()
         return events
 
     def _assign(self, results: list[Result]) -> list[tuple[Result, Track]]:
@@ -215,7 +258,7 @@ class TrackSmoother:
         return t
 
     @staticmethod
-    def _event(kind: str, label: str, frame: int, t: Track, **extra: Any) -> dict:
+    def _event(kind: str, label: str | None, frame: int, t: Track, **extra: Any) -> dict:
         e = {"event": kind, "label": label, "frame": frame, "score": round(t.score, 6), "track": t.id}
         if t.box is not None:
             e["box"] = list(t.box)

@@ -119,6 +119,8 @@ def test_unseen_photos_with_strangers(tmp_path):
           f"raw unknown {np.mean([f['raw_label'] is None for f, _ in unknown]):.4f}")
     assert acc >= 0.98
     _check_events(events, truth)
+    # image mode: the whole frame is "unknown" whenever no enrolled class is in view; that is no event
+    assert any(f["label"] is None for f, _ in unknown) and all(e["label"] is not None for e in events)
 
 
 def test_fps_cap_max_frames_and_annotated_video(coil, tmp_path):
@@ -332,7 +334,7 @@ def test_live_annotated_video_skips_pictures_that_come_faster_than_its_rate(tmp_
 def test_a_face_moving_faster_than_its_box_keeps_its_track():
     """Someone walking past at a few processed frames per second: the box moves 60 px a frame, no overlap
     between frames; the nearest track of a similar size within 1.5 face widths continues (it was a new,
-    never-labelled track every frame). Two faces far apart are never joined."""
+    never-labelled track every frame). Two faces far apart are never joined; the unknown one appears once."""
     from edgeembed.smoothing import Result, TrackSmoother
 
     sm = TrackSmoother(window=3)
@@ -341,16 +343,18 @@ def test_a_face_moving_faster_than_its_box_keeps_its_track():
         results = [Result((40 + 60 * i, 150, 50, 50), "ann", 0.95), Result((500, 400 - 5 * i, 50, 50), None, 0.3)]
         tracks, ev = sm.update(i, results)
         events += [(e["event"], e["label"], e["track"]) for e in ev]
-    assert events == [("appeared", "ann", 0)] and sorted(t.id for t in tracks) == [0, 1]
+    assert events == [("appeared", "ann", 0), ("appeared", None, 1)] and sorted(t.id for t in tracks) == [0, 1]
 
 
-def test_an_unknown_face_that_leaves_raises_no_event():
-    """A face whose best match stays below the threshold, then goes: no 'appeared' as it leaves (the empty
+def test_an_unknown_face_that_leaves_is_never_named():
+    """A face whose best match stays below the threshold, then goes: no 'appeared ada' as it leaves (the empty
     frames were judged without the threshold, so the old below-threshold votes won: 'appeared ada' with no
-    'left' ever after, 242 such events in an 18-minute live run). A known face that leaves still does both."""
+    'left' ever after, 242 such events in an 18-minute live run); it comes and goes as an unknown face (label
+    None). A known face that leaves still does both under its name."""
     from edgeembed.smoothing import Result, TrackSmoother
 
-    for label, score, expected in ((None, 0.80, []), ("ada", 0.97, [("appeared", "ada"), ("left", "ada")])):
+    for label, score, expected in ((None, 0.80, [("appeared", None), ("left", None)]),
+                                   ("ada", 0.97, [("appeared", "ada"), ("left", "ada")])):
         sm = TrackSmoother(window=5)
         events = []
         for i in range(12):
@@ -432,3 +436,58 @@ def test_segments_loop_on_a_real_full_disk(tmp_path, monkeypatch):
     finally:
         if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(disk)], capture_output=True)  # never leave a mount behind
+
+
+def _face_events(seq: list, window: int = 5, threshold: float = 0.94) -> list[tuple]:
+    """Run one face through the smoother: each item is (label, score, best match) or None for no face."""
+    from edgeembed.smoothing import Result, TrackSmoother
+
+    sm = TrackSmoother(window)
+    events = []
+    for i, x in enumerate(seq):
+        results = [] if x is None else [Result((100 + i, 100, 60, 60), x[0], x[1], candidate=x[2], threshold=threshold)]
+        events += sm.update(i, results)[1]
+    events += sm.finish(len(seq) - 1)
+    return [(e["event"], e["label"], e["frame"], e.get("reason")) for e in events]
+
+
+ADA, STRANGER, ADA_DIM = ("ada", 0.97, "ada"), (None, 0.85, "bob"), (None, 0.92, "ada")
+
+
+def test_an_unknown_face_appears_and_leaves_once():
+    """A stranger: 'appeared' None once a majority of the window saw the face, 'left' None once it did not."""
+    assert _face_events([None] * 3 + [STRANGER] * 10 + [None] * 6) == \
+           [("appeared", None, 5, None), ("left", None, 15, None)]
+    # one missed detection or one stray empty frame is neither a departure nor a new appearance
+    assert _face_events([STRANGER] * 6 + [None] + [STRANGER] * 6 + [None] * 6) == \
+           [("appeared", None, 2, None), ("left", None, 15, None)]
+    # the end of the stream: an unknown face still in view leaves with the reason, like a label
+    assert _face_events([STRANGER] * 8) == [("appeared", None, 2, None), ("left", None, 7, "end")]
+
+
+def test_a_known_face_that_flickers_is_no_unknown_face():
+    """One frame below the threshold, or one frame with no face: the label holds (hysteresis), no unknown events."""
+    for odd in (ADA_DIM, None):
+        assert _face_events([ADA] * 8 + [odd] + [ADA] * 8 + [None] * 6) == \
+               [("appeared", "ada", 2, None), ("left", "ada", 19, None)]
+
+
+def test_a_face_turning_known_or_unknown_leaves_one_and_appears_as_the_other():
+    """Unknown, then recognized, then unknown again: 'left' what it was shown as, then 'appeared' what it is."""
+    assert _face_events([STRANGER] * 8 + [ADA] * 8 + [STRANGER] * 8) == [
+        ("appeared", None, 2, None), ("left", None, 10, None), ("appeared", "ada", 10, None),
+        ("left", "ada", 18, None), ("appeared", None, 18, None), ("left", None, 23, "end")]
+
+
+def test_image_mode_never_has_unknown_events():
+    """The whole frame (no box) with nothing enrolled in view is no event, however long it lasts."""
+    from edgeembed.smoothing import Result, TrackSmoother
+
+    sm = TrackSmoother(5)
+    events = []
+    for i in range(20):
+        r = Result(None, "ada", 0.97, candidate="ada", threshold=0.94) if 5 <= i < 10 else \
+            Result(None, None, 0.6, candidate="bob", threshold=0.94)
+        events += sm.update(i, [r])[1]
+    events += sm.finish(19)
+    assert [(e["event"], e["label"]) for e in events] == [("appeared", "ada"), ("left", "ada")]
