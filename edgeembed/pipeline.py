@@ -99,12 +99,23 @@ class FrameRecord:
         known = [t for t in self.tracks if t.label is not None]
         return max(known or self.tracks, key=lambda t: t.score)
 
+    @property
+    def present_faces(self) -> int:
+        """Face tracks smoothly in view (known or not): a face missed for one frame still counts."""
+        return sum(1 for t in self.tracks if t.box is not None and t.present)
+
+    @property
+    def unknown_faces(self) -> int:
+        """Of those, the ones no enrolled label holds: someone the gallery does not know is here."""
+        return sum(1 for t in self.tracks if t.unknown)
+
     def to_dict(self) -> dict[str, Any]:
         m = self.main
         out: dict[str, Any] = {"frame": self.frame, "label": m.label if m else None,
                                "score": round(m.score, 6) if m else None}
         if self.face_mode:
             out["faces"] = [t.to_dict() for t in self.tracks if t.seen]
+            out.update(present_faces=self.present_faces, unknown_faces=self.unknown_faces)
         elif m is not None:
             d = m.to_dict()
             out.update(smoothed=True, raw_label=d["raw_label"], raw_score=d["raw_score"], matches=d["matches"])

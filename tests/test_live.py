@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from conftest import DATA, V1_EMBED, run_cli
-from test_live_support import (coil_segments, enroll_coil, parse_jsonl, segments_of, smoothed_accuracy, write_clip)
+from test_live_support import (coil_segments, door_clip, enroll_coil, parse_jsonl, segments_of, smoothed_accuracy,
+                               write_clip)
 
 KNOWN = [f"obj{i:02d}" for i in range(1, 11)]
 CALIBRATION = [f"obj{i:02d}" for i in range(11, 21)]  # never in the gallery nor the clip
@@ -491,3 +492,44 @@ def test_image_mode_never_has_unknown_events():
         events += sm.update(i, [r])[1]
     events += sm.finish(19)
     assert [(e["event"], e["label"]) for e in events] == [("appeared", "ada"), ("left", "ada")]
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory):
+    return door_clip(tmp_path_factory.mktemp("door"))
+
+
+def _segment(truth: list, who: str) -> tuple[int, int]:
+    return next((start, end) for start, end, w in segments_of(truth) if w == who)
+
+
+def test_a_stranger_at_the_door_is_an_unknown_face_event(door):
+    """The real face pipeline on a door camera's clip: s1 (enrolled) comes and goes under the name, then a
+    stranger comes and goes as exactly one 'appeared'/'left' with label null (it raised no event at all); the
+    frames say how many faces are in view and how many are unknown; text output says 'unknown'."""
+    gallery, clip, truth = door
+    p = run_cli("recognize", "--gallery", gallery, "--source", clip, "--json", "--camera-name", "Front Door")
+    assert p.returncode == 0, p.stderr
+    frames, events = parse_jsonl(p.stdout)
+    assert len(frames) == len(truth)
+    window = 5  # --smooth's default: an event comes within a window of what it reports
+    (s0, s1_end), (u0, u_end) = _segment(truth, "s1"), _segment(truth, "stranger")
+    got = [(e["event"], e["label"]) for e in events]
+    assert got == [("appeared", "s1"), ("left", "s1"), ("appeared", None), ("left", None)], events
+    assert s0 <= events[0]["frame"] < s0 + window and s1_end <= events[1]["frame"] < s1_end + window
+    assert u0 <= events[2]["frame"] < u0 + window and u_end <= events[3]["frame"] < u_end + window
+    assert events[2]["track"] == events[3]["track"] != events[0]["track"] and events[2]["box"]
+    assert all(set(e) >= {"event", "label", "frame", "score", "track", "box"} for e in events)
+    by_frame = {f["frame"]: f for f in frames}
+    inside = [by_frame[i] for i in range(u0 + window, u_end)]
+    assert all(f["label"] is None and f["present_faces"] == 1 and f["unknown_faces"] == 1 for f in inside)
+    assert all(f["faces"][0]["unknown"] and f["faces"][0]["present"] for f in inside)
+    known = [by_frame[i] for i in range(s0 + window, s1_end)]
+    assert all(f["label"] == "s1" and f["present_faces"] == 1 and f["unknown_faces"] == 0 for f in known)
+    empty = [by_frame[i] for i in range(s1_end + window, u0)]
+    assert all(f["present_faces"] == 0 and f["unknown_faces"] == 0 for f in empty)
+
+    p = run_cli("recognize", "--gallery", gallery, "--source", clip, "--camera-name", "Front Door")
+    assert p.returncode == 0, p.stderr
+    lines = [line.split(" score")[0] for line in p.stdout.splitlines()]
+    assert lines == [f"frame {e['frame']}: {e['event']} {e['label'] or 'unknown'}" for e in events], p.stdout

@@ -1,7 +1,8 @@
 """Shared helpers of the live tests (no tests here): clips from real images, a real MJPEG-over-HTTP server.
 
 Clips are written with cv2.VideoWriter from COIL-20's turntable views (each object turning
-through its views) or from the never-seen photo dataset of tests/unseen.py.
+through its views), from the never-seen photo dataset of tests/unseen.py, or from ORL's faces
+(a door camera: an enrolled person, then a stranger).
 """
 from __future__ import annotations
 
@@ -58,6 +59,37 @@ def enroll_coil(gallery: Path, objects: Sequence[str], work: Path, model: Path =
         for v in GALLERY_VIEWS:
             cv2.imwrite(str(d / f"{v:03d}.png"), coil_view(o, v))
     run_cli("enroll", work / "enroll", "--gallery", gallery, "--model", model, "--quiet", check=True)
+
+
+DOOR = [("s1", 30), (None, 15), ("stranger", 30), (None, 10)]  # (who, frames): a front door's afternoon
+
+
+def door_clip(work: Path) -> tuple[Path, Path, list]:
+    """A face gallery of ORL's s1..s5 (3 photos each, the shipped face model) and a door camera's clip: s1, nobody,
+    s30 (never enrolled), nobody, faces drifting a pixel a frame. Returns (gallery, clip, who is in each frame)."""
+    orl = DATA / "orl-faces"
+    for p in range(1, 6):
+        (work / "people" / f"s{p}").mkdir(parents=True, exist_ok=True)
+        for k in (1, 2, 3):
+            (work / "people" / f"s{p}" / f"{k}.pgm").symlink_to(orl / f"s{p}" / f"{k}.pgm")
+    run_cli("enroll", work / "people", "--gallery", work / "g", "--model", REPO / "models" /
+            "dlib_face_resnet_v1_int8.tflite", "--mode", "face", "--quiet", check=True)
+    photos = {"s1": (1, (4, 5, 6)), "stranger": (30, (1, 2, 3))}
+    clip = work / "door.mkv"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 10, (640, 480))  # lossless
+    assert out.isOpened()
+    truth = []
+    for who, n in DOOR:
+        for t in range(n):
+            frame = np.full((480, 640, 3), 100, np.uint8)
+            if who is not None:
+                person, ks = photos[who]
+                face = cv2.imread(str(orl / f"s{person}" / f"{ks[(t // 10) % 3]}.pgm"))
+                frame[150:329, 230 + t:377 + t] = cv2.resize(face, (147, 179))
+            out.write(frame)
+            truth.append(who)
+    out.release()
+    return work / "g", clip, truth
 
 
 def parse_jsonl(text: str) -> tuple[list[dict], list[dict]]:

@@ -29,7 +29,8 @@ class JsonLinesSink:
 
 
 class TextSink:
-    """Events as text lines (appeared/left); source problems are already on stderr."""
+    """Events as text lines (appeared/left; an unknown face reads "unknown"); source problems are already on
+    stderr."""
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
@@ -40,7 +41,8 @@ class TextSink:
     def on_event(self, event: dict) -> None:
         if event.get("event") in ("appeared", "left"):
             where = f" (face {event['track']} at {event['box']})" if event.get("box") else ""
-            self.stream.write(f"frame {event['frame']}: {event['event']} {event['label']} "
+            label = event["label"] if event["label"] is not None else "unknown"
+            self.stream.write(f"frame {event['frame']}: {event['event']} {label} "
                               f"score {event.get('score', 0):.3f}{where}\n")
             self.stream.flush()
 
