@@ -13,7 +13,8 @@ import time
 import pytest
 
 from conftest import run_cli
-from test_live_support import MjpegServer, Running, coil_segments, coil_view, enroll_coil, free_port, parse_jsonl, write_clip
+from test_live_support import (MjpegServer, Running, coil_segments, coil_view, door_clip, enroll_coil, free_port,
+                               parse_jsonl, segments_of, write_clip)
 
 MOSQUITTO = shutil.which("mosquitto") or (shutil.which("mosquitto", path="/usr/sbin:/sbin"))
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install -y mosquitto)")
@@ -94,6 +95,9 @@ def test_events_state_and_availability_reach_a_subscriber(gallery, tmp_path):
         assert all(e["camera"] == "porch" for e in got)
         states = [json.loads(m)["label"] for m in sub.on("home/edge/porch/state")]
         assert states[:1] == [None] and [s for s in states if s] == ["obj01", "obj02", "obj04"]
+        # image mode: no face counts in the state, and no unknown-face events
+        assert not any({"faces", "unknown"} & set(json.loads(m)) for m in sub.on("home/edge/porch/state"))
+        assert all(e["label"] is not None for e in got)
         assert sub.on("home/edge/porch/availability") == ["online", "offline"]
         # what Home Assistant finds when it (re)subscribes: retained availability, state and discovery
         late = Subscriber(broker.port, "home/edge/#", "homeassistant/#")
@@ -108,6 +112,67 @@ def test_events_state_and_availability_reach_a_subscriber(gallery, tmp_path):
     finally:
         sub.close()
         broker.stop()
+
+
+def _sensor_value(template: str, state: dict) -> str | None:
+    """What Home Assistant's sensor shows for a state, rendered with Jinja2 as Home Assistant does (None without it)."""
+    try:
+        import jinja2
+    except ImportError:
+        return None
+    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(value_json=state)
+
+
+def test_home_assistant_sensor_tells_an_unknown_face_from_an_empty_scene():
+    from edgeembed.outputs.mqtt import VALUE_TEMPLATE
+
+    pytest.importorskip("jinja2")
+    assert _sensor_value(VALUE_TEMPLATE, {"label": "s1", "faces": 2, "unknown": 1}) == "s1"
+    assert _sensor_value(VALUE_TEMPLATE, {"label": None, "faces": 1, "unknown": 1}) == "unknown"
+    assert _sensor_value(VALUE_TEMPLATE, {"label": None, "faces": 0, "unknown": 0}) == "none"
+    assert _sensor_value(VALUE_TEMPLATE, {"label": None, "score": 0.6}) == "unknown"  # image mode: no match
+    assert _sensor_value(VALUE_TEMPLATE, {"label": "obj01", "score": 0.9}) == "obj01"
+
+
+def test_a_stranger_at_the_door_is_an_mqtt_event_and_state(tmp_path):
+    """The audit's case, with the real face pipeline and a real broker: s1 (enrolled), nobody, a stranger, nobody.
+    The stranger raised no event and left the state as an empty porch's; now one 'appeared'/'left' with label null
+    go out, and the retained state counts the faces in view and the unknown ones, republished only when they change."""
+    gallery, clip, truth = door_clip(tmp_path)
+    broker = Broker(tmp_path, free_port()).start()
+    sub = Subscriber(broker.port, "edgeembed/#", "homeassistant/#")
+    try:
+        p = run_cli("recognize", "--gallery", gallery, "--source", clip, "--mqtt", f"127.0.0.1:{broker.port}",
+                    "--camera-name", "Front Door")
+        assert p.returncode == 0, p.stderr
+        time.sleep(1.0)
+        events = [json.loads(m) for m in sub.on("edgeembed/Front_Door/event")]
+        states = [json.loads(m) for m in sub.on("edgeembed/Front_Door/state")]
+        late = Subscriber(broker.port, "edgeembed/#", "homeassistant/#")
+        time.sleep(0.5)
+        retained = {t: p for t, p, r in late.messages if r}
+        late.close()
+    finally:
+        sub.close()
+        broker.stop()
+    window = 5  # --smooth's default
+    (u0, u_end), = [(a, b) for a, b, who in segments_of(truth) if who == "stranger"]
+    assert [(e["event"], e["label"]) for e in events] == \
+           [("appeared", "s1"), ("left", "s1"), ("appeared", None), ("left", None)], events
+    assert u0 <= events[2]["frame"] < u0 + window and u_end <= events[3]["frame"] < u_end + window
+    assert [line.split(":")[1].split(" score")[0] for line in p.stdout.splitlines()] == \
+           [" appeared s1", " left s1", " appeared unknown", " left unknown"], p.stdout
+    # one state per change of label, faces or unknown, not one per frame
+    assert [(s["label"], s["faces"], s["unknown"]) for s in states] == \
+           [(None, 0, 0), ("s1", 1, 0), (None, 0, 0), (None, 1, 1), (None, 0, 0)], states
+    stranger = states[3]
+    assert u0 <= stranger["frame"] < u0 + window and stranger["camera"] == "Front Door"
+    assert states[4]["frame"] == events[3]["frame"]
+    final = json.loads(retained["edgeembed/Front_Door/state"])
+    assert (final["label"], final["faces"], final["unknown"]) == (None, 0, 0)
+    template = json.loads(retained["homeassistant/sensor/edgeembed_Front_Door/config"])["value_template"]
+    shown = [_sensor_value(template, s) for s in states]
+    assert shown in (["none", "s1", "none", "unknown", "none"], [None] * 5)
 
 
 def test_broker_down_at_start_then_up(gallery, tmp_path):

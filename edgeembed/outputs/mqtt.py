@@ -4,8 +4,11 @@ Topics, with ``prefix`` = --mqtt-topic and ``camera`` = --camera-name:
 
     <prefix>/<camera>/availability   "online" / "offline", retained; "offline" is also the last will, and is
                                      published while the camera is away (dropped, reconnecting)
-    <prefix>/<camera>/state          JSON {"label", "score", "frame", "time"}, retained, on every change
-    <prefix>/<camera>/event          JSON {"event": "appeared"|"left", "label", "frame", ...}
+    <prefix>/<camera>/state          JSON {"label", "score", "frame", "time"}, retained, on every change; in face
+                                     mode also "faces" (faces in view) and "unknown" (how many of them no
+                                     enrolled label holds), and a change of either is a change of state
+    <prefix>/<camera>/event          JSON {"event": "appeared"|"left", "label", "frame", ...}; label null is an
+                                     unknown face
     homeassistant/sensor/<prefix>_<camera>/config   retained discovery config of a "label" sensor
 
 The client connects in the background (loop_start + reconnect_delay_set): a broker that is
@@ -30,6 +33,10 @@ import numpy as np
 from ..errors import InputError, require
 
 DEFAULT_PORT = 1883
+# The sensor's value: the label; else 'unknown' while a face no enrolled label holds is in view, 'none' for an empty
+# scene. Image mode's state has no "unknown" count (its whole frame is never a face): no match still reads 'unknown'.
+VALUE_TEMPLATE = ("{{ value_json.label if value_json.label is not none else "
+                  "('unknown' if value_json.unknown | default(1) else 'none') }}")
 
 
 def parse_broker(text: str) -> tuple[str, int]:
@@ -55,6 +62,16 @@ def check_topic_prefix(prefix: str) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "camera"
+
+
+def _seen(record: Any) -> dict[str, Any]:
+    """What the state reports, and a change of which republishes it: the label; in face mode also how many faces
+    are in view and how many of them are unknown (a stranger at the door must not read like an empty porch)."""
+    m = record.main
+    out: dict[str, Any] = {"label": m.label if m else None}
+    if getattr(record, "face_mode", False):
+        out.update(faces=record.present_faces, unknown=record.unknown_faces)
+    return out
 
 
 class MqttSink:
@@ -137,7 +154,7 @@ class MqttSink:
     def _discovery_config(self) -> dict:
         uid = f"edgeembed_{_slug(self.prefix)}_{_slug(self.camera)}"
         return {"name": f"{self.camera} label", "unique_id": uid, "state_topic": self.topics["state"],
-                "value_template": "{{ value_json.label if value_json.label is not none else 'unknown' }}",
+                "value_template": VALUE_TEMPLATE,
                 "json_attributes_topic": self.topics["state"], "availability_topic": self.topics["availability"],
                 "icon": "mdi:eye", "device": {"identifiers": [uid], "name": f"edgeembed {self.camera}",
                                               "manufacturer": "edgeembed"}}
@@ -145,13 +162,13 @@ class MqttSink:
     # -- sink
     def on_frame(self, record: Any, rgb: np.ndarray) -> None:
         m = record.main
-        label = m.label if m else None
+        seen = _seen(record)
         with self._lock:
-            changed = self._state is None or self._state["label"] != label
-            if not changed:
+            old = self._state
+            if old is not None and all(old.get(k) == v for k, v in seen.items()):
                 self._republish_once()
                 return
-            self._state = {"label": label, "score": round(m.score, 4) if m else None, "frame": record.frame,
+            self._state = {**seen, "score": round(m.score, 4) if m else None, "frame": record.frame,
                            "time": round(time.time(), 3), "camera": self.camera}
             self._publish("state", self._state, retain=True)
 
