@@ -212,13 +212,16 @@ class FaceDetector:
         """Every face in a picture (path, or array in ``color`` order), largest first."""
         rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb(image, color)
         h, w = rgb.shape[:2]
+        levels = self._pyramid(rgb) if self.multiscale and max(h, w) >= 2 * self.size else []
+        # the whole-picture pass reads the smallest level: reducing a 12 MP picture to the input again costs more
+        view, z = (levels[-1][1], levels[-1][0]) if levels else (rgb, 1.0)
         faces: list[Face] = []
         for pad in self.fallback_pads:
-            faces = self._detect_once(rgb, pad)
+            faces = _rescaled(self._detect_once(view, pad), z)
             if faces:
                 break
         if self.multiscale and max(h, w) >= 2 * self.size:
-            faces = self._detect_multiscale(rgb, faces)
+            faces = self._detect_multiscale(levels, faces)
         if not faces and self.fallback_tiles > 1 and max(h, w) >= 2 * self.size:
             faces = self._detect_tiled(rgb, self.fallback_tiles)
         kept = [f for f in faces if f.size >= self.min_face]
@@ -231,7 +234,8 @@ class FaceDetector:
         scale = self.size / side
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         ox, oy = (self.size - nw) // 2, (self.size - nh) // 2
-        small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        small = rgb if (nw, nh) == (w, h) else cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1
+                                                           else cv2.INTER_LINEAR)
         canvas = np.zeros((self.size, self.size, 3), np.float32)
         canvas[oy:oy + nh, ox:ox + nw] = small * (2.0 / 255.0) - 1.0  # [-1, 1], padding = black
         with self._lock:
@@ -266,33 +270,43 @@ class FaceDetector:
     TILE_STRIDE = 0.6  # neighbouring tiles overlap by 40%, so every face lies whole inside some tile
     TILE_MAX_SIDE = 1920  # larger pictures are searched at this size (a 12 MP photo: faces from ~80 px)
 
-    def _detect_multiscale(self, rgb: np.ndarray, whole: list[Face]) -> list[Face]:
-        """The whole-picture faces plus those found in overlapping square tiles of growing size. A face cut by a
-        tile's inner edge is left to the tile that holds it whole; everything is merged by weighted NMS. Measured
-        on group pictures (benchmarks/RESULTS.md, "Faces"): 10 of 10 faces in 1280x720 where one pass found 0-1."""
+    def _pyramid(self, rgb: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """The tile search's scales, finest first: (z, the picture reduced by z so that this scale's tiles are the
+        detector's input size). Each level is reduced from the one before (one pass over the full picture)."""
         h0, w0 = rgb.shape[:2]
         k = min(1.0, self.TILE_MAX_SIDE / max(h0, w0))
-        small = rgb if k == 1.0 else cv2.resize(rgb, (max(1, round(w0 * k)), max(1, round(h0 * k))),
-                                                 interpolation=cv2.INTER_AREA)
-        h, w = small.shape[:2]
+        levels: list[tuple[float, np.ndarray]] = []
+        side = float(self.TILE_SIDE)  # in pixels of the picture reduced to TILE_MAX_SIDE
+        while side <= 0.6 * max(h0, w0) * k:
+            z = k * self.size / side  # picture pixels -> this scale's pixels
+            src = levels[-1][1] if levels else rgb
+            levels.append((z, cv2.resize(src, (max(1, round(w0 * z)), max(1, round(h0 * z))),
+                                         interpolation=cv2.INTER_AREA)))
+            side *= self.TILE_GROWTH
+        return levels
+
+    def _detect_multiscale(self, levels: list[tuple[float, np.ndarray]], whole: list[Face]) -> list[Face]:
+        """The whole-picture faces plus those found in overlapping square tiles of growing size (one pyramid level
+        per size, cut into tiles of the detector's input size). A face cut by a tile's inner edge is left to the
+        tile that holds it whole; everything is merged by weighted NMS. Measured on group pictures
+        (benchmarks/RESULTS.md, "Group pictures"): 10 of 10 faces in 1280x720 where one pass found 0-1."""
         found = list(whole)
-        side = float(self.TILE_SIDE)
-        while side <= 0.6 * max(h, w):
-            th, tw = min(h, int(side)), min(w, int(side))
+        for z, level in levels:
+            h, w = level.shape[:2]
+            th, tw = min(h, self.size), min(w, self.size)
             step_y, step_x = max(1, int(th * self.TILE_STRIDE)), max(1, int(tw * self.TILE_STRIDE))
             ys = sorted({*range(0, max(1, h - th + 1), step_y), h - th})
             xs = sorted({*range(0, max(1, w - tw + 1), step_x), w - tw})
             for y in ys:
                 for x in xs:
-                    for f in self._detect_once(small[y:y + th, x:x + tw], 1.0):
+                    for f in self._detect_once(level[y:y + th, x:x + tw], 1.0):
                         bx, by, bw, bh = f.box
-                        cut = ((x > 0 and bx < 2) or (y > 0 and by < 2) or (x + tw < w and bx + bw > tw - 2)
-                               or (y + th < h and by + bh > th - 2))
+                        cut = ((x > 0 and bx < 1) or (y > 0 and by < 1) or (x + tw < w and bx + bw > tw - 1)
+                               or (y + th < h and by + bh > th - 1))
                         if cut or f.score < max(self.score_threshold, TILE_SCORE):
                             continue
-                        found.append(Face(((bx + x) / k, (by + y) / k, bw / k, bh / k),
-                                          (f.keypoints + np.array([x, y], np.float32)) / k, f.score))
-            side *= self.TILE_GROWTH
+                        found.append(Face(((bx + x) / z, (by + y) / z, bw / z, bh / z),
+                                          (f.keypoints + np.array([x, y], np.float32)) / z, f.score))
         return _merge(found)
 
     def _detect_tiled(self, rgb: np.ndarray, n: int, fraction: float = 0.6) -> list[Face]:
@@ -332,6 +346,13 @@ class FaceDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rescaled(faces: list[Face], z: float) -> list[Face]:
+    """Faces found in a picture reduced by z, in the picture's own pixels."""
+    if z == 1.0:
+        return faces
+    return [Face(tuple(v / z for v in f.box), f.keypoints / z, f.score) for f in faces]  # type: ignore[arg-type]
 
 
 def _merge(found: list[Face]) -> list[Face]:
