@@ -183,6 +183,34 @@ def test_every_face_of_a_wide_group_photo_is_found():
         assert len(det.detect(big)) == 10, det_name
 
 
+def test_faces_of_90_and_200_px_in_a_12_mp_picture_are_found():
+    """A 4000x3000 picture (a 12 MP phone photo) with real faces of ~90 px and ~200 px: the default still-picture
+    search finds them all. It used to reduce such pictures to 1920 px first, where a 90 px face is ~43 px, too small
+    for the smallest tiles: a user's 12 MP picture of six astronauts gave the three faces of 113 px and more."""
+    import skimage.data
+
+    astronaut = skimage.data.astronaut()  # its face: a ~94 px box
+    wall = np.stack([skimage.data.brick()] * 3, -1)
+    canvas = cv2.resize(np.tile(wall, (6, 8, 1)), (4000, 3000), interpolation=cv2.INTER_AREA)
+    expected = []  # (x, y, w, h of the pasted picture, face size)
+    for face, native, size, (x, y) in ((astronaut, 94, 90, (600, 1900)), (astronaut, 94, 200, (2300, 300)),
+                                       (_orl(12, 1), 70, 90, (1500, 2300))):  # an ORL face box is ~70 px
+        s = size / native
+        im = cv2.resize(face, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        canvas[y:y + im.shape[0], x:x + im.shape[1]] = im
+        expected.append((x, y, im.shape[1], im.shape[0], size))
+
+    def matched(dets):  # per pasted face: a detection of about its size centred inside the pasted picture
+        return [any(x < f.box[0] + f.box[2] / 2 < x + w and y < f.box[1] + f.box[3] / 2 < y + h
+                    and 0.6 * size < f.size < 1.6 * size for f in dets.faces) for x, y, w, h, size in expected]
+
+    with FaceDetector("short", num_threads=2) as det:
+        dets = det.detect(canvas)
+        assert len(dets) == 3 and all(matched(dets)), [(f.box, f.score) for f in dets.faces]
+        det.TILE_MAX_SIDE = 1920  # the old search: the picture reduced to 1920 px first
+        assert matched(det.detect(canvas)) == [False, True, False]  # the problem was real
+
+
 def test_detector_errors_are_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="not found"):
         FaceDetector(tmp_path / "nope.tflite")
