@@ -213,11 +213,11 @@ class FaceDetector:
         rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb(image, color)
         h, w = rgb.shape[:2]
         levels = self._pyramid(rgb) if self.multiscale and max(h, w) >= 2 * self.size else []
-        # the whole-picture pass reads the smallest level: reducing a 12 MP picture to the input again costs more
-        view, z = (levels[-1][1], levels[-1][0]) if levels else (rgb, 1.0)
+        # the whole-picture pass reads the picture itself: from the pyramid's smallest level (resampled twice) the
+        # boxes moved enough to change which face is the largest (benchmarks/RESULTS.md, "Small faces")
         faces: list[Face] = []
         for pad in self.fallback_pads:
-            faces = _rescaled(self._detect_once(view, pad), z)
+            faces = self._detect_once(rgb, pad)
             if faces:
                 break
         if self.multiscale and max(h, w) >= 2 * self.size:
@@ -302,8 +302,8 @@ class FaceDetector:
                 for x in xs:
                     for f in self._detect_once(level[y:y + th, x:x + tw], 1.0):
                         bx, by, bw, bh = f.box
-                        cut = ((x > 0 and bx < 1) or (y > 0 and by < 1) or (x + tw < w and bx + bw > tw - 1)
-                               or (y + th < h and by + bh > th - 1))
+                        cut = ((x > 0 and bx < 2) or (y > 0 and by < 2) or (x + tw < w and bx + bw > tw - 2)
+                               or (y + th < h and by + bh > th - 2))
                         if cut or f.score < max(self.score_threshold, TILE_SCORE):
                             continue
                         found.append(Face(((bx + x) / z, (by + y) / z, bw / z, bh / z),
@@ -347,13 +347,6 @@ class FaceDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _rescaled(faces: list[Face], z: float) -> list[Face]:
-    """Faces found in a picture reduced by z, in the picture's own pixels."""
-    if z == 1.0:
-        return faces
-    return [Face(tuple(v / z for v in f.box), f.keypoints / z, f.score) for f in faces]  # type: ignore[arg-type]
 
 
 def _merge(found: list[Face]) -> list[Face]:
