@@ -106,6 +106,12 @@ class LabelSmoother:
         return sum(self.sightings) >= self.need
 
     @property
+    def unrecognized(self) -> bool:
+        """A strict majority of the window saw it and answered no label: a stranger, not a known face whose
+        first frames disagree (one odd frame among them made an unknown face appear for a frame)."""
+        return sum(1 for (_, _, lbl), seen in zip(self.history, self.sightings) if seen and lbl is None) >= self.need
+
+    @property
     def gone(self) -> bool:
         """Not seen in the whole window: nothing is left to smooth."""
         return not any(self.sightings)
@@ -137,7 +143,7 @@ class Track:
     @property
     def unknown(self) -> bool:
         """A face smoothly in view that no enrolled label holds; never the whole frame of image mode."""
-        return self.box is not None and self.label is None and self.smoother.present
+        return self.box is not None and self.label is None and self.smoother.present and self.smoother.unrecognized
 
     def to_dict(self) -> dict[str, Any]:
         r = self.raw

@@ -195,6 +195,27 @@ def test_smoother_one_event_per_change_and_face_tracks():
     assert [t.id for t in tracks] == [0]
 
 
+def test_a_known_face_whose_first_frames_disagree_is_never_an_unknown_face():
+    """One odd first frame (below the threshold, best match another label) left a known face without a majority
+    for two frames, and it 'appeared' as unknown for one frame before its name: a stranger alert for a family
+    member. An unknown face needs a majority of frames that saw it and recognized no one."""
+    from edgeembed.smoothing import Result, TrackSmoother
+
+    box = (100, 100, 80, 80)
+    alice = Result(box, "alice", 0.80, candidate="alice", threshold=0.6)
+    odd = Result(box, None, 0.55, candidate="bob", threshold=0.6)
+    for window in (3, 5):
+        sm = TrackSmoother(window)
+        events = []
+        for i, r in enumerate([alice, odd, alice, alice, alice, alice]):
+            events += [(e["event"], e["label"]) for e in sm.update(i, [r])[1]]
+        assert events == [("appeared", "alice")], (window, events)
+    sm = TrackSmoother(5)  # a stranger: every frame below the threshold
+    stranger = Result(box, None, 0.5, candidate="bob", threshold=0.6)
+    events = [(e["event"], e["label"]) for i in range(12) for e in sm.update(i, [stranger] if i < 6 else [])[1]]
+    assert events == [("appeared", None), ("left", None)]
+
+
 def test_processor_hook_tracks_each_box(coil, tmp_path, capsys):
     """recognize_live(args, gallery, processor): what face mode plugs in. Here the 'faces' are the two
     halves of a side-by-side clip (two COIL objects), embedded and searched for real."""
