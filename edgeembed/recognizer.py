@@ -293,43 +293,50 @@ def already_enrolled(gallery: Gallery, labels: Sequence[str], vectors: np.ndarra
     > 0.999), or a copy of a stored picture at another path, or of one given before it in this call (cosine >=
     SAME_PICTURE): a folder copied again from a phone would otherwise be enrolled twice, and the duplicates, perfect
     'genuine' pairs, raise the automatic threshold (9 faces enrolled twice: 0.941 -> 0.951, 2 more of 21 known
-    faces 'unknown')."""
-    v = np.asarray(vectors, np.float32)
-    norms = np.linalg.norm(v, axis=1) if v.ndim == 2 else np.zeros(len(labels))
-    unit = v / np.where(norms > 0, norms, 1.0)[:, None] if v.ndim == 2 else v
+    faces 'unknown'). Runs under the gallery's write lock (``Gallery.add(skip=...)``): one product per label, on
+    the label's own rows of the search matrix."""
+    v = np.asarray(vectors, np.float32).reshape(len(labels), -1)
+    norms = np.linalg.norm(v, axis=1)
+    unit = v / np.where(norms > 0, norms, 1.0)[:, None]
     names = [normal_label(lbl) for lbl in labels]
-    stored: dict[str, list[tuple[int, int, str | None]]] = {}  # label -> (entry id, matrix row, source)
-    by_source: dict[str, list[tuple[str, int]]] = {}
-    m = gallery.matrix if len(gallery) else np.zeros((0, v.shape[-1] if v.ndim == 2 else 0), np.float32)
-    if len(gallery):
-        row_of = {int(eid): r for r, eid in enumerate(gallery._entry_ids)}
-        for e in gallery.entries():
-            if e["id"] in row_of:
-                stored.setdefault(normal_label(e["label"]), []).append((e["id"], row_of[e["id"]], e["source"]))
-            if e["source"]:
-                by_source.setdefault(os.path.realpath(e["source"]), []).append((normal_label(e["label"]), e["id"]))
-    out: list[str | None] = []
-    for i, (name, src) in enumerate(zip(names, sources)):
-        why = None
+    out: list[str | None] = [None] * len(labels)
+    by_label: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
         if norms[i] > 0:
-            for stored_label, eid in by_source.get(os.path.realpath(str(src)), []) if src else []:
-                rows = [r for e, r, _ in stored.get(stored_label, []) if e == eid]
-                if stored_label == name and rows and float(m[rows[0]] @ unit[i]) > 0.999:
-                    why = f"already enrolled under {labels[i]!r} (entry #{eid})"
-                    break
-            same = stored.get(name, [])
-            if why is None and same:
-                scores = m[[r for _, r, _ in same]] @ unit[i]
-                j = int(np.argmax(scores))
-                if scores[j] >= SAME_PICTURE:
-                    eid, _, where = same[j]
-                    why = f"already enrolled under {labels[i]!r} (entry #{eid}, the same picture as {where or 'it'})"
-            if why is None:
-                for k in range(i):
-                    if out[k] is None and names[k] == name and norms[k] > 0 and float(unit[k] @ unit[i]) >= SAME_PICTURE:
-                        why = f"the same picture as {sources[k]}, given before it under {labels[i]!r}"
-                        break
-        out.append(why)
+            by_label.setdefault(name, []).append(i)
+    if len(gallery):
+        m = gallery.matrix  # ordered by label: each label's rows are one slice
+        ids = gallery._entry_ids
+        ends = np.append(gallery._label_starts[1:], len(m))
+        block = {normal_label(n): (int(a), int(b)) for n, a, b in zip(gallery._label_names, gallery._label_starts, ends)}
+        entries = {e["id"]: e for e in gallery.entries()} if by_label.keys() & block.keys() else {}
+        for name, idx in by_label.items():
+            if name not in block:
+                continue
+            a, b = block[name]
+            best, tops = [], []
+            for c in range(0, len(idx), 256):  # (new, stored) scores of this label, 256 new at a time
+                scores = unit[idx[c:c + 256]] @ m[a:b].T
+                best += np.argmax(scores, axis=1).tolist()
+                tops += scores.max(axis=1).tolist()
+            for j, i in enumerate(idx):
+                e = entries.get(int(ids[a + best[j]]))
+                top = tops[j]
+                same_file = e is not None and e["source"] and sources[i] and \
+                    os.path.realpath(e["source"]) == os.path.realpath(str(sources[i]))
+                if e is not None and (top >= SAME_PICTURE or (same_file and top > 0.999)):
+                    where = "" if same_file else f", the same picture as {e['source'] or 'it'}"
+                    out[i] = f"already enrolled under {labels[i]!r} (entry #{e['id']}{where})"
+    for name, idx in by_label.items():  # copies among the new pictures themselves: the first one is kept
+        if len(idx) < 2:
+            continue
+        same = (unit[idx] @ unit[idx].T) >= SAME_PICTURE
+        for j in range(1, len(idx)):
+            i = idx[j]
+            if out[i] is None:
+                k = next((idx[q] for q in np.flatnonzero(same[j, :j]) if out[idx[q]] is None), None)
+                if k is not None:
+                    out[i] = f"the same picture as {sources[k]}, given before it under {labels[i]!r}"
     return out
 
 
