@@ -275,7 +275,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if gallery is not None and args.mode is None:
         args.mode = gallery.binding.mode  # enrolling more into a face gallery needs no --mode face
     if gallery is None and args.mode is None:
-        args.mode = _mode_of_model(args.model or os.environ.get("EDGEEMBED_MODEL"), args.quiet, "enrolling")
+        chosen = args.model or os.environ.get("EDGEEMBED_MODEL")
+        args.mode = _mode_of_model(chosen, args.quiet, "enrolling")
+        if args.mode == "face":
+            args.model = chosen  # face mode's own default is the shipped face model, not the one named here
     if args.mode == "face":
         from .face.cli import enroll_faces  # noqa: PLC0415 - optional feature, imported where used
 

@@ -236,7 +236,7 @@ class Gallery:
     def set_threshold(self, value: float) -> None:
         if not is_cosine(value):
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {value!r}")
-        self._set_meta({"threshold": float(value), "threshold_source": "user"})
+        self._set_meta({"threshold": float(value), "threshold_source": "user"}, mark=True)
 
     def reset_threshold(self, meta: MetaAfter | None = None) -> None:
         """Hand the threshold back to the automatic rule: the value set by hand goes, and ``meta``
@@ -316,9 +316,12 @@ class Gallery:
             return
         self._load_meta()
 
-    def _set_meta(self, values: dict[str, Any]) -> None:
+    def _set_meta(self, values: dict[str, Any], mark: bool = False) -> None:
+        """``mark``: a change the command was asked for (a threshold), which an interrupted command reports; not a
+        re-bind to a moved model file, which any command may do on the way."""
         with self._lock, self._db:
-            self._mark_write()
+            if mark:
+                self._mark_write()
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in values.items()])
         self.meta.update(values)
@@ -748,7 +751,15 @@ class Gallery:
         """Refuse a gallery whose vector file is missing, cut short or another gallery's (GalleryError), as every
         search and write would: for ``gallery list``, which reads only the database."""
         with self._lock:
-            self._check_vectors_file(self._committed_rows())
+            own = not self._db.in_transaction
+            if own:  # one snapshot: a compaction committed since this gallery was opened renamed the file
+                self._db.execute("BEGIN")
+            try:
+                self._load_meta()
+                self._check_vectors_file(self._committed_rows())
+            finally:
+                if own:
+                    self._db.execute("COMMIT")
 
     def summary(self) -> dict[str, Any]:
         labels = self.labels()

@@ -680,6 +680,18 @@ def test_a_face_model_embeds_faces_and_a_face_gallery_takes_only_faces(tmp_path,
             shutil.copy(ORL / f"s{person}" / f"{k}.pgm", small / f"s{person}" / f"{k}.pgm")
     ev = json.loads(run_cli("eval", dlib, small, "--json", "--quiet", check=True).stdout)
     assert ev["mode"] == "face" and ev["recall@1"] == 1.0
+    # EDGEEMBED_MODEL naming a face model: the gallery gets that model (face mode's own default is the shipped one)
+    from edgeembed.spec import ModelSpec, Preprocessing
+    from edgeembed.tflite_file import write_metadata
+
+    tagged = tmp_path / "mobilefacenet_face.tflite"
+    spec = ModelSpec(preprocessing=Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)), embedding_dim=128, task="face")
+    tagged.write_bytes(write_metadata(FLOAT.read_bytes(), {"edgeembed": spec.to_json().encode()}))
+    r = json.loads(run_cli("enroll", photos, "--gallery", tmp_path / "env", "--json", check=True,
+                           env={"EDGEEMBED_MODEL": str(tagged)}).stdout)
+    assert r["mode"] == "face"
+    with Gallery.open(tmp_path / "env") as g:
+        assert Path(g.binding.model_path) == tagged.resolve()
 
     shot = ORL / "s9" / "7.pgm"
     with Gallery.open(gal) as g, open_gallery_embedder(g) as emb:

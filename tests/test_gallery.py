@@ -660,6 +660,42 @@ def test_a_damaged_vector_file_fails_list_and_compact_too(tmp_path):
     assert p.returncode == 2 and "vectors.f32 is missing" in p.stderr and p.stderr.count("\n") == 1, p.stderr
 
 
+def test_a_gallery_checked_after_another_process_compacted_it_is_not_called_damaged(tmp_path):
+    """`gallery list` read the vector file's name as it was when the gallery was opened: a compaction committed
+    by another process meanwhile made a healthy gallery 'damaged, restore from a backup'."""
+    rng = np.random.default_rng(5)
+    with Gallery.create(tmp_path / "g", _binding(dim=4)) as g:
+        g.add(["a", "b", "c"], _unit(rng, 3, 4), [None] * 3)
+    lister = Gallery.open(tmp_path / "g")
+    assert lister.summary()["entries"] == 3
+    with Gallery.open(tmp_path / "g") as other:
+        other.remove_label("b")
+        assert other.compact() == 1
+    lister.check()
+    assert lister.labels() == {"a": 1, "c": 1}
+    lister.close()
+
+
+def test_a_rebind_is_not_the_write_an_interrupted_command_reports(tmp_path):
+    """A command that only re-binds a gallery to its moved model file, interrupted, said its 'gallery change was
+    committed'."""
+    import shutil
+
+    from edgeembed import gallery as gallery_module
+    from edgeembed.cli import _interrupted_line
+    from edgeembed.recognizer import create_gallery, open_gallery_embedder
+
+    model = tmp_path / "a.tflite"
+    shutil.copy(V1_TINY, model)
+    with Embedder.create_from_model_path(model, num_threads=1) as emb, create_gallery(tmp_path / "g", emb) as g:
+        g.add(["owl"], [emb.embed(DATA / "coral-images" / "owl.jpg")])
+    model.rename(tmp_path / "b.tflite")
+    gallery_module.PENDING_WRITE = None
+    with Gallery.open(tmp_path / "g") as g, open_gallery_embedder(g, tmp_path / "b.tflite", num_threads=1):
+        assert Path(g.binding.model_path).name == "b.tflite"  # re-bound
+    assert gallery_module.PENDING_WRITE is None and _interrupted_line() == "interrupted; nothing half-written was kept"
+
+
 class _Interrupted:
     """A gallery's connection whose write transaction is interrupted at its end: after its commit went through
     (``committed``: Ctrl-C landing in the commit's last disk sync, which SQLite finishes before Python raises
