@@ -96,7 +96,7 @@ def main(argv=None) -> int:
             cli(*convert_cmd(arch, out))
             res.setdefault("convert_seconds", {})[arch] = round(time.perf_counter() - t, 1)
         floats[arch] = work / f"{arch}_float32.tflite"
-        if not floats[arch].exists():
+        if not floats[arch].exists() and {"eval", "latency"} & set(args.only):  # only these two use the twins
             cli(*convert_cmd(arch, floats[arch], "float32"))
     if "parity" in args.only:
         res["parity"] = {arch: parity(arch) for arch in SHIPPED}

@@ -4,7 +4,7 @@ Both models of a pair come from the same converter run options (see bench_conver
 writes the float32 twins); they alternate invoke by invoke on the same preprocessed pictures so
 machine load hits both alike; medians are compared. Bar (issue 3): int8 <= 0.8x float32.
 
-    python benchmarks/bench_convert_latency.py --pair models/mobilenet_v2_1.0_224_int8.tflite /tmp/edgeembed_float/mobilenet_v2_float32.tflite \
+    python benchmarks/bench_convert_latency.py --pair models/mobilenet_v2_1.0_224_int8.tflite /tmp/edgeembed_full/mobilenet_v2_float32.tflite \
         [--pair INT8 FLOAT ...] [--threads 1] [--runs 60]
 """
 from __future__ import annotations

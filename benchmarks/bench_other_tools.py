@@ -76,6 +76,8 @@ def compare(tool: str, model: Path, files: list[Path]) -> dict:
     try:
         embed, close, tool_version = TOOLS[tool](model)
         embed(np.zeros((8, 8, 3), np.uint8))
+    except ImportError as exc:  # the tool is not installed here: not a verdict on the file
+        raise SystemExit(f"{tool} is not installed in this Python ({exc}); see this script's docstring for its venv")
     except Exception as exc:  # noqa: BLE001 - the tool's refusal is the result
         return {"model": model.name, "tool": tool, "result": "refused", "error": str(exc).splitlines()[-1][:300]}
     cos = {"same_pixels": [], "own_resize": []}

@@ -72,8 +72,9 @@ def main(models: list[str]) -> None:
                             try:
                                 add_entries(g, list(labels), m, [None] * len(labels))
                                 now = g.threshold
-                                g.meta.pop("model_unrelated_p99", None)  # the rule before (in memory only)
-                                before = auto_threshold(g) or DEFAULT_THRESHOLD
+                                # the rule before: no model figure (given as None; popping it from g.meta no
+                                # longer worked once auto_threshold read the gallery's meta again)
+                                before = auto_threshold(g, unrelated=None) or DEFAULT_THRESHOLD
                             finally:
                                 g.close()
                         acc.append((before, now, *rates(by_obj, strangers, objs, m, labels, before, views),
