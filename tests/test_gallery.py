@@ -200,12 +200,39 @@ def test_a_database_damaged_past_its_first_page_is_refused_on_open(tmp_path):
         Gallery.open(tmp_path / "g")
 
 
+def _enrolments_waiting_on_the_lock(gal: Path, folders: list[Path], pictures: int) -> list[str]:
+    """`enroll` of each folder into ``gal`` at once, held up by a third connection holding the write lock (as
+    another enrolment committing on slow storage) until every one has embedded its ``pictures`` (its progress
+    line says so); then released together. Their outputs, each checked to exit 0."""
+    import sqlite3
+    import time
+
+    holder = sqlite3.connect(gal / "gallery.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    procs = [subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(f)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in folders]
+    seen: dict = {proc: [] for proc in procs}
+    for proc in procs:  # every one has embedded its pictures and now waits for the lock
+        for line in proc.stderr:
+            seen[proc].append(line)
+            if re.search(rf"\] {pictures}/{pictures} ", line):
+                break
+    time.sleep(1.0)
+    holder.execute("ROLLBACK")
+    holder.close()
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, "".join(seen[proc]) + err
+        outs.append(out)
+    return outs
+
+
 def test_two_enrolments_at_once_keep_every_entry_with_its_own_vector(tmp_path):
     """Two `enroll` processes writing to one gallery at the same moment (held up by a third holding the write
     lock, as slow storage would): both commit, one after the other, and every entry keeps its own vector."""
     import json
     import shutil
-    import sqlite3
 
     gal = tmp_path / "gal"
     folders = {}
@@ -216,24 +243,7 @@ def test_two_enrolments_at_once_keep_every_entry_with_its_own_vector(tmp_path):
                 shutil.copyfile(DATA / "coil20" / obj / f"{view:03d}.png", tmp_path / name / obj / f"{view:03d}.png")
         folders[name] = tmp_path / name
     run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, folders["seed"], "--quiet", check=True)
-    holder = sqlite3.connect(gal / "gallery.sqlite", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # the write lock, as another enrolment committing on slow storage
-    procs = [subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(folders[n])],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for n in "ab"]
-    seen = {proc: [] for proc in procs}
-    for proc in procs:  # both have embedded their pictures and now wait for the lock
-        for line in proc.stderr:
-            seen[proc].append(line)
-            if re.search(r"\] 60/60 ", line):
-                break
-    import time
-
-    time.sleep(1.0)
-    holder.execute("ROLLBACK")
-    holder.close()
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, "".join(seen[proc]) + err
+    _enrolments_waiting_on_the_lock(gal, [folders["a"], folders["b"]], 60)
     with Gallery.open(gal) as g, Embedder.create_from_model_path(V1_EMBED, num_threads=1) as emb:
         entries = g.entries()
         assert len(entries) == 132 and set(g.labels()) == {f"obj0{i}" for i in range(1, 7)}
@@ -601,32 +611,12 @@ def test_two_enrolments_creating_one_new_gallery_both_land(tmp_path):
 def test_one_folder_enrolled_twice_at_once_is_added_once(tmp_path):
     """Two `enroll` runs of the same folder waiting on the write lock together: the pictures already enrolled are
     checked under the lock, so the second skips them (it added them again, and the duplicates raised the threshold)."""
-    import sqlite3
-
     gal = tmp_path / "gal"
     run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, _coil_pictures(tmp_path, "seed", ("obj01", "obj02"),
                                                                          range(0, 72, 12)), "--quiet", check=True)
     pics = _coil_pictures(tmp_path, "p", ("obj03", "obj04"), range(0, 72, 2))  # 72: progress lines
-    holder = sqlite3.connect(gal / "gallery.sqlite", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # the write lock, as a slow SD card holds it
-    procs = [subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "enroll", "--gallery", str(gal), str(pics)],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    seen = {proc: [] for proc in procs}
-    for proc in procs:  # both have embedded their pictures and now wait for the lock
-        for line in proc.stderr:
-            seen[proc].append(line)
-            if re.search(r"\] 72/72 ", line):
-                break
-    import time
-
-    time.sleep(1.0)
-    holder.execute("ROLLBACK")
-    holder.close()
-    reports = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, "".join(seen[proc]) + err
-        reports.append(int(re.search(r"enrolled (\d+) images?", out).group(1)))
+    outs = _enrolments_waiting_on_the_lock(gal, [pics, pics], 72)
+    reports = [int(re.search(r"enrolled (\d+) images?", out).group(1)) for out in outs]
     assert sorted(reports) == [0, 72], reports
     with Gallery.open(gal) as g:
         assert g.labels() == {"obj01": 6, "obj02": 6, "obj03": 36, "obj04": 36}
