@@ -127,6 +127,8 @@ class Gallery:
             if stray:
                 raise GalleryError(f"{p} holds {stray[0]} but no {DB_NAME}: a gallery whose database was lost or moved; "
                                    f"restore {DB_NAME} from a backup, or give another folder (nothing was changed)")
+            for left in p.glob(DB_NAME + ".*.tmp"):  # a creation killed before its rename (none runs: we hold the lock)
+                left.unlink(missing_ok=True)
             fd, tmp = _new_file(p, DB_NAME + ".", ".tmp")
             os.close(fd)
             try:

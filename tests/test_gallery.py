@@ -650,6 +650,17 @@ def test_a_damaged_vector_file_fails_list_and_compact_too(tmp_path):
     assert p.returncode == 2 and "vectors.f32 is missing" in p.stderr and p.stderr.count("\n") == 1, p.stderr
 
 
+def test_a_creation_killed_before_its_rename_leaves_nothing_for_good(tmp_path):
+    """A kill during a gallery's creation left its database copy (gallery.sqlite.<hex>.tmp, 32 KB) beside the
+    gallery made by the next run, for good."""
+    folder = tmp_path / "g"
+    folder.mkdir()
+    (folder / "gallery.sqlite.0a1b2c3d4e5f.tmp").write_bytes(b"\0" * 32768)  # what the kill left
+    with Gallery.create(folder, _binding(dim=4)) as g:
+        g.add(["a"], _unit(np.random.default_rng(6), 1, 4), [None])
+    assert sorted(f.name for f in folder.iterdir()) == ["gallery.sqlite", "vectors.f32"]
+
+
 def test_a_gallery_checked_after_another_process_compacted_it_is_not_called_damaged(tmp_path):
     """`gallery list` read the vector file's name as it was when the gallery was opened: a compaction committed
     by another process meanwhile made a healthy gallery 'damaged, restore from a backup'."""
