@@ -123,12 +123,8 @@ class Gallery:
         with _creation_lock(p):  # two enrolments creating the same gallery: one creates, the other finds it
             if (p / DB_NAME).exists():
                 raise GalleryError(f"a gallery already exists at {p}; open it instead, or choose another path")
-            stray = [f.name for f in p.glob("vectors*.f32") if f.stat().st_size > 0]
-            if stray:
-                raise GalleryError(f"{p} holds {stray[0]} but no {DB_NAME}: a gallery whose database was lost or moved; "
-                                   f"restore {DB_NAME} from a backup, or give another folder (nothing was changed)")
-            for left in p.glob(DB_NAME + ".*.tmp"):  # a creation killed before its rename (none runs: we hold the lock)
-                left.unlink(missing_ok=True)
+            _refuse_lost_database(p, ", or give another folder")
+            _remove_killed_creations(p)  # none runs: we hold the lock
             fd, tmp = _new_file(p, DB_NAME + ".", ".tmp")
             os.close(fd)
             try:
@@ -159,10 +155,8 @@ class Gallery:
         if not db_path.exists():
             if p.is_file():
                 raise GalleryError(f"{p} is a file, expected a gallery folder (made by 'edgeembed enroll')")
-            stray = [f.name for f in p.glob("vectors*.f32") if f.stat().st_size > 0] if p.is_dir() else []
-            if stray:
-                raise GalleryError(f"{p} holds {stray[0]} but no {DB_NAME}: a gallery whose database was lost or moved; "
-                                   f"restore {DB_NAME} from a backup (nothing was changed)")
+            if p.is_dir():
+                _refuse_lost_database(p)
             raise GalleryError(f"no gallery at {p} (expected {db_path}); create one with 'edgeembed enroll --model MODEL --gallery {p} DIR'")
         try:
             db = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
@@ -336,17 +330,28 @@ class Gallery:
     def _committed_rows(self) -> int:
         return int(json.loads(self._db.execute("SELECT value FROM meta WHERE key='rows'").fetchone()[0]))
 
+    @contextlib.contextmanager
+    def _snapshot(self):
+        """One read transaction, with the meta as it sees it (the vector file's name, the row count): another
+        process's enrolment or compaction cannot commit between the reads. Inside a write transaction (add()'s
+        callbacks) that one serves."""
+        own = not self._db.in_transaction
+        if own:
+            self._db.execute("BEGIN")
+        try:
+            if own:
+                self._load_meta()
+            yield
+        finally:
+            if own:
+                self._db.execute("COMMIT")
+
     def _load(self) -> None:
         """Read the vectors of the live entries, ordered by label, for search.
 
         All in one read transaction: another process's enrolment or compaction cannot commit between the
         reads (it waits for our shared lock), so the row count, the vector file and the entries agree."""
-        own = not self._db.in_transaction  # inside add() (its threshold callback) the write transaction serves
-        if own:
-            self._db.execute("BEGIN")
-        try:
-            if own:
-                self._load_meta()  # what this snapshot sees: the vector file's name and the row count
+        with self._snapshot():
             rows_total = self._committed_rows()
             dim = self.binding.dim
             path = self._check_vectors_file(rows_total)
@@ -354,9 +359,6 @@ class Gallery:
                 if rows_total else np.zeros((0, dim), np.float32)
             rows = self._db.execute("SELECT e.id, e.row, l.name FROM entries e JOIN labels l ON l.id = e.label_id "
                                     "ORDER BY l.name, e.id").fetchall()
-        finally:
-            if own:
-                self._db.execute("COMMIT")
         self._entry_ids = np.array([r[0] for r in rows], np.int64)
         m = np.ascontiguousarray(all_vectors[[r[1] for r in rows]]) if rows else np.zeros((0, dim), np.float32)
         norms = np.linalg.norm(m, axis=1)
@@ -738,36 +740,41 @@ class Gallery:
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                row = self._db.execute("SELECT value FROM meta WHERE key='vectors_file'").fetchone()
-                keep = json.loads(row[0]) if row else "vectors.f32"
-                for f in self.path.glob("vectors*.f32"):
+                keep = self._named_vector_file()
+                for f in self.path.glob("vectors*.f32") if keep is not None else ():
                     if f.name != keep:
                         f.unlink(missing_ok=True)
-            with _creation_lock(self.path):  # a creation killed before its rename left its database copy
-                for f in self.path.glob(DB_NAME + ".*.tmp"):
-                    f.unlink(missing_ok=True)
+            with _creation_lock(self.path):
+                _remove_killed_creations(self.path)
         except (OSError, sqlite3.Error):  # a leftover file costs only space; the next compaction sweeps again
             pass
 
     def check(self) -> None:
         """Refuse a gallery whose vector file is missing, cut short or another gallery's (GalleryError), as every
         search and write would: for ``gallery list``, which reads only the database."""
-        with self._lock:
-            own = not self._db.in_transaction
-            if own:  # one snapshot: a compaction committed since this gallery was opened renamed the file
-                self._db.execute("BEGIN")
-            try:
-                self._load_meta()
-                self._check_vectors_file(self._committed_rows())
-            finally:
-                if own:
-                    self._db.execute("COMMIT")
+        with self._lock, self._snapshot():  # a compaction committed since the gallery was opened renamed the file
+            self._check_vectors_file(self._committed_rows())
 
     def summary(self) -> dict[str, Any]:
         labels = self.labels()
         return {"gallery": str(self.path), "entries": len(self), "labels": labels, "label_count": len(labels),
                 "model": self.binding.model_path, "fingerprint": self.binding.fingerprint, "dim": self.binding.dim,
                 "mode": self.binding.mode, "threshold": self.threshold}
+
+
+def _refuse_lost_database(folder: Path, alternative: str = "") -> None:
+    """A folder with vectors but no database: a gallery whose database was lost or moved, named as such (not
+    overwritten by a new gallery, not 'no gallery here: create one')."""
+    stray = [f.name for f in folder.glob("vectors*.f32") if f.stat().st_size > 0]
+    if stray:
+        raise GalleryError(f"{folder} holds {stray[0]} but no {DB_NAME}: a gallery whose database was lost or moved; "
+                           f"restore {DB_NAME} from a backup{alternative} (nothing was changed)")
+
+
+def _remove_killed_creations(folder: Path) -> None:
+    """The database copies of creations killed before their rename; call under ``_creation_lock``."""
+    for f in folder.glob(DB_NAME + ".*.tmp"):
+        f.unlink(missing_ok=True)
 
 
 def last_write_committed() -> bool | None:

@@ -21,9 +21,7 @@ from ..gallery import Gallery
 from ..preprocess import read_image, still_images
 from ..progress import progress
 from .detector import FaceDetector
-from .recognizer import FaceEmbedder, FacePipeline, FaceRecognizer, detector_delegate
-
-DEFAULT_DETECTOR = "short"
+from .recognizer import DEFAULT_DETECTOR, FaceEmbedder, FacePipeline, FaceRecognizer, face_detector
 
 
 class FaceError(ImageError):
@@ -42,10 +40,8 @@ def _pre_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _detector(args: argparse.Namespace, default: str = DEFAULT_DETECTOR) -> FaceDetector:
-    rt = _runtime(args)
-    return FaceDetector(getattr(args, "detector", None) or default, score_threshold=getattr(args, "face_score", None),
-                        min_face=getattr(args, "min_face", None), backend=rt["backend"], num_threads=rt["num_threads"],
-                        delegate=detector_delegate(rt["delegate"]))
+    return face_detector(getattr(args, "detector", None) or default, getattr(args, "face_score", None),
+                         getattr(args, "min_face", None), **_runtime(args))
 
 
 def _print(obj: Any) -> None:

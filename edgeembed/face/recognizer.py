@@ -35,6 +35,17 @@ def detector_delegate(delegate: str | None) -> str | None:
     return "cpu" if text == "edgetpu" or text.startswith("edgetpu:") else delegate
 
 
+def face_detector(detector: str | os.PathLike, face_score: float | None = None, min_face: int | None = None,
+                  **runtime: Any) -> FaceDetector:
+    """The detector beside a face embedder opened with ``runtime`` (backend, num_threads, delegate): the same backend
+    and threads, its delegate as ``detector_delegate`` says."""
+    return FaceDetector(detector, score_threshold=face_score, min_face=min_face, backend=runtime.get("backend") or "auto",
+                        num_threads=runtime.get("num_threads"), delegate=detector_delegate(runtime.get("delegate")))
+
+
+DEFAULT_DETECTOR = "short"
+"""BlazeFace short range: faces that fill a good part of the picture (a door, a webcam); ``full`` for wide shots."""
+
 DEFAULT_FACE_MODEL_NAME = "dlib_face_resnet_v1_int8.tflite"
 """The shipped face embedder: dlib's face ResNet (public domain) as int8 TFLite (see models/README.md)."""
 
@@ -147,12 +158,10 @@ class FacePipeline:
         self.embedder = embedder
 
     @classmethod
-    def create(cls, model: str | os.PathLike | None = None, detector: str | os.PathLike = "short", min_face: int | None = None,
-               face_score: float | None = None, **embedder_options: Any) -> "FacePipeline":
+    def create(cls, model: str | os.PathLike | None = None, detector: str | os.PathLike = DEFAULT_DETECTOR,
+               min_face: int | None = None, face_score: float | None = None, **embedder_options: Any) -> "FacePipeline":
         """Detector + face embedder; ``model`` None is the shipped face embedder (``default_face_model()``)."""
-        runtime = {k: embedder_options[k] for k in ("backend", "num_threads", "delegate") if k in embedder_options}
-        runtime["delegate"] = detector_delegate(runtime.get("delegate"))
-        det = FaceDetector(detector, score_threshold=face_score, min_face=min_face, **runtime)
+        det = face_detector(detector, face_score, min_face, **embedder_options)
         return cls(det, FaceEmbedder.from_model_path(model, **embedder_options))
 
     def detect(self, image: ImageLike, color: str = "RGB") -> tuple[np.ndarray, Detections]:
@@ -190,9 +199,7 @@ class FaceRecognizer:
     def __init__(self, pipeline: FacePipeline, gallery: Gallery, threshold: float | None = None, top_k: int = 3):
         if threshold is not None and not is_cosine(threshold):
             raise InputError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
-        if gallery.binding.mode != "face":
-            raise InputError(f"gallery {gallery.path} holds whole-image embeddings, not faces; a FaceRecognizer needs "
-                             "a gallery enrolled with --mode face")
+        _require_face_gallery(gallery)
         # the same model, not only the same dimension: two 128-d face models give each other's faces ~0.15
         model = pipeline.embedder.embedder
         gallery.check_binding(binding_for(model, "face"), model.behaviour_fingerprint)
@@ -210,14 +217,11 @@ class FaceRecognizer:
         """The face gallery's own model (``model`` only if it has moved) and detector (the one it was enrolled
         with unless ``detector``), ready for ``recognize``; ``runtime``: backend, num_threads, delegate.
         Closing it closes the gallery too."""
-        if gallery.binding.mode != "face":
-            raise InputError(f"gallery {gallery.path} holds whole-image embeddings, not faces; a FaceRecognizer needs "
-                             "a gallery enrolled with --mode face")
+        _require_face_gallery(gallery)  # before any model is opened
         emb = open_gallery_embedder(gallery, model, **runtime)
         try:
-            det = FaceDetector(detector or gallery.meta.get("face_detector", "short"), score_threshold=face_score,
-                               min_face=min_face, backend=runtime.get("backend", "auto"),
-                               num_threads=runtime.get("num_threads"), delegate=detector_delegate(runtime.get("delegate")))
+            det = face_detector(detector or gallery.meta.get("face_detector", DEFAULT_DETECTOR), face_score, min_face,
+                                **runtime)
         except BaseException:
             emb.close()
             raise
@@ -267,6 +271,12 @@ class FaceRecognizer:
     def process(self, rgb_frame: np.ndarray) -> list[FaceResult]:
         """The live pipeline's hook: one RGB frame -> one result per face (box, label, score, matches)."""
         return self.recognize(rgb_frame, "RGB")
+
+
+def _require_face_gallery(gallery: Gallery) -> None:
+    if gallery.binding.mode != "face":
+        raise InputError(f"gallery {gallery.path} holds whole-image embeddings, not faces; a FaceRecognizer needs "
+                         "a gallery enrolled with --mode face")
 
 
 def threshold_at_far(pipeline: FacePipeline, gallery: Gallery, strangers: list[ImageLike], far: float = 0.01,

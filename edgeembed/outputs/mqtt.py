@@ -64,10 +64,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "camera"
 
 
-def _seen(record: Any) -> dict[str, Any]:
-    """What the state reports, and a change of which republishes it: the label; in face mode also how many faces
-    are in view and how many of them are unknown (a stranger at the door must not read like an empty porch)."""
-    m = record.main
+def _seen(record: Any, m: Any) -> dict[str, Any]:
+    """What the state reports, and a change of which republishes it: the label of ``m`` (the record's main track);
+    in face mode also how many faces are in view and how many of them are unknown (a stranger at the door must not
+    read like an empty porch)."""
     out: dict[str, Any] = {"label": m.label if m else None}
     if getattr(record, "face_mode", False):
         out.update(faces=record.present_faces, unknown=record.unknown_faces)
@@ -162,7 +162,7 @@ class MqttSink:
     # -- sink
     def on_frame(self, record: Any, rgb: np.ndarray) -> None:
         m = record.main
-        seen = _seen(record)
+        seen = _seen(record, m)
         with self._lock:
             old = self._state
             if old is not None and all(old.get(k) == v for k, v in seen.items()):
