@@ -692,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="enrol and recognize the bundled sample pictures with the default model")
     p.add_argument("--model", default=None, help="default: the shipped default model")
-    p.add_argument("--workdir", default=None, help="where to write the sample pictures and gallery (default: a temp folder)")
+    p.add_argument("--workdir", default=None, help="where to write the sample pictures and gallery, kept afterwards (default: a temp folder, removed at the end)")
     p.add_argument("--json", action="store_true")
     _model_options(p, preprocessing=False)
     p.set_defaults(func=cmd_demo)

@@ -79,14 +79,24 @@ def _save(path: Path, rgb: np.ndarray) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .cli import default_model, main
+    from .cli import default_model
 
     model = Path(args.model) if args.model else default_model()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="edgeembed-demo-"))
+    if args.workdir:
+        return _run_demo_in(args, model, Path(args.workdir), keep=True)
+    # Without --workdir the pictures and gallery (about 13 MB) are removed again: a demo run leaves nothing behind.
+    with tempfile.TemporaryDirectory(prefix="edgeembed-demo-") as tmp:
+        return _run_demo_in(args, model, Path(tmp), keep=False)
+
+
+def _run_demo_in(args: argparse.Namespace, model: Path, workdir: Path, keep: bool) -> int:
+    from .cli import main
+
     enroll_dir, query_dir, expected = write_samples(workdir)
     gallery = workdir / "gallery"
     common = ["--backend", args.backend, "--delegate", args.delegate] + (["--threads", str(args.threads)] if args.threads else [])
-    print(f"demo: model {model}; sample pictures and gallery in {workdir}", file=sys.stderr)
+    where = str(workdir) if keep else f"{workdir}, removed at the end (--workdir DIR keeps them)"
+    print(f"demo: model {model}; sample pictures and gallery in {where}", file=sys.stderr)
     import contextlib
     import io
 
@@ -114,7 +124,7 @@ def run_demo(args: argparse.Namespace) -> int:
         else:
             got = r.get("label") or "unknown"
             print(f"{'ok ' if ok else 'MISS'} {name:<32} -> {got:<11} score {r.get('score', 0):.3f}  (expected {want or 'unknown'})")
-    summary = {"correct": right, "queries": len(results), "gallery": str(gallery), "model": str(model)}
+    summary = {"correct": right, "queries": len(results), "gallery": str(gallery) if keep else None, "model": str(model)}
     print(json.dumps(summary) if args.json else f"{right}/{len(results)} queries answered correctly "
           f"({sum(v is None for v in expected.values())} of them strangers that must come back unknown)")
     return 0

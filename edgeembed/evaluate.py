@@ -123,8 +123,10 @@ def evaluate(dataset: str | Path, k: int, featurize: Featurize, show_progress: b
                 "threshold": round(t, 6), "tar": round(float(np.mean(correct_g & (best_g >= t))), 6),
                 "far": round(float(np.mean(best_i >= t)), 6)}
     result["best_threshold"] = result["open_set"]["best_threshold"]
-    result["tar@far1%"] = result["open_set"]["tar_at_far"]
-    result["threshold@far1%"] = result["open_set"]["threshold_at_far"]
+    # The short keys name the target they were read at: --far 0.05 gives "tar@far5%", never a "far1%" key.
+    pct = f"{far_target * 100:.4g}%"
+    result[f"tar@far{pct}"] = result["open_set"]["tar_at_far"]
+    result[f"threshold@far{pct}"] = result["open_set"]["threshold_at_far"]
     return result
 
 
