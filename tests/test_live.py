@@ -554,3 +554,18 @@ def test_a_stranger_at_the_door_is_an_unknown_face_event(door):
     assert p.returncode == 0, p.stderr
     lines = [line.split(" score")[0] for line in p.stdout.splitlines()]
     assert lines == [f"frame {e['frame']}: {e['event']} {e['label'] or 'unknown'}" for e in events], p.stdout
+
+
+def test_text_output_says_why_a_label_left_when_the_run_stopped():
+    """Without --json an end-of-run departure printed exactly like an object really leaving the view."""
+    import io
+
+    from edgeembed.outputs.jsonl import TextSink
+
+    out = io.StringIO()
+    sink = TextSink(out)
+    for reason in (None, "end", "source_lost"):
+        sink.on_event({"event": "left", "label": "obj04", "frame": 299, "score": 0.845, **({"reason": reason} if reason else {})})
+    assert out.getvalue().splitlines() == ["frame 299: left obj04 score 0.845",
+                                           "frame 299: left obj04 score 0.845, at the end of the run",
+                                           "frame 299: left obj04 score 0.845, the camera was lost"]
