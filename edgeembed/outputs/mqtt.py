@@ -185,6 +185,14 @@ class MqttSink:
                 self._republish_once()
         self._publish("event", {**event, "camera": self.camera, "time": round(time.time(), 3)})
 
+    def _ended_state(self) -> dict | None:
+        """The retained state once the run is over: nothing in view (None when it already says so)."""
+        old = self._state
+        if old is None or (old.get("label") is None and not old.get("faces")):
+            return None
+        cleared = {k: 0 for k in ("faces", "unknown") if k in old}
+        return {**old, "label": None, "score": None, **cleared, "time": round(time.time(), 3)}
+
     def _availability(self) -> str:
         return "offline" if self._source_away else "online"
 
@@ -207,6 +215,10 @@ class MqttSink:
         self._closing = True
         try:
             if self.connected.is_set():
+                with self._lock:
+                    ended = self._ended_state()
+                if ended is not None:  # every label has left (reason end or source_lost): no retained label stays "seen"
+                    self.client.publish(self.topics["state"], json.dumps(ended), qos=1, retain=True)
                 info = self.client.publish(self.topics["availability"], "offline", qos=1, retain=True)
                 info.wait_for_publish(timeout=2)
                 self.client.disconnect()
