@@ -466,7 +466,8 @@ def still_pictures(args: argparse.Namespace, files: list[Path]) -> tuple[list[Pa
     """The pictures ``recognize`` answers one by one (a picture, a folder, a glob), and how to read each: the first
     ``--max-frames`` of them, each cut to ``--roi``. Options only a stream has are refused, not silently ignored."""
     given = [flag for attr, flag in _STREAM_ONLY if getattr(args, attr, None) is not None]
-    given += ["--stream lores"] if getattr(args, "stream", "main") != "main" else []
+    if getattr(args, "stream", "main") != "main":
+        raise InputError(f"--stream {args.stream} is picamera2's second stream; {args.source} is pictures: drop --stream")
     if given:
         what = "a picture" if len(files) == 1 else f"{len(files)} pictures"
         raise InputError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for video files, cameras and streams; "
@@ -680,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="recall@k and open-set figures on a folder of class sub-folders")
     p.add_argument("model")
     p.add_argument("dataset", help="folder whose sub-folders are classes")
-    p.add_argument("--gallery-per-class", type=_int_in(1), default=1, help="K evenly spaced gallery images per class")
+    p.add_argument("--gallery-per-class", type=_int_in(1), default=1, help="K evenly spaced gallery images per class, the rest are queries (default 1)")
     p.add_argument("--mode", choices=["image", "face"], default=None,
                    help="whole images, or faces found in them (default: face for a face model, else image)")
     p.add_argument("--far", type=_float_in(0.0, 1.0), default=0.01, help="target false-accept rate for the open-set threshold (default 0.01)")

@@ -154,8 +154,8 @@ def to_rgb(image: np.ndarray, color: str = "RGB") -> np.ndarray:
 
     ``color`` names the channel order in memory: RGB, BGR, RGBA, BGRA, RGBX, BGRX, XRGB,
     XBGR, or GRAY. A 2-D array, or one with a single channel, is grayscale whatever ``color``
-    says. Float arrays are taken as 0..1 when their maximum is <= 1.5, else 0..255; other integer types must hold
-    0..255; anything else (complex, objects) is refused.
+    says. Float arrays are taken as 0..1 when their maximum is <= 1.5, else 0..255; uint16 is a 16-bit picture
+    (0..65535); other integer types must hold 0..255; anything else (complex, objects) is refused.
     """
     cv2 = _opencv()
     if not isinstance(image, np.ndarray):

@@ -134,6 +134,8 @@ def test_enroll_list_recognize_edit(tmp_path):
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert "for video files, cameras and streams" in p.stderr and "4 pictures" in p.stderr and not p.stdout
     assert not (tmp_path / "a.avi").exists()
+    lores = run_cli("recognize", "--gallery", gal, "--source", q, "--stream", "lores")
+    assert lores.returncode == 2 and "picamera2's second stream" in lores.stderr and not lores.stdout
     # Editing: rename, remove, threshold; more images with --label.
     run_cli("gallery", "rename", "obj01", "duck", "--gallery", gal, check=True)
     run_cli("gallery", "remove", "obj03", "--gallery", gal, check=True)

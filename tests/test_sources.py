@@ -249,3 +249,12 @@ def test_not_a_video_is_one_line(tmp_path):
             "--quiet", check=True)
     p = run_cli("recognize", "--gallery", tmp_path / "g", "--source", bad)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not a video" in p.stderr, p.stderr
+
+
+def test_a_small_stream_is_asked_of_picamera2_only(tmp_path):
+    """--stream lores on a video file was silently ignored: the full-size frames were read."""
+    from edgeembed.errors import SourceError
+    from edgeembed.sources import open_source
+
+    with pytest.raises(SourceError, match="picamera2's second stream; clip.mp4 has one: drop --stream"):
+        open_source("clip.mp4", stream="lores")

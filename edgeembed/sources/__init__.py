@@ -18,6 +18,8 @@ def open_source(spec: str, *, resolution: tuple[int, int] | None = None, roi: tu
         from .picamera2 import Picamera2Source  # noqa: PLC0415
 
         return Picamera2Source(text, stream=stream, resolution=resolution, roi=roi, fps=fps, on_status=on_status)
+    if stream != "main":  # it was silently ignored: the user believed the small stream was read
+        raise SourceError(f"--stream {stream} is picamera2's second stream; {text} has one: drop --stream")
     if is_folder_spec(text):
         return FolderSource(text, resolution=resolution, roi=roi, on_status=on_status)
     return OpenCVSource(text, resolution=resolution, roi=roi, on_status=on_status, reconnect_timeout=reconnect_timeout)
