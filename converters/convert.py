@@ -338,6 +338,8 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
     prep = quantize.float_preprocessor(fm.pre, b.input_size)
     calib_px = quantize.load_pixels(calib_files, prep, "reading calibration images", o.show_progress)
     held_px = quantize.load_pixels(held_files, prep, "reading held-aside images", o.show_progress) if held_files else None
+    if o.weights == "random":  # a test model: statistics that fit its random convolutions, or int8 gives zeros
+        archs.set_batch_norm_statistics(b.model, quantize.float_preprocessor(fm.pre, b.input_size).normalize(calib_px[:32]))
     t1 = time.perf_counter()
     integer = o.output_type in ("int8", "uint8")
     # integer models take (pixel - C) / K, so that their input holds each pixel exactly (converters/input_fold.py);

@@ -15,7 +15,7 @@ import numpy as np
 # Below these the int8 model does not recognize what the float model recognizes.
 # 1-NN agreement is a noisy figure (near-ties among unrelated pictures flip easily), so its bar is lower.
 THRESHOLDS = {"mean_cosine": 0.98, "nn1_agreement": 0.8, "top1_agreement": 0.97}
-FEW_PICTURES = 20  # below this many held-aside pictures the report says its figures are noisy
+FEW_PICTURES = 50  # below this many held-aside pictures the report says its figures are noisy
 
 EmbedFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 

@@ -63,7 +63,9 @@ def _open_source(args: argparse.Namespace, status: "queue.Queue[dict]"):
     def on_status(kind: str, message: str, details: dict) -> None:
         print(f"edgeembed: {message}", file=sys.stderr, flush=True)
         src = holder.get("source")
-        status.put({"event": kind, "label": None, "frame": src._count if src else 0, "message": message, **details})
+        # the last frame the source gave (its count is the next one's number)
+        status.put({"event": kind, "label": None, "frame": max(src._count - 1, 0) if src else 0, "message": message,
+                    **details})
 
     if args.fps is not None and args.fps <= 0:
         raise InputError(f"--fps must be > 0, got {args.fps}")

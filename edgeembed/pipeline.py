@@ -260,6 +260,7 @@ class Pipeline:
         self.max_frames = max_frames
         self.face_mode = face_mode
         self.status_events = status_events or queue.Queue()
+        self._status_frame = -1  # the highest frame a status event named
         self.stats = RunStats()
         self._stop = threading.Event()
         self._capture: _Capture | None = None
@@ -325,7 +326,8 @@ class Pipeline:
             self._emit_status()
             failure = sys.exc_info()[1]  # a source that gave up: its labels left because it was lost, not ended
             reason = "end" if failure is None else "source_lost" if isinstance(failure, SourceError) else "error"
-            for e in self.smoother.finish(last, reason):
+            # never a frame number below one already sent (a status event can name a frame read but not processed)
+            for e in self.smoother.finish(max(last, self._status_frame), reason):
                 self._event(e)
         return self.stats
 
@@ -345,6 +347,7 @@ class Pipeline:
                 e = self.status_events.get_nowait()
             except queue.Empty:
                 return
+            self._status_frame = max(self._status_frame, e.get("frame") or 0)
             self._event(e)
 
 

@@ -66,7 +66,11 @@ def test_mobilenet_families_convert_to_int8_and_run(tmp_path, tiny_calib, arch, 
         assert (d["input"]["height"], d["embedding"]["dim"]) == (size, s["embedding_dim"])
         assert d["architecture"] == f"{arch}_{alpha:g}_{size}" and d["weights"] == "random initialisation (untrained)"
         v = emb.embed(DATA / "coral-images" / "parrot.jpg").vector
+        w = emb.embed(DATA / "coil20" / "obj01" / "000.png").vector
         assert v.shape == (s["embedding_dim"],) and np.isfinite(v).all()
+        # a working model, not a constant: random weights' batch norms used to leave every int8 embedding all zeros
+        assert np.linalg.norm(v) > 0.99 and np.linalg.norm(w) > 0.99 and float(v @ w) < 0.99
+    assert s["fidelity"]["mean_cosine"] > 0.5, s["fidelity"]
 
 
 def test_efficientnet_lite0_real_weights_fidelity_report(tmp_path):

@@ -78,6 +78,9 @@ def test_stream_that_never_returns_gives_up_with_one_line(gallery):
     assert run.err[-1] == errors[0], "the error is the last word"
     left = [json.loads(line) for line in run.out if '"event": "left"' in line]  # for automations: lost, not ended
     assert left and left[-1]["reason"] == "source_lost", run.out[-3:]
+    # frame numbers never go back: 'left' came after 'source_dropped' one frame below it
+    numbers = [json.loads(line)["frame"] for line in run.out if line.strip()]
+    assert numbers == sorted(numbers), numbers[-6:]
 
 
 def test_latest_frame_policy_skips_stale_frames(gallery):
