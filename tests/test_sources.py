@@ -258,3 +258,35 @@ def test_a_small_stream_is_asked_of_picamera2_only(tmp_path):
 
     with pytest.raises(SourceError, match="picamera2's second stream; clip.mp4 has one: drop --stream"):
         open_source("clip.mp4", stream="lores")
+
+
+def test_a_video_file_cut_short_says_so(tmp_path):
+    """A copy cut off (or a recording killed) ended with exit 0 and no word: 116 of 300 frames, read as the whole."""
+    from edgeembed.sources import open_source
+
+    clip = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        w.write(rng.integers(0, 255, (120, 160, 3), np.uint8))  # noise: every frame about the same size
+    w.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 5])
+    for path, short in ((clip, False), (cut, True)):
+        seen = []
+        with open_source(str(path), on_status=lambda kind, message, details: seen.append((kind, message, details))) as src:
+            n = sum(1 for _ in src)
+        assert (n == 60) != short
+        if short:
+            (kind, message, details), = seen
+            assert kind == "source_cut_short" and details == {"source": str(cut), "frames_read": n, "frames_announced": 60}
+            assert f"ended after {n} of the 60 frames" in message and "cut short" in message
+        else:
+            assert seen == []
+    mp4 = tmp_path / "killed.mp4"
+    mp4.write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(2000))  # a recording killed before its index was written
+    from edgeembed.errors import SourceError
+
+    with pytest.raises(SourceError, match="stopped before it finished"):
+        with open_source(str(mp4)) as src:
+            next(iter(src))

@@ -23,6 +23,7 @@ from .base import FrameSource, StatusCallback
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 OPEN_TIMEOUT_MS = 5000
+CUT_SHORT = 0.9  # a file that gives fewer than this share of the frames its header announces is called cut short
 READ_TIMEOUT_MS = 5000
 
 
@@ -128,6 +129,10 @@ class OpenCVSource(FrameSource):
             gst = "yes" if "GStreamer:                   YES" in cv2.getBuildInformation() else "no"
             return (f"cannot open GStreamer pipeline {self.spec!r} (this OpenCV has GStreamer support: {gst}; "
                     "pip's opencv-python has none: use the OS's python3-opencv)")
+        if Path(self.spec).suffix.lower() in (".mp4", ".mov", ".m4v"):
+            return (f"cannot open {self.spec}: not a video OpenCV's FFmpeg can decode, or an .mp4/.mov whose recording "
+                    "was stopped before it finished (it has no index then, and nothing in it can be read; record to "
+                    ".mkv, which stays readable)")
         return f"cannot open {self.spec}: not a video OpenCV's FFmpeg can decode (expected .mp4, .avi, .mkv, ...)"
 
     def _close(self) -> None:
@@ -152,9 +157,21 @@ class OpenCVSource(FrameSource):
 
     def _read(self) -> np.ndarray | None:
         rgb = self._grab()
+        if rgb is None and self.kind == "file" and not self._stop.is_set():
+            self._note_cut_short()
         if rgb is not None or not self.live or self._stop.is_set():
             return rgb
         return self._reconnect()
+
+    def _note_cut_short(self) -> None:
+        """A video file that ends well before the length its header gives (a copy cut off, a recording killed) says
+        so: it ended with exit 0 and no word, as if the whole file had been read."""
+        expected = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self._cap is not None else 0
+        read = self._count
+        if expected > 0 and read < CUT_SHORT * expected:  # the header's count is an estimate in some containers
+            self.on_status("source_cut_short", f"{self.name}: the file ended after {read} of the {expected} frames "
+                           "its header announces; it is cut short (copy it again, or check the recording)",
+                           {"source": self.spec, "frames_read": read, "frames_announced": expected})
 
     def _reconnect(self) -> np.ndarray | None:
         """Reopen a dropped live source with exponential back-off; None if stopped meanwhile."""
