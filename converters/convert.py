@@ -203,7 +203,8 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     except EdgeEmbedError:
         raise
     except Exception as exc:  # noqa: BLE001 - keras raises many kinds for a bad file
-        raise ModelError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {_one_line(exc)})") from None
+        raise ModelError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {_one_line(exc)}); save the "
+                         "model with model.save('NAME.keras') in the Keras that trained it and give that file") from None
     if not path.is_dir():
         names = ", ".join(layer.name for layer in model.layers[-8:])
         if not o.embedding_layer:  # its output may well be a classifier's: the user names the embedding
@@ -223,7 +224,8 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     if len(shape) != 4 or shape[3] != 3:
         raise InputError(f"{path.name} must take an (H, W, 3) image input, got {tuple(shape)}")
     if shape[1] is not None and shape[2] is not None and shape[1] != shape[2]:
-        raise InputError(f"{path.name} takes {shape[1]}x{shape[2]} pictures; only square inputs are converted")
+        raise InputError(f"{path.name} takes {shape[1]}x{shape[2]} pictures; only square inputs are converted: build "
+                         "it with a square (or an open, None x None) input")
     if shape[1] is None or shape[2] is None:  # an open size: build it at --size (default 224)
         size = o.size or 224
         inner = keras.Model(model.inputs, feat)
@@ -263,7 +265,8 @@ def _savedmodel_size(layer, path: Path, size: int | None) -> int:
     if h is None or w is None:
         return size or 224
     if h != w:
-        raise InputError(f"the SavedModel {path} takes {h}x{w} pictures; only square inputs are converted")
+        raise InputError(f"the SavedModel {path} takes {h}x{w} pictures; only square inputs are converted: export it "
+                         "with a square (or an open, None x None) input")
     if size is not None and size != h:
         raise InputError(f"the SavedModel {path} takes {h}x{w} pictures, got --size {size}; leave --size out "
                          f"or give --size {h}")
@@ -307,7 +310,24 @@ def split_files(o: ConvertOptions, flag: str = "--calibration") -> tuple[list[Pa
         raise InputError(f"calibration needs at least {MIN_PICTURES} pictures and the fidelity check {MIN_PICTURES} "
                          f"others; {where}{limits}: give more pictures like those the model will see")
     labels = [held_pos[i] for i in idx] if o.labels == "sorted-index" else None
+    _check_headers(calib + held, flag)
     return calib, held, labels
+
+
+def _check_headers(files: list[Path], flag: str) -> None:
+    """A file named like a picture that is none fails now, not after TensorFlow has loaded (~10 s)."""
+    from edgeembed.image_header import image_kind  # noqa: PLC0415
+
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(64)
+        except OSError as exc:
+            raise InputError(f"{f} cannot be read ({exc.strerror or exc}); fix its permissions or remove it from the "
+                             f"{flag} folder") from None
+        if image_kind(head) is None:
+            raise InputError(f"{f} is not a picture (expected JPEG, PNG, BMP, PGM, TIFF or WebP); remove it from the "
+                             f"{flag} folder")
 
 
 def _spread_idx(n: int, limit: int | None) -> list[int]:

