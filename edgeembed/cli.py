@@ -221,9 +221,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"unrelated    pictures of different things: cosine 99th percentile {p99:.4f}"
               + (f" over {pictures} pictures" if type(pictures) is int else "")
               + ": the threshold of a gallery of one label, the floor of one with few pictures per label")
-    if info.get("fidelity"):
-        print(f"fidelity     {json.dumps(info['fidelity'])}")
+    for line in _fidelity_lines(info.get("fidelity")):
+        print(line)
     return 0
+
+
+def _fidelity_lines(fid: Any) -> list[str]:
+    """The converter's fidelity report as a few lines (it was one raw JSON line of ~1000 characters, its verdict
+    buried inside); --json keeps all of it."""
+    if not isinstance(fid, dict) or not fid:
+        return []
+    if not isinstance(fid.get("mean_cosine"), (int, float)) or "images" not in fid:  # another report's layout
+        return [f"fidelity     {json.dumps(fid)}"]
+
+    def figures(r: dict) -> str:
+        out = f"mean cosine {r['mean_cosine']:.4f}"
+        out += f", min {r['min_cosine']:.4f}" if isinstance(r.get("min_cosine"), (int, float)) else ""
+        out += f", 1-NN agreement {r['nn1_agreement']:.3f}" if isinstance(r.get("nn1_agreement"), (int, float)) else ""
+        if isinstance(r.get("top1_agreement"), (int, float)):
+            out += f", top-1 agreement {r['top1_agreement']:.3f}"
+            if isinstance(r.get("top1_float"), (int, float)) and isinstance(r.get("top1_quant"), (int, float)):
+                out += f" (top-1 float {r['top1_float']:.3f} -> quantized {r['top1_quant']:.3f})"
+        return out
+
+    lines = [f"fidelity     converted against the float model, {fid.get('images', '?')} held-aside pictures: {figures(fid)}"]
+    alt = fid.get("imagenet_center_crop_0.875")
+    if isinstance(alt, dict) and "mean_cosine" in alt:
+        lines.append(f"             with ImageNet's centre crop 0.875: {figures(alt)}")
+    if fid.get("passed") is False:
+        lines.append(f"             BELOW the converter's gate: {'; '.join(map(str, fid.get('failures') or []))}")
+    elif fid.get("passed") is None and fid.get("note"):
+        lines.append(f"             not judged: {fid['note']}")
+    return lines
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -768,9 +797,10 @@ def _interrupted_line() -> str:
     """What an interrupted command left: read from the gallery itself (the write's token committed or not), since
     Ctrl-C can land after a commit as well as before it."""
     gallery = sys.modules.get("edgeembed.gallery")
-    if gallery is None or gallery.PENDING_WRITE is None:
-        # no gallery write begun (convert, embed, eval, a recognize being set up): outputs are written atomically
+    if gallery is None:  # no gallery involved (convert, embed, eval): outputs are written atomically
         return "interrupted; nothing half-written was kept"
+    if gallery.PENDING_WRITE is None:  # e.g. an enrolment still embedding: say the gallery was not touched
+        return "interrupted before any gallery change: the gallery is as it was; nothing half-written was kept"
     committed = gallery.last_write_committed()
     if committed:
         return ("interrupted after the gallery change was committed: it is in the gallery ('edgeembed gallery list' "

@@ -68,6 +68,12 @@ def test_embed_and_inspect_json():
     shipped = REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"  # outputs named as its standard metadata names them
     logits = _json(run_cli("embed", shipped, DATA / "coral-images" / "parrot.jpg", "--output", "logits", "--json"))
     assert logits["dim"] == 1000 and int(np.argmax(logits["embedding"])) == 88  # ImageNet class 88: macaw
+    # the text form reads the fidelity report out, verdict included (it was one raw JSON line of ~1000 characters)
+    text = run_cli("inspect", shipped, check=True).stdout.splitlines()
+    fid = [line for line in text if line.startswith("fidelity")]
+    assert fid == ["fidelity     converted against the float model, 500 held-aside pictures: mean cosine 0.9974, "
+                   "min 0.9866, 1-NN agreement 0.874, top-1 agreement 0.962 (top-1 float 0.798 -> quantized 0.802)"]
+    assert "             BELOW the converter's gate: top1_agreement 0.9620 < 0.97" in text
     i = _json(run_cli("inspect", V1_EMBED, "--json"))
     assert i["embedding"]["dim"] == 1024 and i["input"]["dtype"] == "uint8" and "preprocessing" in i
 

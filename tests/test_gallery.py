@@ -143,7 +143,7 @@ def test_imagenet_gallery_survives_sigkill_of_second_enrolment(tmp_path):
     proc = _enrolment_reaching(gal, second, 0.25)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "nothing half-written was kept" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "before any gallery change: the gallery is as it was" in err and "Traceback" not in err
     assert run_cli("gallery", "list", "--gallery", gal, "--json", check=True).stdout == before
     assert json.loads(before)["entries"] == 1000
     # SIGKILL once every picture is embedded, around the write: all of the enrolment or none of it.
@@ -694,7 +694,8 @@ def test_a_rebind_is_not_the_write_an_interrupted_command_reports(tmp_path):
     gallery_module.PENDING_WRITE = None
     with Gallery.open(tmp_path / "g") as g, open_gallery_embedder(g, tmp_path / "b.tflite", num_threads=1):
         assert Path(g.binding.model_path).name == "b.tflite"  # re-bound
-    assert gallery_module.PENDING_WRITE is None and _interrupted_line() == "interrupted; nothing half-written was kept"
+    assert gallery_module.PENDING_WRITE is None and _interrupted_line() == \
+        "interrupted before any gallery change: the gallery is as it was; nothing half-written was kept"
 
 
 class _Interrupted:
