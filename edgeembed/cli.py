@@ -443,7 +443,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
             if args.json:
                 _print(info)
             else:
-                print(f"{info['gallery']}: {info['entries']} entries, {info['label_count']} labels, "
+                print(f"{info['gallery']}: {count_of(info['entries'], 'entry', 'entries')}, {count_of(info['label_count'], 'label')}, "
                       f"model {info['model']} ({info['dim']}-d, {info['mode']}), threshold {info['threshold']:.3f}")
                 for label, n in info["labels"].items():
                     print(f"  {label}: {n}")
@@ -460,7 +460,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
             else:
                 raise InputError("gallery remove needs a LABEL or --entry ID")
             result.update(entries=len(g), threshold=g.threshold, threshold_source=g.meta.get("threshold_source", "default"))
-            _print(result) if args.json else print(f"removed {result['removed_entries']} entries; {result['entries']} left"
+            _print(result) if args.json else print(f"removed {count_of(result['removed_entries'], 'entry', 'entries')}; {result['entries']} left"
                                                    + _threshold_change(before, g.threshold))
         elif args.action == "rename":
             before = g.threshold
@@ -555,7 +555,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
                 _print(out)
             else:
                 label = r.label if r.label is not None else "unknown"
-                print(f"{f}: {label} {r.score:.3f} ({(t2 - t0) * 1000:.1f} ms)")
+                # how far off an unknown was: the nearest label and the threshold it missed (for --threshold)
+                near = f" (nearest {r.matches[0].label}, threshold {r.threshold:.3f})" if r.label is None and r.matches else ""
+                print(f"{f}: {label} {r.score:.3f}{near} ({(t2 - t0) * 1000:.1f} ms)")
     if failed == len(files):
         raise InputError(f"none of the {len(files)} images in {args.source} could be recognized (each is named above, "
                          "with why)")

@@ -159,6 +159,13 @@ def test_unknown_for_strangers(tmp_path):
     run_cli("gallery", "threshold", "0.75", "--gallery", gal, check=True)
     r = _json(run_cli("recognize", "--gallery", gal, "--source", DATA / "coil20" / "obj05" / "000.png", "--json"))
     assert r["label"] is None and r["score"] < 0.75
+    # the text line says how far off it was: the nearest label and the threshold it missed
+    line = run_cli("recognize", "--gallery", gal, "--source", DATA / "coil20" / "obj05" / "000.png", check=True).stdout
+    assert f": unknown {r['score']:.3f} (nearest {r['matches'][0]['label']}, threshold 0.750) (" in line, line
+    # counts read as words: '1 entry', '1 label'
+    removed = run_cli("gallery", "remove", "owl", "--gallery", gal, check=True).stdout
+    assert removed.startswith("removed 1 entry; 1 left"), removed
+    assert ": 1 entry, 1 label, model " in run_cli("gallery", "list", "--gallery", gal, check=True).stdout
 
 
 def test_a_new_gallery_takes_the_shipped_default_model_unless_told(tmp_path):
