@@ -494,15 +494,15 @@ _STREAM_ONLY = (("output", "--output"), ("output_segment", "--output-segment"), 
 def still_pictures(args: argparse.Namespace, files: list[Path]) -> tuple[list[Path], Callable[[Path], Any]]:
     """The pictures ``recognize`` answers one by one (a picture, a folder, a glob), and how to read each: the first
     ``--max-frames`` of them, each cut to ``--roi``. Options only a stream has are refused, not silently ignored."""
+    from .sources import check_stream, crop_roi, parse_roi  # noqa: PLC0415
+
     given = [flag for attr, flag in _STREAM_ONLY if getattr(args, attr, None) is not None]
-    if getattr(args, "stream", "main") != "main":
-        raise InputError(f"--stream {args.stream} is picamera2's second stream; {args.source} is pictures: drop --stream")
+    check_stream(getattr(args, "stream", "main"), args.source)
     if given:
         what = "a picture" if len(files) == 1 else f"{len(files)} pictures"
         raise InputError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for video files, cameras and streams; "
                          f"{args.source} is {what}, answered one by one: drop {'it' if len(given) == 1 else 'them'}")
     from .preprocess import read_image  # noqa: PLC0415
-    from .sources import crop_roi, parse_roi  # noqa: PLC0415
 
     roi = parse_roi(getattr(args, "roi", None))
     limit = getattr(args, "max_frames", None)

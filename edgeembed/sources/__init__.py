@@ -7,6 +7,13 @@ from .folder import FolderSource, is_folder_spec
 from .opencv import OpenCVSource, classify
 
 
+def check_stream(stream: str, text: str) -> None:
+    """Only picamera2 has a second stream: asked of any other source it was silently ignored (the user believed the
+    small stream was read)."""
+    if stream != "main":
+        raise SourceError(f"--stream {stream} is picamera2's second stream; {text} has one: drop --stream")
+
+
 def open_source(spec: str, *, resolution: tuple[int, int] | None = None, roi: tuple[int, int, int, int] | None = None,
                 stream: str = "main", fps: float | None = None, on_status: StatusCallback | None = None,
                 reconnect_timeout: float = 60.0) -> FrameSource:
@@ -18,12 +25,11 @@ def open_source(spec: str, *, resolution: tuple[int, int] | None = None, roi: tu
         from .picamera2 import Picamera2Source  # noqa: PLC0415
 
         return Picamera2Source(text, stream=stream, resolution=resolution, roi=roi, fps=fps, on_status=on_status)
-    if stream != "main":  # it was silently ignored: the user believed the small stream was read
-        raise SourceError(f"--stream {stream} is picamera2's second stream; {text} has one: drop --stream")
+    check_stream(stream, text)
     if is_folder_spec(text):
         return FolderSource(text, resolution=resolution, roi=roi, on_status=on_status)
     return OpenCVSource(text, resolution=resolution, roi=roi, on_status=on_status, reconnect_timeout=reconnect_timeout)
 
 
-__all__ = ["Frame", "FrameSource", "FolderSource", "OpenCVSource", "StatusCallback", "classify", "crop_roi",
+__all__ = ["Frame", "FrameSource", "FolderSource", "OpenCVSource", "StatusCallback", "check_stream", "classify", "crop_roi",
            "open_source", "parse_resolution", "parse_roi"]
