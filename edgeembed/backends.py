@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import os
 import platform
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,11 @@ _MODULES = {
     "ai_edge_litert": "ai_edge_litert.interpreter",
     "tflite_runtime": "tflite_runtime.interpreter",
     "tensorflow": "tensorflow.lite",
+}
+_PIP = {  # what to install for each backend
+    "ai_edge_litert": "pip install ai-edge-litert",
+    "tflite_runtime": "pip install tflite-runtime 'numpy<2' (its last release, 2.14, needs numpy 1.x)",
+    "tensorflow": "pip install tensorflow-cpu",
 }
 EDGETPU_LIBRARY = {
     "Linux": "libedgetpu.so.1",
@@ -52,6 +58,9 @@ class DelegateSpec:
             return cls("edgetpu", EDGETPU_LIBRARY, opts)
         if os.path.basename(text).startswith("libedgetpu"):  # the Edge TPU library named by file or path
             return cls("edgetpu", text, dict(options or {}))
+        if text.lower() == "gpu":
+            raise BackendError("--delegate gpu: give the path of the GPU delegate library built for your board "
+                               "(e.g. --delegate /path/to/libtensorflowlite_gpu_delegate.so); it has no default library name")
         if text.lower() == "nnapi":
             raise BackendError("--delegate nnapi: give the path of the NNAPI delegate library of your Android build "
                              "(e.g. --delegate /path/to/libnnapi_delegate.so); NNAPI has no default library name")
@@ -73,6 +82,31 @@ def _tensorflow_lite() -> Any:
     return types.SimpleNamespace(Interpreter=tf.lite.Interpreter, load_delegate=tf.lite.experimental.load_delegate)
 
 
+def _major_minor(version: str) -> tuple[int, int]:
+    """(2, 14) from '2.14.0' or '2.14.0rc1'."""
+    parts = [int(m) for m in re.findall(r"\d+", version)[:2]]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def _numpy_mismatch(candidate: str) -> str | None:
+    """Why ``candidate`` cannot run under this numpy, or None. tflite_runtime up to 2.14 (its last release) is
+    built against numpy 1.x: under numpy 2 it imports, then fails inside Interpreter() with a SystemError."""
+    if candidate != "tflite_runtime":
+        return None
+    import numpy as np
+
+    try:
+        from importlib.metadata import version
+
+        tflite_version = version("tflite-runtime")
+    except Exception:  # installed without metadata: trust it
+        return None
+    if _major_minor(np.__version__) >= (2, 0) and _major_minor(tflite_version) <= (2, 14):
+        return (f"tflite-runtime {tflite_version} was built for numpy 1.x and this environment has numpy {np.__version__}; "
+                "pip install 'numpy<2', or pip install ai-edge-litert")
+    return None
+
+
 def load_backend(name: str = "auto") -> tuple[str, Any]:
     """(backend name, module with Interpreter and load_delegate)."""
     names = BACKENDS if name in ("auto", None) else (name,)
@@ -80,6 +114,10 @@ def load_backend(name: str = "auto") -> tuple[str, Any]:
         raise BackendError(f"unknown backend {name!r}; expected one of auto, {', '.join(BACKENDS)}")
     errors = []
     for candidate in names:
+        mismatch = _numpy_mismatch(candidate)
+        if mismatch:
+            errors.append(f"{candidate}: {mismatch}")
+            continue
         try:
             # TensorFlow's own absl / oneDNN lines on import are not ours to print
             with _quiet_native_stderr() if candidate == "tensorflow" else contextlib.nullcontext():
@@ -92,7 +130,10 @@ def load_backend(name: str = "auto") -> tuple[str, Any]:
         raise BackendError(
             "no TFLite interpreter found (" + "; ".join(errors) + "); install one with: pip install ai-edge-litert"
         )
-    raise BackendError(f"backend {name} cannot be imported ({errors[0]}); install it or choose --backend auto")
+    if "numpy" in errors[0] and name == "tflite_runtime":
+        raise BackendError(f"backend {errors[0]}")
+    raise BackendError(f"backend {name} cannot be imported ({errors[0]}); install it ({_PIP[name]}) "
+                       "or choose --backend auto")
 
 
 @contextlib.contextmanager
@@ -148,7 +189,10 @@ def load_delegate(module: Any, spec: DelegateSpec):
             return module.load_delegate(spec.library, options)
         # docs say ValueError; a missing library is OSError; a library that is no delegate, AttributeError
         except (OSError, ValueError, RuntimeError, AttributeError) as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            detail = _one_line(exc)  # the library's own reason is on the lines after 'Failed to load delegate from'
+    if "tflite_plugin_create_delegate" in detail:
+        raise BackendError(f"{spec.library} is a library but not a TFLite delegate (it has no "
+                           "tflite_plugin_create_delegate); give the path of the delegate library itself")
     if spec.kind == "edgetpu":
         raise BackendError(
             f"the Edge TPU delegate ({spec.library}) could not be loaded ({detail}); "
@@ -156,6 +200,11 @@ def load_delegate(module: Any, spec: DelegateSpec):
             "and a model not compiled for the Edge TPU"
         )
     raise BackendError(f"the delegate library {spec.library} could not be loaded ({detail}); check the path and its options")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's whole text on one line (libraries put the cause on the lines after the first)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _fixed_input_sizes(interpreter: Any, name: str) -> None:
@@ -194,9 +243,20 @@ def make_interpreter(model_content: bytes, *, backend: str = "auto", num_threads
             interpreter = module.Interpreter(**kwargs)
             _fixed_input_sizes(interpreter, name)
             interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            detail = " ".join(str(exc).split())[:300]
+        except (ValueError, RuntimeError, SystemError) as exc:
+            detail = _one_line(exc)[:300]
+            if "numpy" in detail or isinstance(exc, SystemError):  # a binary built for another numpy
+                raise BackendError(f"{backend_name} cannot run here ({detail}); with tflite-runtime: pip install "
+                                   "'numpy<2', or pip install ai-edge-litert") from None
+            if "edgetpu-custom-op" in detail and delegate.kind == "edgetpu":
+                raise BackendError(f"the Edge TPU delegate ({delegate.library}) loaded but did not take {name} ({detail}); "
+                                   "the Edge TPU runtime may be older than the edgetpu_compiler that made the model: "
+                                   "update libedgetpu1-std, or compile the model with a matching compiler") from None
             if "edgetpu-custom-op" in detail:
                 raise ModelError(f"{name} needs the Edge TPU delegate ({detail}); run it with --delegate edgetpu") from None
+            if delegates:
+                raise BackendError(f"the delegate {delegate.library} could not be applied to {name} by {backend_name} "
+                                   f"({detail}); check the delegate's version and options, or run with --delegate cpu "
+                                   "to check the model alone") from None
             raise ModelError(f"{name} could not be loaded by {backend_name} ({detail}); check that it is a valid .tflite") from None
     return interpreter, backend_name

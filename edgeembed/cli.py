@@ -142,7 +142,12 @@ def _delegate_options(args: argparse.Namespace) -> dict[str, str]:
         if "=" not in item:
             raise InputError(f"--delegate-option must be KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        out[k] = v
+        if not k.strip():
+            raise InputError(f"--delegate-option needs a KEY before '=', got {item!r}")
+        out[k.strip()] = v
+    if out and (args.delegate or "cpu").strip().lower() in ("cpu", "none", ""):
+        raise InputError("--delegate-option is passed to a delegate library: give --delegate edgetpu or "
+                         "--delegate /path/to/libdelegate.so with it")
     return out
 
 

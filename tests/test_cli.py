@@ -217,6 +217,13 @@ def test_bad_input_one_clear_line_and_nothing_lost(tmp_path):
     # the Edge TPU library named by file is the Edge TPU delegate (it was refused as 'cannot run on the CPU')
     _one_line_error(run_cli("inspect", tmp_path / "etpu.tflite", "--delegate", "libedgetpu.so.1"), "Edge TPU delegate")
     _one_line_error(run_cli("inspect", V1_EMBED, "--delegate", "nnapi"), "path of the NNAPI delegate library")
+    _one_line_error(run_cli("inspect", V1_EMBED, "--delegate", "gpu"), "path of the GPU delegate library")
+    _one_line_error(run_cli("inspect", V1_EMBED, "--delegate-option", "device=usb"), "give --delegate edgetpu")
+    _one_line_error(run_cli("inspect", V1_EMBED, "--delegate", "edgetpu", "--delegate-option", "=usb"), "needs a KEY")
+    zlib = next((p for p in ("/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libz.so.1",
+                             "/usr/lib/aarch64-linux-gnu/libz.so.1") if Path(p).exists()), None)
+    if zlib:  # a real shared library that is no delegate
+        _one_line_error(run_cli("inspect", V1_EMBED, "--delegate", zlib), "not a TFLite delegate")
     # Enrolment with a bad image, or with another model, stores nothing.
     _one_line_error(run_cli("enroll", "--gallery", gal, "--label", "x", DATA / "coral-images" / "cat.bmp",
                             tmp_path / "cut.jpg"), "nothing was enrolled")

@@ -126,6 +126,22 @@ def test_model_errors(tmp_path):
         Embedder.create_from_model_path(V1_TINY, backend="nope")
 
 
+def test_tflite_runtime_under_numpy_2_is_refused_in_one_line(monkeypatch):
+    """tflite-runtime 2.14 (its last release) imports under numpy 2 but crashes inside Interpreter() with a
+    SystemError: it is passed over by 'auto' and refused by name, with the fix."""
+    import importlib.metadata
+
+    from edgeembed import backends
+
+    if int(np.__version__.split(".")[0]) < 2:
+        pytest.skip("numpy 1.x here: tflite-runtime 2.14 runs")
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "2.14.0" if d == "tflite-runtime" else real(d))
+    with pytest.raises(BackendError, match=r"built for numpy 1\.x .*pip install 'numpy<2'"):
+        backends.load_backend("tflite_runtime")
+    assert backends._numpy_mismatch("ai_edge_litert") is None
+
+
 def test_tensorflow_backend_embeds_as_litert():
     """The third backend (full TensorFlow's tf.lite) runs the shipped int8 model and agrees with LiteRT."""
     pytest.importorskip("tensorflow")
