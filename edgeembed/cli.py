@@ -751,6 +751,9 @@ def _convert_missing(args: argparse.Namespace) -> int:
                          "in your edgeembed clone")
 
 
+DB_JOURNAL = "gallery.sqlite-journal"
+
+
 def _system_error(exc: BaseException) -> str:
     """One line for a failure of the disk or of the gallery database, with what to do about it."""
     if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
@@ -761,9 +764,16 @@ def _system_error(exc: BaseException) -> str:
     if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):  # SQLITE_FULL
         return (f"no space left on the device for the gallery ({exc}); free some space and run again (nothing of "
                 "this run was kept)")
+    if isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in str(exc):  # SQLITE_IOERR: not corruption
+        return (f"the disk failed during a gallery write ({exc}); {_gallery_write_state()}; check the SD card or "
+                "drive (dmesg) and run again")
     if isinstance(exc, sqlite3.Error):
-        return f"the gallery database is damaged ({exc}); restore the gallery folder from a backup"
+        return (f"the gallery database is damaged ({exc}); restore the gallery folder from a backup (keep a "
+                f"{DB_JOURNAL} beside it: it undoes a write that was cut off)")
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if getattr(exc, "errno", None) == errno.EIO:
+        return (f"the disk failed to read or write{where}: {exc.strerror}; {_gallery_write_state()}; check the SD "
+                "card or drive (dmesg) and run again")
     if getattr(exc, "errno", None) == errno.ENOSPC:
         if "annotated video" in str(getattr(exc, "strerror", "")):  # the video sink's own account, with what it kept
             return f"no space left on the device: {exc.strerror}"
@@ -815,6 +825,19 @@ def _interrupted_line() -> str:
     if committed is False:
         return "interrupted; the gallery change in progress was not committed: the gallery is as it was"
     return "interrupted during a gallery change; the gallery holds all of it or none of it ('edgeembed gallery list')"
+
+
+def _gallery_write_state() -> str:
+    """Whether this run's gallery write went in, read from the gallery itself, for an error line."""
+    gallery = sys.modules.get("edgeembed.gallery")
+    if gallery is None or gallery.PENDING_WRITE is None:
+        return "no gallery was changed"
+    committed = gallery.last_write_committed()
+    if committed:
+        return "the gallery change was committed before it"
+    if committed is False:
+        return "the gallery change was not committed: the gallery is as it was"
+    return "the gallery holds all of this run's change or none of it ('edgeembed gallery list' shows which)"
 
 
 def _traceback_if_debugging() -> None:

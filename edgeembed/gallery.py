@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -37,6 +38,7 @@ from .errors import GalleryError, InputError
 from .shipped import EARLIER_SHIPPED_BEHAVIOUR
 
 DB_NAME = "gallery.sqlite"
+OWN_VECTOR_FILE = re.compile(r"vectors(\.[0-9a-f]{12})?\.f32")  # the names this module gives vector files
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
 
@@ -191,9 +193,14 @@ class Gallery:
                 model_path=self.meta["model_path"], fingerprint=self.meta["fingerprint"], dim=int(self.meta["dim"]),
                 preprocessing=self.meta["preprocessing"], mode=self.meta.get("mode", "image"),
                 output=self.meta.get("output"))
-        except (sqlite3.DatabaseError, KeyError, ValueError) as exc:
-            raise GalleryError(f"{self.path} holds a damaged gallery ({exc}); restore it from a backup") from None
-        if int(self.meta.get("format_version", 0)) > FORMAT_VERSION:
+            version = int(self.meta.get("format_version", 0))
+            float(self.meta.get("threshold", DEFAULT_THRESHOLD))
+            if not isinstance(self.binding.preprocessing, dict):
+                raise ValueError(f"preprocessing must be a mapping, got {self.binding.preprocessing!r}")
+        except (sqlite3.DatabaseError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise GalleryError(f"{self.path} holds a damaged gallery (meta: {exc}); restore it from a backup "
+                               "(nothing was changed)") from None
+        if version > FORMAT_VERSION:
             raise GalleryError(f"{self.path} was written by a newer edgeembed (format {self.meta['format_version']}); upgrade edgeembed")
 
     def close(self) -> None:
@@ -357,8 +364,13 @@ class Gallery:
             path = self._check_vectors_file(rows_total)
             all_vectors = np.fromfile(path, dtype="<f4", count=rows_total * dim).reshape(rows_total, dim) \
                 if rows_total else np.zeros((0, dim), np.float32)
+            self._verify_vectors(path, rows_total, all_vectors)
             rows = self._db.execute("SELECT e.id, e.row, l.name FROM entries e JOIN labels l ON l.id = e.label_id "
                                     "ORDER BY l.name, e.id").fetchall()
+        past = next((r for r in rows if not 0 <= r[1] < rows_total), None)
+        if past is not None:
+            raise GalleryError(f"{self.path} holds a damaged gallery (entry {past[0]} points to row {past[1]} of "
+                               f"{rows_total}); restore it from a backup (nothing was changed)")
         self._entry_ids = np.array([r[0] for r in rows], np.int64)
         m = np.ascontiguousarray(all_vectors[[r[1] for r in rows]]) if rows else np.zeros((0, dim), np.float32)
         norms = np.linalg.norm(m, axis=1)
@@ -498,6 +510,14 @@ class Gallery:
         infos = list(infos) if infos is not None else [None] * n
         if len(sources) != n or len(infos) != n:
             raise InputError(f"{n} labels need {n} sources and infos (or none), got {len(sources)} and {len(infos)}")
+        try:
+            return self._add(labels, vectors, sources, infos, meta, skip)
+        except Exception:  # a failed commit (full disk, read-only database) left the new rows in the vector file
+            self._drop_uncommitted_rows()
+            raise
+
+    def _add(self, labels, vectors, sources, infos, meta, skip) -> list[int]:  # noqa: ANN001 - add()'s, checked
+        n = len(labels)
         now = time.time()
         ids: list[int] = []
         with self._lock, self._db:  # one transaction: entries, committed row count, meta
@@ -514,6 +534,7 @@ class Gallery:
             labels = self._stored_spellings(labels)
             extra = meta(labels, vectors) if callable(meta) else meta
             path = self._check_vectors_file(rows0)
+            file_crc = zlib.crc32(vectors.tobytes(), self._committed_crc(path, rows0))
             self._append_rows(path, rows0, vectors)
             self._mark_write()
             for name in sorted(set(labels)):
@@ -525,7 +546,7 @@ class Gallery:
                     (label_ids[labels[i]], rows0 + i, sources[i], now, json.dumps(infos[i]) if infos[i] else None))
                 ids.append(int(cur.lastrowid))
             values = {**(extra or {}), "rows": rows0 + n,
-                      "last_row_check": _row_check(rows0 + n, path.name, vectors[-1])}
+                      "last_row_check": _row_check(rows0 + n, path.name, vectors[-1], file_crc)}
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in values.items()])
             self.meta.update(values)
@@ -534,19 +555,34 @@ class Gallery:
 
     def _append_rows(self, path: Path, rows0: int, vectors: np.ndarray) -> None:
         """Under the write lock: the new rows after the ``rows0`` committed ones. If writing fails (a full disk),
-        the file is cut back to the committed rows: the half-written rows held the space a removal then needed."""
+        the file is cut back to the committed rows: the half-written rows held the space a removal then needed.
+        Unbuffered: a buffered file would retry its failed write when cut back or closed, and fail again."""
         committed = rows0 * self.binding.dim * 4
-        with open(path, "r+b" if path.exists() else "w+b") as f:
-            try:
-                f.truncate(committed)  # drop rows of an enrolment that never committed
-                f.seek(0, os.SEEK_END)
-                f.write(vectors.tobytes())
-                f.flush()
-                os.fsync(f.fileno())
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    f.truncate(committed)
-                raise
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            os.ftruncate(fd, committed)  # drop rows of an enrolment that never committed
+            data, at = memoryview(vectors.tobytes()), committed
+            while data:
+                written = os.pwrite(fd, data, at)
+                data, at = data[written:], at + written
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, committed)
+            raise
+        finally:
+            os.close(fd)
+
+    def _drop_uncommitted_rows(self) -> None:
+        """After a failed add: cut the vector file back to the committed rows, under the write lock (another
+        writer's rows are only ever past the committed end while it holds that lock). Best effort: the next add
+        cuts them too."""
+        with contextlib.suppress(Exception), self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._load_meta()
+            path, committed = self._vectors_path, self._committed_rows() * self.binding.dim * 4
+            if path.exists() and path.stat().st_size > committed:
+                os.truncate(path, committed)
 
     def _mark_write(self) -> None:
         """Inside a write transaction: a new token committed with it (``last_write_committed``)."""
@@ -576,6 +612,37 @@ class Gallery:
                                        "the gallery wrote: replaced by another gallery's, or damaged); restore the "
                                        "folder from a backup (nothing was changed)")
         return path
+
+    def _recorded_crc(self, path: Path, rows: int) -> int | None:
+        """The CRC-32 of the first ``rows`` rows of ``path`` as the gallery recorded it, or None (none recorded: a
+        gallery written by an earlier edgeembed, or for another row count or file)."""
+        check = self.meta.get("last_row_check") or {}
+        if check.get("rows") == rows and check.get("file") == path.name and check.get("file_crc") is not None:
+            return int(check["file_crc"])
+        return None
+
+    def _committed_crc(self, path: Path, rows: int) -> int:
+        """Under the write lock: the CRC-32 of the committed rows, to chain an append's rows onto (read from the
+        file only when none was recorded)."""
+        recorded = self._recorded_crc(path, rows) if rows else 0
+        return recorded if recorded is not None else _file_crc(path, rows * self.binding.dim * 4)
+
+    def _verify_vectors(self, path: Path, rows: int, vectors: np.ndarray | None = None) -> None:
+        """Refuse committed rows that are not what was written (a failing SD card, a flipped bit, a block read back
+        as 0xFF): every search would give wrong answers and the next enrolment would store a wrong threshold.
+        ``vectors``: the rows already read, else they are read from ``path``."""
+        recorded = self._recorded_crc(path, rows)
+        if vectors is not None and not np.isfinite(vectors).all():
+            problem = "it holds values that are not numbers"
+        elif recorded is None or not rows:
+            return
+        elif (zlib.crc32(np.ascontiguousarray(vectors, dtype="<f4")) if vectors is not None
+              else _file_crc(path, rows * self.binding.dim * 4)) != recorded:
+            problem = "its rows do not match the checksum the gallery wrote with them"
+        else:
+            return
+        raise GalleryError(f"{path} is damaged: {problem} (a failing SD card or disk?); restore the gallery folder from "
+                           "a backup, or enroll the pictures into a new gallery (nothing was changed)")
 
     def remove_label(self, label: str, meta: MetaAfter | None = None) -> int:
         """Remove a label and all its entries; returns how many entries went. ``meta``: see ``_meta_after``."""
@@ -692,10 +759,12 @@ class Gallery:
                 live = self._db.execute("SELECT id, row FROM entries ORDER BY row").fetchall()
                 current = self._check_vectors_file(rows_total)  # a damaged gallery is said so, not "0 dropped"
                 if len(live) == rows_total:
+                    self._verify_vectors(current, rows_total)
                     live = None  # nothing to drop
                 else:
                     dim = self.binding.dim
                     old = np.fromfile(current, dtype="<f4", count=rows_total * dim).reshape(rows_total, dim)
+                    self._verify_vectors(current, rows_total, old)  # a damaged file is not copied as if sound
                     # a name no file has: never the live file, even when the clock repeats (a board without a clock)
                     fd, new_path = _new_file(self.path, "vectors.", ".f32")
                     new_name = new_path.name
@@ -704,7 +773,7 @@ class Gallery:
                         f.write(kept.tobytes())
                         f.flush()
                         os.fsync(f.fileno())
-                    check = _row_check(len(kept), new_name, kept[-1]) if len(kept) else None
+                    check = _row_check(len(kept), new_name, kept[-1], zlib.crc32(kept)) if len(kept) else None
                     self._db.execute("UPDATE entries SET row = -1 - row")
                     self._db.executemany("UPDATE entries SET row=? WHERE id=?",
                                          [(i, eid) for i, (eid, _) in enumerate(live)])
@@ -742,7 +811,7 @@ class Gallery:
                 self._db.execute("BEGIN IMMEDIATE")
                 keep = self._named_vector_file()
                 for f in self.path.glob("vectors*.f32") if keep is not None else ():
-                    if f.name != keep:
+                    if f.name != keep and OWN_VECTOR_FILE.fullmatch(f.name):  # never a user's 'vectors (copy).f32'
                         f.unlink(missing_ok=True)
             with _creation_lock(self.path):
                 _remove_killed_creations(self.path)
@@ -753,7 +822,8 @@ class Gallery:
         """Refuse a gallery whose vector file is missing, cut short or another gallery's (GalleryError), as every
         search and write would: for ``gallery list``, which reads only the database."""
         with self._lock, self._snapshot():  # a compaction committed since the gallery was opened renamed the file
-            self._check_vectors_file(self._committed_rows())
+            rows = self._committed_rows()
+            self._verify_vectors(self._check_vectors_file(rows), rows)
 
     def summary(self) -> dict[str, Any]:
         labels = self.labels()
@@ -825,9 +895,24 @@ def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
             continue
 
 
-def _row_check(rows: int, file: str, last_row: np.ndarray) -> dict[str, Any]:
-    """What ties the vector file to the database: its committed row count, its name and its last row's CRC-32."""
-    return {"rows": int(rows), "file": file, "crc": zlib.crc32(np.ascontiguousarray(last_row, dtype="<f4").tobytes())}
+def _row_check(rows: int, file: str, last_row: np.ndarray, file_crc: int) -> dict[str, Any]:
+    """What ties the vector file to the database: its committed row count, its name, its last row's CRC-32 (checked
+    on every open, cheaply) and the CRC-32 of all its committed rows (checked whenever they are all read)."""
+    return {"rows": int(rows), "file": file, "crc": zlib.crc32(np.ascontiguousarray(last_row, dtype="<f4").tobytes()),
+            "file_crc": int(file_crc)}
+
+
+def _file_crc(path: Path, nbytes: int) -> int:
+    """The CRC-32 of the first ``nbytes`` bytes of ``path``, read in 4 MB pieces."""
+    crc = 0
+    with open(path, "rb") as f:
+        while nbytes > 0:
+            chunk = f.read(min(nbytes, 1 << 22))
+            if not chunk:
+                break
+            crc = zlib.crc32(chunk, crc)
+            nbytes -= len(chunk)
+    return crc
 
 
 def _check_label(name: str) -> None:

@@ -105,6 +105,10 @@ def open_gallery_embedder(gallery: Gallery, model: str | os.PathLike | None = No
                                "pass --model with the path of that same model")
         path = found
     pre = b.preprocessing
+    missing = [k for k in ("mean", "std", "color_order", "resize", "crop_fraction") if k not in pre]
+    if missing:
+        raise GalleryError(f"gallery {gallery.path} records no {', '.join(missing)} for its model (a damaged gallery, "
+                           "or one made from bare vectors); restore it from a backup, or enroll into a new gallery")
     emb = Embedder.create_from_options(EmbedderOptions(
         model_path=path, output=b.output, mean=pre["mean"], std=pre["std"], color_order=pre["color_order"],
         resize=pre["resize"], crop_fraction=pre["crop_fraction"], interpolation=pre.get("interpolation"), **options))

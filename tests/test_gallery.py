@@ -1,6 +1,7 @@
 """The gallery: search, editing, model binding, and atomic enrolment under SIGKILL."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -895,3 +896,69 @@ def test_a_compaction_stopped_before_its_sweep_never_removes_a_newer_live_file(t
     with Gallery.open(tmp_path / "g") as again:
         assert again.labels() == {"c": 1} and again.matrix.shape == (1, 4)
     assert len(list((tmp_path / "g").glob("vectors*.f32"))) == 1
+
+
+@pytest.mark.parametrize("damage", ["bit", "nan", "ff_block"])
+def test_a_damaged_row_inside_the_vector_file_is_refused(tmp_path, damage):
+    """Only the last row used to be checked: a flipped bit, a NaN or a 4 KB block read back as 0xFF (a failing SD
+    card) in any other row changed answers silently, and the next enrolment stored a threshold derived from it.
+    Every committed row is now under a CRC-32 the gallery writes with them; nothing is changed when it fails."""
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal,
+            _coil_pictures(tmp_path, "p", ("obj01", "obj02", "obj03"), range(0, 72, 6)), "--quiet", check=True)
+    raw = bytearray((gal / "vectors.f32").read_bytes())
+    if damage == "bit":
+        raw[5 * 1024 * 4 + 30] ^= 0x04  # row 5 of 36, a mantissa bit: the vector is still finite and near unit
+    elif damage == "nan":
+        raw[5 * 1024 * 4:5 * 1024 * 4 + 4] = np.array([np.nan], "<f4").tobytes()
+    else:
+        raw[4096 * 3:4096 * 4] = b"\xff" * 4096
+    (gal / "vectors.f32").write_bytes(bytes(raw))
+    before = {f.name: f.read_bytes() for f in gal.iterdir()}
+    for args in (("gallery", "list", "--gallery", gal),
+                 ("recognize", "--gallery", gal, "--source", DATA / "coil20" / "obj01" / "003.png"),
+                 ("enroll", "--gallery", gal, "--label", "x", DATA / "coil20" / "obj09" / "000.png", "--quiet"),
+                 ("gallery", "remove", "obj03", "--gallery", gal), ("gallery", "compact", "--gallery", gal)):
+        p = run_cli(*args)  # a removal too: it re-derives the threshold from the vectors
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, (args, p.stderr)
+        assert "vectors.f32 is damaged" in p.stderr and "nothing was changed" in p.stderr, p.stderr
+    assert {f.name: f.read_bytes() for f in gal.iterdir()} == before
+
+
+def test_compaction_removes_only_its_own_vector_files(tmp_path):
+    """A user's 'vectors (copy).f32' or 'vectors.backup.f32' in the gallery folder was swept as a stale copy."""
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal,
+            _coil_pictures(tmp_path, "p", ("obj01", "obj02"), range(0, 72, 12)), "--quiet", check=True)
+    for name in ("vectors (copy).f32", "vectors.backup.f32"):
+        shutil.copy(gal / "vectors.f32", gal / name)
+    run_cli("gallery", "remove", "obj02", "--gallery", gal, check=True)
+    run_cli("gallery", "compact", "--gallery", gal, check=True)
+    names = sorted(f.name for f in gal.iterdir())
+    assert "vectors (copy).f32" in names and "vectors.backup.f32" in names and "vectors.f32" not in names, names
+    with Gallery.open(gal) as g:
+        assert g.labels() == {"obj01": 6} and g.matrix.shape == (6, 1024)
+
+
+@pytest.mark.parametrize("key, value, needle", [("format_version", '"abc"', "meta: invalid literal"),
+                                                ("threshold", '"high"', "meta: could not convert"),
+                                                ("preprocessing", "{}", "records no mean, std"),
+                                                ("entry_row", "99999", "points to row 99999")])
+def test_damaged_gallery_metadata_is_one_line(tmp_path, key, value, needle):
+    """Hand-edited or damaged values in the database were Python tracebacks (exit 1)."""
+    import sqlite3
+
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal,
+            _coil_pictures(tmp_path, "p", ("obj01",), range(0, 72, 12)), "--quiet", check=True)
+    with sqlite3.connect(gal / "gallery.sqlite") as db:
+        if key == "entry_row":
+            db.execute("UPDATE entries SET row = ? WHERE id = (SELECT MIN(id) FROM entries)", (int(value),))
+        else:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+    before = (gal / "gallery.sqlite").read_bytes()
+    for args in (("recognize", "--gallery", gal, "--source", DATA / "coil20" / "obj01" / "003.png"),
+                 ("enroll", "--gallery", gal, "--label", "x", DATA / "coil20" / "obj09" / "000.png", "--quiet")):
+        p = run_cli(*args)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr, (args, p.stderr)
+    assert (gal / "gallery.sqlite").read_bytes() == before
