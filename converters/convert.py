@@ -205,6 +205,8 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     except Exception as exc:  # noqa: BLE001 - keras raises many kinds for a bad file
         raise ModelError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {_one_line(exc)}); save the "
                          "model with model.save('NAME.keras') in the Keras that trained it and give that file") from None
+    if len(model.inputs) > 1:  # checked before anything runs it: keras's own error is a traceback
+        raise InputError(_many_inputs(path.name, [getattr(t, "name", "?") for t in model.inputs]))
     if not path.is_dir():
         names = ", ".join(layer.name for layer in model.layers[-8:])
         if not o.embedding_layer:  # its output may well be a classifier's: the user names the embedding
@@ -250,6 +252,12 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     return FloatModel(built, pre, f"user Keras model {path.name}", None, True, path.stem)
 
 
+def _many_inputs(what: str, names: list[str]) -> str:
+    return (f"{what} has {len(names)} inputs ({', '.join(names)}); edgeembed converts models that take one picture: "
+            "build (or export) a model with a single (H, W, 3) image input, e.g. keras.Model(one_input, embedding) "
+            "over the branch that embeds a picture, and convert that")
+
+
 def _savedmodel_size(layer, path: Path, size: int | None) -> int:
     """The input size to convert a SavedModel at: its serving signature's (H, W) when fixed, else --size (or 224)."""
     try:
@@ -257,6 +265,9 @@ def _savedmodel_size(layer, path: Path, size: int | None) -> int:
         specs = [v for v in (*args, *kwargs.values()) if hasattr(v, "shape")]
     except Exception:  # noqa: BLE001 - an endpoint without a signature: its call says what it takes
         specs = []
+    if len(specs) > 1:
+        names = [getattr(v, "name", None) or "?" for v in specs]
+        raise InputError(_many_inputs(f"the SavedModel {path}", names))
     if len(specs) != 1 or len(specs[0].shape) != 4:
         return size or 224
     h, w, c = specs[0].shape[1:]

@@ -812,3 +812,22 @@ def test_a_failed_conversion_names_its_cause_even_when_quiet():
         to_tflite(model, lambda: iter(pictures), show_progress=False)
     assert conversion_failure("x\n<unknown>:0: error: loc(fused[\"A\", \"b\"]): 'tf.Foo' op is not supported\n}) {") == \
         "'tf.Foo' op is not supported"
+
+
+def test_a_model_with_two_inputs_is_refused_in_one_line(tmp_path, tiny_calib):
+    """A Keras model (or SavedModel) that takes two pictures: one line naming its inputs, right after it loads (it was
+    a keras traceback from the int8 tuning, a TFLite message, or 'does not take a 64x64x3 picture' for a SavedModel)."""
+    import keras
+
+    a, b = keras.Input((64, 64, 3), name="left"), keras.Input((64, 64, 3), name="right")
+    conv = keras.layers.Conv2D(8, 3, strides=2, activation="relu")
+    x = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(conv(a)), keras.layers.GlobalAveragePooling2D()(conv(b))])
+    model = keras.Model([a, b], keras.layers.Dense(4, name="emb")(x))
+    model.save(tmp_path / "two.keras")
+    model.export(tmp_path / "two_sm", verbose=False)
+    for weights, extra in ((tmp_path / "two.keras", ("--embedding-layer", "emb")), (tmp_path / "two.keras", ("--embedding-layer", "emb", "--int8-tuning", "0")),
+                           (tmp_path / "two_sm", ("--size", "64"))):
+        proc = run_cli("convert", "--weights", f"keras:{weights}", *extra, "--mean", "0", "--std", "1",
+                       "--calibration", tiny_calib, "--out", tmp_path / "x.tflite", "--quiet")
+        _one_line_error(proc, "has 2 inputs (left, right); edgeembed converts models that take one picture")
+    assert not (tmp_path / "x.tflite").exists()
