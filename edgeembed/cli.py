@@ -126,6 +126,11 @@ def _minutes(text: str) -> float:
     return value
 
 
+def _size_text(size_bytes: int) -> str:
+    """'3.6 MB', or '36 KB' for a small model (it read '0.0 MB')."""
+    return f"{size_bytes / 1e6:.1f} MB" if size_bytes >= 100_000 else f"{max(1, round(size_bytes / 1e3))} KB"
+
+
 def _floats(text: str) -> list[float]:
     try:
         vals = [float(v) for v in text.split(",")]
@@ -201,7 +206,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         _print(info)
         return 0
     f = info["input"]
-    print(f"model        {info['model']}  ({info['size_bytes'] / 1e6:.1f} MB, fingerprint {info['fingerprint']})")
+    print(f"model        {info['model']}  ({_size_text(info['size_bytes'])}, fingerprint {info['fingerprint']})")
     print(f"input        {f['height']}x{f['width']}x3 {f['dtype']} (scale {f['quantization']['scale']:.6g}, "
           f"zero point {f['quantization']['zero_point']})")
     for o in info["outputs"]:

@@ -166,7 +166,8 @@ class Embedder:
             which = int(which)
         if isinstance(which, int):
             if not -len(outs) <= which < len(outs):
-                raise ModelError(f"{self.model_path} has {len(outs)} outputs, output index {which} does not exist")
+                raise ModelError(f"{self.model_path} has {len(outs)} output{'s' if len(outs) != 1 else ''}, output index {which} does not "
+                                 f"exist (0..{len(outs) - 1})")
             return outs[which]
         for d in outs:
             if d["name"] == which:
@@ -212,7 +213,15 @@ class Embedder:
             pictures = list(images)
         except TypeError:
             raise InputError(f"embed_many takes a list of pictures, got {type(images).__name__}") from None
-        return [self.embed(im, color) for im in pictures]
+        out = []
+        for i, im in enumerate(pictures):
+            try:
+                out.append(self.embed(im, color))
+            except InputError as exc:  # which of them, when the list is long
+                if len(pictures) == 1:
+                    raise
+                raise type(exc)(f"picture {i} of {len(pictures)}: {exc}") from None
+        return out
 
     def embed_tensor(self, batch: np.ndarray) -> list[Embedding]:
         """Already-preprocessed input (N, H, W, 3) -> Embeddings; the hot path, one invoke each."""
@@ -308,6 +317,18 @@ def _check_options(o: EmbedderOptions) -> None:
     if o.num_threads is not None and (isinstance(o.num_threads, bool) or not isinstance(o.num_threads, int)
                                       or not 1 <= o.num_threads <= 256):
         raise InputError(f"num_threads must be an integer in 1..256 or None, got {o.num_threads!r}")
+    if not isinstance(o.model_path, (str, os.PathLike)):
+        raise InputError(f"model_path must be a path (str or pathlib.Path) to a .tflite file, got "
+                         f"{type(o.model_path).__name__}")
+    try:
+        stds = [float(v) for v in np.atleast_1d(o.std)] if o.std is not None else []
+    except (TypeError, ValueError):
+        stds = []  # said with the expected form where the preprocessing is built
+    if stds and all(0 < v < 1 for v in stds):
+        raise InputError(
+            f"std {', '.join(f'{v:g}' for v in stds)} looks like 0..1 units, but edgeembed's mean and std are in pixel "
+            "units 0..255 (the model sees (pixel - mean) / std): multiply both by 255, e.g. ImageNet's mean "
+            "123.675,116.28,103.53 and std 58.395,57.12,57.375")
     if o.color_order is not None:
         if not isinstance(o.color_order, str) or o.color_order.upper() not in ("RGB", "BGR"):
             raise InputError(f"color_order must be 'RGB' or 'BGR', got {o.color_order!r}")

@@ -9,6 +9,7 @@ check that the bytes are a TFLite model at all. This module reads just those, wi
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -100,6 +101,14 @@ def read_tflite(data: bytes, name: str = "model") -> TFLiteFile:
     """Parse a .tflite's bytes. Raises ModelError (one line) if they are not a TFLite model."""
     if len(data) == 0:
         raise ModelError(f"{name} is empty (0 bytes); expected a .tflite model file: re-download or re-convert it")
+    if data[:2] == b"\x1f\x8b":
+        raise ModelError(f"{name} is gzip-compressed; unpack it first (gunzip, or tar -xzf for a .tar.gz) and give "
+                         "the .tflite inside")
+    if data[:4] == b"PK\x03\x04":
+        raise ModelError(f"{name} is a zip archive; unpack it first and give the .tflite inside")
+    if len(data) < 16 and data[4:8] == FILE_IDENTIFIER:
+        raise ModelError(f"{name} is truncated ({len(data)} bytes: only the start of a TFLite model); "
+                         "re-download or re-convert it")
     if len(data) < 16 or data[4:8] != FILE_IDENTIFIER:
         head = data[:8]
         raise ModelError(
@@ -125,7 +134,10 @@ def read_tflite(data: bytes, name: str = "model") -> TFLiteFile:
             if 0 <= index < len(buffers):
                 metadata[md_name] = _buffer_bytes(r, buffers[index])
     except (struct.error, IndexError) as exc:
-        raise ModelError(f"{name} is a corrupt or truncated TFLite model ({exc}); re-download or re-convert it") from None
+        reach = re.search(r"at least (\d+) bytes", str(exc))
+        detail = (f"it is {len(data):,} bytes but its contents need at least {int(reach.group(1)):,}" if reach
+                  else " ".join(str(exc).split()))
+        raise ModelError(f"{name} is a corrupt or truncated TFLite model ({detail}); re-download or re-convert it") from None
     return TFLiteFile(version=version, custom_ops=custom_ops, metadata=metadata, size=len(data))
 
 

@@ -107,6 +107,10 @@ def test_api_misuse_is_one_clear_error():
     with pytest.raises(InputError, match="num_threads must be an integer"):
         Embedder.create_from_model_path(V1_TINY, num_threads="4")
     assert Embedder.create_from_model_path(V1_TINY, color_order="bgr").spec.preprocessing.color_order == "BGR"
+    # ImageNet's values as PyTorch code writes them (0..1 units): the embeddings came out silently wrong
+    with pytest.raises(InputError, match=r"looks like 0\.\.1 units.*multiply both by 255"):
+        Embedder.create_from_model_path(V1_TINY, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert Embedder.create_from_model_path(V1_TINY, mean=0, std=1).spec.preprocessing.std == (1.0, 1.0, 1.0)
 
 
 def test_model_errors(tmp_path):

@@ -7,6 +7,7 @@ benchmarks/bench_face_peer.py.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -459,6 +460,10 @@ def test_recognize_every_face_json(tmp_path, photos):
     assert len(rows[2]["faces"]) == 1 and rows[2]["faces"][0]["label"] is None  # never enrolled: unknown
     p = run_cli("recognize", "--gallery", gal, "--source", shots / "a_two.png", check=True)
     assert "2 face(s)" in p.stdout and "s9" in p.stdout
+    # the stranger's line names the nearest person and the threshold it missed, as an unknown picture's does
+    p = run_cli("recognize", "--gallery", gal, "--source", shots / "c_stranger.pgm", check=True)
+    nearest = rows[2]["faces"][0]["matches"][0]["label"]
+    assert re.search(rf"\] unknown 0\.\d{{3}} \(nearest {nearest}, threshold 0\.400\)", p.stdout), p.stdout
 
 
 def test_video_goes_through_the_live_pipeline_per_face(tmp_path, photos):

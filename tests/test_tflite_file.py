@@ -51,3 +51,24 @@ def test_bad_bytes_give_one_line(data, needle):
     with pytest.raises(ModelError) as exc:
         read_tflite(data, "m.tflite")
     assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_damaged_and_packed_model_files_are_named_for_what_they_are():
+    """A cut-off head, a cut-off body and a gzip/zip of a model each get their own words (the head was 'not a
+    TFLite model ... got TFL3', the body leaked struct's 'unpack_from requires a buffer of at least ...')."""
+    import gzip
+    import io
+    import zipfile
+
+    data = V1_EMBED.read_bytes()
+    with pytest.raises(ModelError, match=r"is truncated \(10 bytes"):
+        read_tflite(data[:10], "m.tflite")
+    with pytest.raises(ModelError, match=r"corrupt or truncated TFLite model \(it is [\d,]+ bytes but its contents need"):
+        read_tflite(data[: len(data) // 2], "m.tflite")
+    with pytest.raises(ModelError, match="gzip-compressed; unpack it first"):
+        read_tflite(gzip.compress(data), "m.tflite")
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as z:
+        z.writestr("m.tflite", data)
+    with pytest.raises(ModelError, match="zip archive"):
+        read_tflite(packed.getvalue(), "m.zip")

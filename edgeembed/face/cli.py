@@ -187,7 +187,10 @@ def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
                 print(f"{f}: {len(results)} face(s){note} ({ms:.1f} ms)")
                 for r in results:
                     x, y, w, h = (int(round(v)) for v in r.box)
-                    print(f"  [{x},{y} {w}x{h}] {r.label if r.label is not None else 'unknown'} {r.score:.3f}")
+                    # an unknown face names its nearest person and the threshold it missed, as a picture does
+                    near = (f" (nearest {r.matches[0].label}, threshold {r.threshold:.3f})"
+                            if r.label is None and r.matches and r.threshold is not None else "")
+                    print(f"  [{x},{y} {w}x{h}] {r.label if r.label is not None else 'unknown'} {r.score:.3f}{near}")
     finally:
         recognizer.pipeline.close()
         gallery.close()
