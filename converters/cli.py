@@ -326,10 +326,18 @@ def _requantize_faces(args, calib, held, tflite_quant, out):
     held_crops = aligned_face_crops(held, size, template, show_progress=not args.quiet,
                                     name=f"--fidelity-dir {args.fidelity_dir}" if args.fidelity_dir else
                                     f"--calibration-faces {folder} (its odd sorted photos, held aside to check fidelity)")
+    from .convert import MIN_PICTURES  # noqa: PLC0415
+
+    if len(crops) < MIN_PICTURES or len(held_crops) < MIN_PICTURES:  # the minimum is of faces, not of photos
+        held_where = (f"--fidelity-dir {args.fidelity_dir}" if args.fidelity_dir else "its odd ones (held aside)")
+        raise InputError(f"calibration needs at least {MIN_PICTURES} faces and the fidelity check {MIN_PICTURES} others; "
+                         f"--calibration-faces {folder} gave {_faces(len(crops))} in its {len(calib)} even sorted photos "
+                         f"(which calibrate) and {_faces(len(held_crops))} in the {len(held)} photos of {held_where}: "
+                         "give more photos with a face")
     for what, photos, faces in (("calibration", calib, crops), ("held-aside", held, held_crops)):
         if len(faces) < len(photos):
             print(f"note: {len(photos) - len(faces)} of the {len(photos)} {what} photos gave no face (or could not be "
-                  f"read); {'calibrating' if what == 'calibration' else 'judging fidelity'} on the {len(faces)} faces "
+                  f"read); {'calibrating' if what == 'calibration' else 'judging fidelity'} on the {_faces(len(faces))} "
                   "found", file=sys.stderr)
     data, spec, _ = tflite_quant.quantize_face_crops(data, crops, base, template, str(args.calibration_faces),
                                                      args.activation_ranges)
@@ -346,6 +354,10 @@ def _requantize_faces(args, calib, held, tflite_quant, out):
     calibration = {**spec.calibration, "requantized_from": str(args.tflite), "photos": len(calib),
                    "held_aside_photos": len(held), "held_aside_faces": len(held_crops)}
     return data, spec, float_emb, int8_emb, calibration
+
+
+def _faces(n: int) -> str:
+    return f"{n} face" if n == 1 else f"{n} faces"
 
 
 def _write_requantized(args, data: bytes, spec, out: Path) -> int:

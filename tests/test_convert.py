@@ -831,3 +831,28 @@ def test_a_model_with_two_inputs_is_refused_in_one_line(tmp_path, tiny_calib):
                        "--calibration", tiny_calib, "--out", tmp_path / "x.tflite", "--quiet")
         _one_line_error(proc, "has 2 inputs (left, right); edgeembed converts models that take one picture")
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_calibration_faces_minimum_counts_faces_not_photos(tmp_path):
+    """--calibration-faces: 5 photos that give 1 face do not calibrate, and 1 face cannot pass the fidelity check: the
+    minimum of 5 applies to the faces found, in one line saying how many faces came from how many photos."""
+    orl, coil = DATA / "orl-faces" / "s2", DATA / "coil20" / "obj01"
+    faces, objects = sorted(orl.iterdir())[:6], [coil / f"{v:03d}.png" for v in (2, 4, 6, 8)]  # objects: no face
+
+    def folder(name, even, odd):
+        d = tmp_path / name
+        d.mkdir()
+        for i, f in enumerate(p for pair in zip(even, odd) for p in pair):
+            (d / f"{name[0]}{i}{f.suffix}").symlink_to(f)
+        return d
+
+    few = folder("fewfaces", [faces[0], *objects], faces[1:6])
+    held = folder("heldfew", faces[1:6], [faces[0], *objects])
+    model = ("--tflite", MODELS / "mobilefacenet.tflite", "--quiet")
+    _one_line_error(run_cli("convert", *model, "--calibration-faces", few, "--out", tmp_path / "a.tflite"),
+                    f"calibration needs at least 5 faces and the fidelity check 5 others; --calibration-faces {few} gave "
+                    "1 face in its 5 even sorted photos (which calibrate) and 5 faces in the 5 photos of its odd ones")
+    _one_line_error(run_cli("convert", *model, "--calibration-faces", held, "--min-cosine", "0.5", "--out",
+                            tmp_path / "a.tflite"), "gave 5 faces in its 5 even sorted photos (which calibrate) and 1 face "
+                                                    "in the 5 photos of its odd ones (held aside)")
+    assert not list(tmp_path.glob("a*"))
