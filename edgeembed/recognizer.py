@@ -407,12 +407,16 @@ def threshold_rule(vectors: np.ndarray, labels: Sequence | np.ndarray, unrelated
         idx = np.arange(len(m))
         if len(m) > AUTO_THRESHOLD_SAMPLE:
             idx = np.random.default_rng(0).choice(len(m), AUTO_THRESHOLD_SAMPLE, replace=False)
-        sims = m[idx] @ m.T
-        same = row_label[idx][:, None] == row_label[None, :]
-        best_other = np.where(same, -np.inf, sims).max(axis=1)
-        sims_same = np.where(same, sims, -np.inf)
-        sims_same[np.arange(len(idx)), idx] = -np.inf  # leave the entry itself out
-        best_same = sims_same.max(axis=1)
+        best_other = np.empty(len(idx), np.float32)
+        best_same = np.empty(len(idx), np.float32)
+        for start in range(0, len(idx), 256):  # 256 rows at a time: memory stays flat in the gallery's size
+            rows = idx[start:start + 256]
+            sims = m[rows] @ m.T
+            same = row_label[rows][:, None] == row_label[None, :]
+            sims[np.arange(len(rows)), rows] = -np.inf  # leave the entry itself out (it is of its own label)
+            best_same[start:start + len(rows)] = np.where(same, sims, -np.inf).max(axis=1)
+            sims[same] = -np.inf
+            best_other[start:start + len(rows)] = sims.max(axis=1)
         best_same = best_same[np.isfinite(best_same)]
         if len(best_same) >= AUTO_THRESHOLD_MIN_GENUINE:
             t = (float(np.median(best_same)) + float(np.median(best_other))) / 2
