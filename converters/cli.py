@@ -115,6 +115,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
                          ("--fidelity-dir", args.fidelity_dir)):
         if folder and not Path(folder).is_dir():
             raise InputError(f"{flag} folder not found: {folder} (give a folder of pictures like those the model will see)")
+    if args.edgetpu and args.output_type in ("float32", "float16", "dynamic"):
+        raise InputError(f"--edgetpu needs a full-integer model: the Edge TPU runs int8 ops only, and --output-type "
+                         f"{args.output_type} leaves them float; use --output-type uint8 (the default) or int8")
     if args.tflite and args.output_type not in (None, "int8"):
         raise InputError(f"--tflite writes full-integer int8 (int8 edges) only, got --output-type {args.output_type}; "
                          "leave --output-type out, or convert the Keras model with --weights keras:PATH")
@@ -169,6 +172,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {summary['model']} ({_size(summary['bytes'])}, {summary['embedding_dim']}-d embedding, "
               f"{summary['output_type']}) in {summary['seconds']['total']:.0f} s")
+    failed = _edgetpu_failure(summary.get("edgetpu") or {}, out)
+    if failed:
+        raise failed
     return 0
 
 
@@ -194,12 +200,25 @@ def _edgetpu(path: Path, log) -> dict:
     res = compile_for_edgetpu(path)
     if res.get("compiled"):
         left = res.get("not_mapped", {})
-        log(f"Edge TPU: compiled {res['compiled']}: {res.get('mapped', '?')} ops on the TPU, {res.get('on_cpu', '?')} on the CPU"
+        counts = (f"{res['mapped']} ops on the TPU, {res['on_cpu']} on the CPU" if "mapped" in res and "on_cpu" in res
+                  else "the compiler's report gave no op counts (see its log)")
+        log(f"Edge TPU: compiled {res['compiled']}: {counts}"
             + ("; left on the CPU: " + ", ".join(f"{k} x{v['count']} ({v['reasons'][0]})" for k, v in left.items()) if left else ""))
+    elif res.get("error"):
+        log(f"Edge TPU: {res['error']}")
     else:
-        lines = (res.get("message") or res.get("log") or "").strip().splitlines()
-        log("Edge TPU: " + (lines[-1] if lines else f"edgetpu_compiler failed (exit status {res.get('returncode')})"))
+        log("Edge TPU: " + res.get("message", ""))
     return {**rep, **{k: v for k, v in res.items() if k != "log"}}
+
+
+def _edgetpu_failure(rep: dict, model: Path):
+    """The error (exit status 4) for a compiler that ran and gave no Edge TPU model, or None."""
+    from .edgetpu import EdgeTpuCompileError  # noqa: PLC0415
+
+    if not rep.get("error"):
+        return None
+    return EdgeTpuCompileError(f"no Edge TPU model was made: {rep['error']}; the CPU model {model} was written and is "
+                               "there (run it without the Edge TPU, or fix the compiler's complaint and convert again)")
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -392,6 +411,9 @@ def _write_requantized(args, data: bytes, spec, out: Path) -> int:
             print(json.dumps(summary))
         raise err
     print(json.dumps(summary) if args.json else f"wrote {dest} ({_size(dest.stat().st_size)}, int8)")
+    failed = _edgetpu_failure(summary.get("edgetpu") or {}, dest)
+    if failed:
+        raise failed
     return 0
 
 

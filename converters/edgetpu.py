@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edgeembed.errors import EdgeEmbedError
+
 # Coral's documented supported operations (coral.ai/docs/edgetpu/models-intro, "Supported operations").
 SUPPORTED = {
     "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS", "FULLY_CONNECTED",
@@ -42,23 +44,66 @@ def op_report(model: bytes) -> dict:
     return {"ops": counts, "total": len(ops), "will_not_map": unmapped}
 
 
+class EdgeTpuCompileError(EdgeEmbedError):
+    """edgetpu_compiler ran but gave no Edge TPU model (the CPU model written before it stays)."""
+
+    exit_code = 4  # 3 is a model below the fidelity gate
+
+
 def compile_for_edgetpu(model_path: str | Path, out_dir: str | Path | None = None) -> dict:
-    """Run edgetpu_compiler when present: -> {"compiled": path, "mapped": n, "on_cpu": n, "not_mapped": {...}, "log": str}."""
+    """Run edgetpu_compiler when present: -> {"compiled": path, "mapped": n, "on_cpu": n, "not_mapped": {...}, "log": str}.
+
+    "compiled" is set only to a TFLite file this run wrote; otherwise "error" says what went wrong. A
+    ``<stem>_edgetpu.tflite`` (and its .log) left by an earlier run is removed first, so it is never taken for
+    this run's (nor given this model's metadata), and a file the compiler wrote that is no TFLite model is removed.
+    """
     exe = shutil.which("edgetpu_compiler")
     if not exe:
         return {"compiled": None, "message": INSTALL_HINT}
     model_path = Path(model_path)
     out_dir = Path(out_dir or model_path.parent)
+    compiled, log_file = compiled_paths(model_path, out_dir)
+    for stale in (compiled, log_file):
+        stale.unlink(missing_ok=True)
     proc = subprocess.run([exe, "-s", "-o", str(out_dir), str(model_path)], capture_output=True, text=True)
-    res: dict = {"compiled": None, "returncode": proc.returncode, **parse_compiler_log(proc.stdout + proc.stderr)}
-    if proc.returncode == 0:
-        compiled = out_dir / (model_path.stem + "_edgetpu.tflite")
-        res["compiled"] = str(compiled)
-        if "mapped" not in res and "total_ops" in res:  # the compiler prints the split only when some ops stay on the CPU
-            res["mapped"], res["on_cpu"] = res["total_ops"], 0
-        if compiled.is_file():
-            res["metadata_restored"] = restore_metadata(model_path, compiled)
+    text = proc.stdout + proc.stderr
+    res: dict = {"compiled": None, "returncode": proc.returncode, **parse_compiler_log(text)}
+    said = _last_line(text)
+    if proc.returncode != 0:
+        res["error"] = f"edgetpu_compiler failed (exit status {proc.returncode}{': ' + said if said else ''})"
+    elif not compiled.is_file():
+        res["error"] = (f"edgetpu_compiler exited 0 but wrote no {compiled.name}"
+                        + (f" (its last line: {said})" if said else ""))
+    else:
+        from edgeembed.tflite_file import read_tflite
+
+        try:
+            read_tflite(compiled.read_bytes(), compiled.name)
+        except (EdgeEmbedError, OSError) as exc:
+            compiled.unlink(missing_ok=True)
+            res["error"] = (f"edgetpu_compiler wrote {compiled.name}, which is not a TFLite model ({exc.__class__.__name__}); "
+                            "it was removed: check the compiler's installation (edgetpu_compiler --version)")
+    if "error" in res:
+        compiled.unlink(missing_ok=True)  # nothing half-written or unusable is left under the compiled name
+        return res
+    res["compiled"] = str(compiled)
+    if "mapped" not in res and "total_ops" in res:  # the compiler prints the split only when some ops stay on the CPU
+        res["mapped"], res["on_cpu"] = res["total_ops"], 0
+    res["metadata_restored"] = restore_metadata(model_path, compiled)
     return res
+
+
+def compiled_paths(model_path: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Where edgetpu_compiler writes the compiled model of ``model_path`` and its log."""
+    model_path = Path(model_path)
+    out_dir = Path(out_dir or model_path.parent)
+    return out_dir / (model_path.stem + "_edgetpu.tflite"), out_dir / (model_path.stem + "_edgetpu.log")
+
+
+def _last_line(text: str) -> str:
+    """The compiler's last line that says something (not its closing boilerplate)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
 
 
 def restore_metadata(source: Path, compiled: Path) -> list[str]:

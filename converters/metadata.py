@@ -183,7 +183,9 @@ def low_fidelity_path(model_path: str | Path) -> Path:
 
 def remove_low_fidelity(model_path: str | Path) -> None:
     """A model written to its own path supersedes one an earlier run left beside it below the gate (and that one's
-    .fidelity.json): two models side by side would leave the user to guess which is current."""
+    .fidelity.json and Edge TPU compilation): two models side by side would leave the user to guess which is current."""
     low = low_fidelity_path(model_path)
     low.unlink(missing_ok=True)
     fidelity_path(low).unlink(missing_ok=True)
+    for compiled in (low.with_name(low.stem + "_edgetpu.tflite"), low.with_name(low.stem + "_edgetpu.log")):
+        compiled.unlink(missing_ok=True)  # its Edge TPU compilation (--edgetpu) went below the gate with it

@@ -856,3 +856,94 @@ def test_calibration_faces_minimum_counts_faces_not_photos(tmp_path):
                             tmp_path / "a.tflite"), "gave 5 faces in its 5 even sorted photos (which calibrate) and 1 face "
                                                     "in the 5 photos of its odd ones (held aside)")
     assert not list(tmp_path.glob("a*"))
+
+
+def _misbehaving_compiler(bin_dir) -> None:
+    """A stand-in edgetpu_compiler that fails as real installations have been seen to (mode from $FAKE_TPU_MODE): fail
+    (exit 1, 'Internal compiler error'), notquant (exit 1, 'Model not quantized'), nofile (exit 0, writes nothing),
+    garbage (exit 0, writes a non-TFLite file), weird (exit 0, a good file but a report without op counts)."""
+    script = bin_dir / "edgetpu_compiler"
+    script.write_text(f"""#!{sys.executable}
+import os, sys
+from pathlib import Path
+mode = os.environ["FAKE_TPU_MODE"]
+out_dir, model = Path(sys.argv[3]), Path(sys.argv[4])
+out = out_dir / (model.stem + "_edgetpu.tflite")
+print("Edge TPU Compiler version 16.0.384591198")
+if mode == "fail":
+    print("Internal compiler error. Aborting!", file=sys.stderr); sys.exit(1)
+if mode == "notquant":
+    print(f"Invalid model: {{model}}\\nModel not quantized"); sys.exit(1)
+if mode == "garbage":
+    out.write_bytes(b"this is not a flatbuffer" * 10)
+if mode == "weird":
+    sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+    from tflite_builder import custom_op_model
+    out.write_bytes(custom_op_model(in_shape=(1, 224, 224, 3), out_shape=(1, 1280)))
+    print("Compilation finished with some unexpected note: 42 things happened")
+if mode in ("garbage", "weird"):
+    (out_dir / (model.stem + "_edgetpu.log")).write_text("log")
+""")
+    script.chmod(0o755)
+
+
+def test_edgetpu_compiler_that_fails_or_misbehaves(tmp_path, monkeypatch, tiny_calib):
+    """A compiler that fails, writes nothing or writes no TFLite file: never 'compiled X' (nor an earlier run's file
+    stamped with this model's metadata); the run says so in one line and exits 4, the CPU model stays and is named.
+    --edgetpu with a float output type is refused before anything runs."""
+    import os
+    import shutil
+
+    from converters.cli import _edgetpu
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _misbehaving_compiler(bin_dir)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    model = tmp_path / "m.tflite"
+    shutil.copyfile(REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite", model)
+    stale, stale_log = tmp_path / "m_edgetpu.tflite", tmp_path / "m_edgetpu.log"
+    monkeypatch.setenv("PATH", path)
+    for mode, needle in (("fail", "edgetpu_compiler failed (exit status 1: Internal compiler error. Aborting!)"),
+                         ("notquant", "edgetpu_compiler failed (exit status 1: Model not quantized)"),
+                         ("nofile", "edgetpu_compiler exited 0 but wrote no m_edgetpu.tflite"),
+                         ("garbage", "edgetpu_compiler wrote m_edgetpu.tflite, which is not a TFLite model")):
+        shutil.copyfile(V1_EMBED, stale)  # an earlier run's compiled file: never reported, stamped or kept
+        stale_log.write_text("an earlier run's log")
+        monkeypatch.setenv("FAKE_TPU_MODE", mode)
+        lines: list[str] = []
+        rep = _edgetpu(model, lines.append)
+        assert rep["compiled"] is None and needle in rep["error"] and lines[-1] == f"Edge TPU: {rep['error']}", mode
+        assert not stale.exists(), mode
+        assert not stale_log.exists() or stale_log.read_text() != "an earlier run's log", mode
+        assert "give a .tflite" not in rep["error"]  # the compiler's output is not blamed on the user
+    monkeypatch.setenv("FAKE_TPU_MODE", "weird")
+    lines = []
+    rep = _edgetpu(model, lines.append)
+    assert rep["compiled"] == str(stale) and "?" not in lines[-1] and "gave no op counts" in lines[-1]
+    # through the command: the CPU model is written and named, the exit status says no Edge TPU model was made
+    out = tmp_path / "conv.tflite"
+    proc = run_cli("convert", "--arch", "mobilenet_v1", "--alpha", "0.25", "--size", "128", "--weights", "random",
+                   "--calibration", tiny_calib, "--int8-tuning", "0", "--edgetpu", "--out", out, "--json", "--quiet",
+                   env={"PATH": path, "FAKE_TPU_MODE": "fail"})
+    assert proc.returncode == 4, proc.stderr[-1500:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("edgeembed:")]
+    assert len(errors) == 1 and "no Edge TPU model was made: edgetpu_compiler failed (exit status 1" in errors[0]
+    assert f"the CPU model {out} was written and is there" in errors[0] and out.is_file()
+    assert json.loads(proc.stdout)["edgetpu"]["returncode"] == 1 and "Traceback" not in proc.stderr
+    for output_type in ("float32", "float16", "dynamic"):
+        _one_line_error(run_cli("convert", "--arch", "mobilenet_v1", "--weights", "random", "--calibration", tiny_calib,
+                                "--output-type", output_type, "--edgetpu", "--out", tmp_path / "f.tflite"),
+                        f"--edgetpu needs a full-integer model: the Edge TPU runs int8 ops only, and --output-type {output_type}")
+    assert not (tmp_path / "f.tflite").exists()
+
+
+def test_accepting_a_low_fidelity_model_removes_its_edgetpu_compilation(tmp_path):
+    from converters.metadata import remove_low_fidelity
+
+    names = ("m.low-fidelity.tflite", "m.low-fidelity.fidelity.json", "m.low-fidelity_edgetpu.tflite",
+             "m.low-fidelity_edgetpu.log")
+    for name in (*names, "m_edgetpu.tflite", "other.low-fidelity_edgetpu.tflite"):
+        (tmp_path / name).write_text("x")
+    remove_low_fidelity(tmp_path / "m.tflite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_edgetpu.tflite", "other.low-fidelity_edgetpu.tflite"]
