@@ -392,13 +392,12 @@ def _write_requantized(args, data: bytes, spec, out: Path) -> int:
     low = report.get("passed") is False and not args.accept_low_fidelity
     dest = metadata.low_fidelity_path(out) if low else out
     dest.parent.mkdir(parents=True, exist_ok=True)
-    metadata.write_atomically(dest, data)
+    kind = "face crops" if args.calibration_faces else "pictures"
+    side = metadata.write_model_and_json(dest, data, metadata.fidelity_json_text(
+        dest, spec.architecture, spec.weights, spec.calibration,
+        {**report, "note": report.get("note", f"int8 vs the float .tflite on {kind} held aside from calibration")}))
     if not low:
         metadata.remove_low_fidelity(dest)
-    kind = "face crops" if args.calibration_faces else "pictures"
-    side = metadata.write_fidelity_json(
-        dest, spec.architecture, spec.weights, spec.calibration,
-        {**report, "note": report.get("note", f"int8 vs the float .tflite on {kind} held aside from calibration")})
     summary = {"model": str(dest), "calibration_images": spec.calibration["images"], "fidelity": report,
                "fidelity_json": str(side)}
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print

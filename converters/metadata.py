@@ -145,27 +145,66 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def save_model(path: str | Path, model: bytes, spec: ModelSpec, height: int, width: int, n_outputs: int = 1,
                fidelity_json: bool = True) -> Path:
-    """Write the .tflite with metadata (atomically) and the fidelity JSON beside it (or remove a stale one)."""
+    """Write the .tflite with metadata and the fidelity JSON beside it (or remove a stale one), as one change
+    (:func:`write_model_and_json`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, write_spec(model, spec, height, width, n_outputs, name=path.name))
-    if fidelity_json:
-        write_fidelity_json(path, spec.architecture, spec.weights, spec.calibration, spec.fidelity)
+    data = write_spec(model, spec, height, width, n_outputs, name=path.name)
+    side = fidelity_json_text(path, spec.architecture, spec.weights, spec.calibration, spec.fidelity) if fidelity_json else False
+    write_model_and_json(path, data, side)
     return path
+
+
+def write_model_and_json(path: str | Path, data: bytes, side: bytes | None | bool) -> Path | None:
+    """Replace the model at ``path`` with ``data`` and its .fidelity.json with ``side`` (None: remove the JSON an
+    earlier model left; False: leave the JSON alone) as one change: both are written to temporary files in the
+    model's folder first and renamed into place only when both are complete. A full disk or any other failure while
+    writing removes the temporary files and leaves both paths as they were, so a model is never left beside a JSON
+    that describes another one, and "nothing half-written was kept" stays true. -> the JSON's path, or None."""
+    import os
+
+    path = Path(path)
+    json_path = fidelity_path(path)
+    writes = [(path, data)] + ([(json_path, side)] if isinstance(side, bytes) else [])
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for dest, content in writes:
+            tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")  # open(), not mkstemp: the umask's permissions
+            temps.append((tmp, dest))
+            tmp.write_bytes(content)
+        for tmp, dest in temps:
+            os.replace(tmp, dest)
+    except BaseException:
+        for tmp, _ in temps:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        raise
+    if side is None:
+        json_path.unlink(missing_ok=True)
+    return json_path if isinstance(side, bytes) else None
+
+
+def fidelity_json_text(model_path: str | Path, architecture, weights, calibration, fidelity) -> bytes | None:
+    """The ``.fidelity.json`` of a model about to be written at ``model_path``; None without a fidelity report."""
+    import json
+
+    if fidelity is None:
+        return None
+    return (json.dumps({"model": Path(model_path).name, "architecture": architecture, "weights": weights,
+                        "calibration": calibration, "fidelity": fidelity}, indent=2) + "\n").encode("utf-8")
 
 
 def write_fidelity_json(model_path: str | Path, architecture, weights, calibration, fidelity) -> Path | None:
     """The ``.fidelity.json`` beside a model just written: it always describes that model. Without a fidelity
     report the JSON an earlier model left there is removed (None is returned)."""
-    import json
-
     side = fidelity_path(model_path)
-    if fidelity is None:
+    text = fidelity_json_text(model_path, architecture, weights, calibration, fidelity)
+    if text is None:
         side.unlink(missing_ok=True)
         return None
-    text = json.dumps({"model": Path(model_path).name, "architecture": architecture, "weights": weights,
-                       "calibration": calibration, "fidelity": fidelity}, indent=2) + "\n"
-    write_atomically(side, text.encode("utf-8"))
+    write_atomically(side, text)
     return side
 
 

@@ -361,8 +361,9 @@ def quantize_face_model(float_path: str | os.PathLike, out_path: str | os.PathLi
 
     dest = Path(out_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    metadata.write_atomically(dest, out)  # a reader sees the old file or the new one, never half
-    metadata.write_fidelity_json(dest, spec.architecture, spec.weights, spec.calibration, fidelity)
+    # a reader sees the old files or the new ones, never half, nor a model beside another one's JSON
+    metadata.write_model_and_json(dest, out, metadata.fidelity_json_text(dest, spec.architecture, spec.weights,
+                                                                         spec.calibration, fidelity))
     return {"model": str(out_path), "from": str(src), "calibration_crops": int(len(crops)), "fidelity": fidelity,
             "bytes_float": len(data), "bytes_int8": len(out), "seconds": round(time.perf_counter() - t0, 1),
             "preprocessing": asdict(spec.preprocessing)}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, MODELS, REPO, V1_EMBED, run_cli
+from conftest import DATA, MODELS, REPO, V1_EMBED, V1_TINY, run_cli
 
 pytest.importorskip("tensorflow")
 IMAGENET = DATA / "imagenet-sample"
@@ -113,8 +113,6 @@ def test_low_fidelity_fails_loudly_and_keeps_the_model_at_out(tmp_path, tiny_cal
     """Below the gate the model goes beside --out as NAME.low-fidelity.tflite: a good model already at --out, and its
     .fidelity.json, are kept byte for byte. --accept-low-fidelity writes it to --out."""
     import shutil
-
-    from conftest import V1_TINY
 
     good, good_json = tmp_path / "low.tflite", tmp_path / "low.fidelity.json"
     shutil.copyfile(V1_TINY, good)  # a real model already there
@@ -947,3 +945,37 @@ def test_accepting_a_low_fidelity_model_removes_its_edgetpu_compilation(tmp_path
         (tmp_path / name).write_text("x")
     remove_low_fidelity(tmp_path / "m.tflite")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m_edgetpu.tflite", "other.low-fidelity_edgetpu.tflite"]
+
+
+@pytest.mark.parametrize("earlier", [True, False], ids=["over-an-earlier-model", "new"])
+def test_a_full_disk_changes_neither_the_model_nor_its_json(tmp_path, monkeypatch, earlier):
+    """The disk fills after the model is written but before its .fidelity.json: the model and the JSON change together
+    or not at all (the new model was kept without its JSON, or beside the old model's JSON, while the message said
+    'nothing half-written was kept')."""
+    import errno
+
+    from converters import metadata
+    from edgeembed.spec import ModelSpec
+
+    out, side = tmp_path / "m.tflite", tmp_path / "m.fidelity.json"
+    if earlier:
+        out.write_bytes(V1_EMBED.read_bytes())
+        side.write_text('{"fidelity": {"images": 80}}\n')
+    before = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
+    real = Path.write_bytes
+
+    def full_disk(self, data):
+        if "fidelity.json" in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    spec = ModelSpec(embedding_dim=1001, architecture="tiny", fidelity={"images": 30, "passed": True})
+    with pytest.raises(OSError) as exc:
+        metadata.save_model(out, V1_TINY.read_bytes(), spec, 128, 128)
+    assert exc.value.errno == errno.ENOSPC
+    assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before  # as it was, no temporary file
+    monkeypatch.setattr(Path, "write_bytes", real)
+    metadata.save_model(out, V1_TINY.read_bytes(), spec, 128, 128)  # with room: both change
+    assert json.loads(side.read_text())["fidelity"]["images"] == 30 and out.read_bytes() != V1_EMBED.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fidelity.json", "m.tflite"]
