@@ -131,6 +131,7 @@ class Embedder:
         self._out_scale, self._out_zp = float(scale), int(zp)
         self.dim = int(np.prod(self._output["shape"][1:]))
         self._behaviour: str | None = None
+        self._probes: np.ndarray | None = None
         self._closed = False
         self._lock = threading.Lock()
 
@@ -265,10 +266,18 @@ class Embedder:
         """
         if self._behaviour is None:
             h = hashlib.sha256()
-            for picture in probe_pictures():
-                h.update(np.round(self.embed(picture).vector.astype(np.float64), 6).tobytes())
+            for vector in self.behaviour_probes():
+                h.update(np.round(vector.astype(np.float64), 6).tobytes())
             self._behaviour = h.hexdigest()[:20]
         return self._behaviour
+
+    def behaviour_probes(self) -> np.ndarray:
+        """The embeddings of the two probe pictures, (2, dim) float32: what behaviour_fingerprint hashes, kept by a
+        gallery to compare with a tolerance (backends differ in the last digits: tflite-runtime against LiteRT,
+        cosine 0.998, which no hash survives)."""
+        if self._probes is None:
+            self._probes = np.stack([self.embed(picture).vector for picture in probe_pictures()]).astype(np.float32)
+        return self._probes
 
     def close(self) -> None:
         with self._lock:  # not under an embed running on another thread

@@ -18,6 +18,8 @@ while the camera runs is recognized, or forgotten, from the next frame on.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import os
@@ -38,6 +40,9 @@ from .errors import GalleryError, InputError
 from .shipped import EARLIER_SHIPPED_BEHAVIOUR
 
 DB_NAME = "gallery.sqlite"
+# a model file whose probe embeddings are this close to those a gallery kept embeds the same (one model on two
+# backends: 0.998 and above; another model, or the same one quantized again, well below)
+PROBE_MIN_COSINE = 0.995
 OWN_VECTOR_FILE = re.compile(r"vectors(\.[0-9a-f]{12})?\.f32")  # the names this module gives vector files
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
@@ -255,7 +260,8 @@ class Gallery:
             finally:
                 self._matrix = None
 
-    def check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None) -> None:
+    def check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None,
+                      probes: Callable[[], np.ndarray] | None = None) -> None:
         """Refuse a model other than the gallery's own (a different fingerprint); a model accepted here may search
         the gallery with its Embeddings (``search`` refuses those of any other model).
 
@@ -264,11 +270,15 @@ class Gallery:
         gallery's own path, the gallery is re-bound to it (recorded under ``rebinds``). So is the same
         model at another path once the gallery's own path holds nothing (the model file moved, e.g. a new
         install), so that the gallery needs no --model from then on.
+        ``probes``: the model's Embedder.behaviour_probes; a gallery that kept its model's (``behaviour_probes``)
+        also accepts a file whose probe embeddings are within cosine PROBE_MIN_COSINE of them, for the same
+        model run by another backend, whose last digits differ.
         """
-        self._check_binding(binding, behaviour)
+        self._check_binding(binding, behaviour, probes)
         self._accepted.add(binding.fingerprint)
 
-    def _check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None) -> None:
+    def _check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None,
+                       probes: Callable[[], np.ndarray] | None = None) -> None:
         mine = self.binding
         moved = binding.model_path != mine.model_path and not Path(mine.model_path).exists()
         if binding.fingerprint == mine.fingerprint and moved and (binding.dim, binding.mode) == (mine.dim, mine.mode):
@@ -276,8 +286,10 @@ class Gallery:
             return
         # galleries enrolled with an earlier shipped file have no stored value: the project knows it
         stored = self.meta.get("behaviour") or EARLIER_SHIPPED_BEHAVIOUR.get(mine.fingerprint)
-        if (binding.fingerprint != mine.fingerprint and behaviour is not None and stored
-                and (binding.dim, binding.mode) == (mine.dim, mine.mode) and behaviour() == stored):
+        kept = decode_probes(self.meta.get("behaviour_probes"), mine.dim)
+        if (binding.fingerprint != mine.fingerprint and (binding.dim, binding.mode) == (mine.dim, mine.mode)
+                and ((behaviour is not None and stored and behaviour() == stored)
+                     or (probes is not None and kept is not None and _probe_agreement(probes(), kept) >= PROBE_MIN_COSINE))):
             if binding.model_path == mine.model_path or moved:
                 self._rebind(binding, stored)
             return
@@ -900,6 +912,29 @@ def _row_check(rows: int, file: str, last_row: np.ndarray, file_crc: int) -> dic
     on every open, cheaply) and the CRC-32 of all its committed rows (checked whenever they are all read)."""
     return {"rows": int(rows), "file": file, "crc": zlib.crc32(np.ascontiguousarray(last_row, dtype="<f4").tobytes()),
             "file_crc": int(file_crc)}
+
+
+def encode_probes(probes: np.ndarray) -> str:
+    """A model's probe embeddings as a gallery keeps them (base64 of little-endian float32)."""
+    return base64.b64encode(np.ascontiguousarray(probes, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_probes(text: Any, dim: int) -> np.ndarray | None:
+    """The probe embeddings a gallery kept, (2, dim), or None (none kept, or unreadable)."""
+    try:
+        probes = np.frombuffer(base64.b64decode(text, validate=True), "<f4").reshape(-1, dim)
+    except (TypeError, ValueError, binascii.Error):
+        return None
+    return probes if len(probes) and np.isfinite(probes).all() else None
+
+
+def _probe_agreement(probes: np.ndarray, kept: np.ndarray) -> float:
+    """The lowest cosine between a model's probe embeddings and those a gallery kept."""
+    a, b = np.asarray(probes, np.float64), np.asarray(kept, np.float64)
+    if a.shape != b.shape:
+        return -1.0
+    cos = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return float(cos.min())
 
 
 def _file_crc(path: Path, nbytes: int) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .embedder import Embedder, EmbedderOptions
 from .errors import GalleryError, ImageError, InputError
-from .gallery import DB_NAME, Gallery, ModelBinding, is_cosine, normal_label
+from .gallery import DB_NAME, Gallery, ModelBinding, encode_probes, is_cosine, normal_label
 from .preprocess import is_image_file, list_images
 from .progress import progress
 
@@ -70,7 +70,8 @@ def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "ima
     rec = model_threshold(embedder)
     binding = binding_for(embedder, mode)
     # what the model computes, so that a replaced file that embeds the same keeps the gallery (check_binding)
-    values = {"behaviour": embedder.behaviour_fingerprint(), **model_values(embedder), **(meta or {})}
+    values = {"behaviour": embedder.behaviour_fingerprint(), "behaviour_probes": encode_probes(embedder.behaviour_probes()),
+              **model_values(embedder), **(meta or {})}
     try:
         return Gallery.create(path, binding, threshold=rec, meta=values)
     except GalleryError:
@@ -78,7 +79,7 @@ def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "ima
             raise
     gallery = Gallery.open(path)  # created by the other enrolment while this one embedded its pictures
     try:
-        gallery.check_binding(binding, embedder.behaviour_fingerprint)
+        gallery.check_binding(binding, embedder.behaviour_fingerprint, embedder.behaviour_probes)
     except BaseException:
         gallery.close()
         raise
@@ -113,7 +114,7 @@ def open_gallery_embedder(gallery: Gallery, model: str | os.PathLike | None = No
         model_path=path, output=b.output, mean=pre["mean"], std=pre["std"], color_order=pre["color_order"],
         resize=pre["resize"], crop_fraction=pre["crop_fraction"], interpolation=pre.get("interpolation"), **options))
     try:
-        gallery.check_binding(binding_for(emb, b.mode), emb.behaviour_fingerprint)
+        gallery.check_binding(binding_for(emb, b.mode), emb.behaviour_fingerprint, emb.behaviour_probes)
     except GalleryError:
         emb.close()
         if found is None:

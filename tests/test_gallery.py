@@ -1,4 +1,5 @@
 """The gallery: search, editing, model binding, and atomic enrolment under SIGKILL."""
+import json
 import os
 import re
 import shutil
@@ -301,7 +302,21 @@ def test_replaced_model_file_that_embeds_the_same_keeps_the_gallery(tmp_path):
     g = Gallery.open(gal)
     assert g.binding.fingerprint != fp0 and g.meta["behaviour"] == behaviour and len(g) == 2
     assert [r["from"] for r in g.meta["rebinds"]] == [fp0]
+    assert g.meta["behaviour_probes"]  # the probe embeddings themselves, for another backend's last digits
     g.close()
+
+    # The same file run by another backend (tflite-runtime) embeds the probes within cosine 0.998, never bit for bit:
+    # the hash then differs, and the probe embeddings the gallery kept decide (here the hash is what another backend
+    # would have stored; the file is re-released once more)
+    import sqlite3
+
+    with sqlite3.connect(gal / "gallery.sqlite") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'behaviour'", (json.dumps("0" * 20),))
+    model.write_bytes(write_metadata(data, {"note": b"re-released again"}, model.name))
+    proc = run_cli("recognize", "--gallery", gal, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
+    assert proc.returncode == 0 and '"label": "parrot"' in proc.stdout, proc.stderr
+    with sqlite3.connect(gal / "gallery.sqlite") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'behaviour'", (json.dumps(behaviour),))
 
     # Another model of the same dimension at that path embeds differently: refused as before, gallery intact.
     shutil.copyfile(REPO / "models" / "efficientnet_lite0_int8.tflite", model)
@@ -336,7 +351,7 @@ def test_gallery_of_an_earlier_shipped_file_survives_the_upgrade(tmp_path):
         # what the older code wrote: that file's fingerprint, no behaviour value (the embeddings are identical)
         with sqlite3.connect(gal / "gallery.sqlite") as db:
             db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (json.dumps(old_fp),))
-            db.execute("DELETE FROM meta WHERE key = 'behaviour'")
+            db.execute("DELETE FROM meta WHERE key IN ('behaviour', 'behaviour_probes')")
         db.close()
         vectors[old_fp] = (gal / "vectors.f32").read_bytes()
 

@@ -202,7 +202,7 @@ class FaceRecognizer:
         _require_face_gallery(gallery)
         # the same model, not only the same dimension: two 128-d face models give each other's faces ~0.15
         model = pipeline.embedder.embedder
-        gallery.check_binding(binding_for(model, "face"), model.behaviour_fingerprint)
+        gallery.check_binding(binding_for(model, "face"), model.behaviour_fingerprint, model.behaviour_probes)
         self.pipeline = pipeline
         self.gallery = gallery
         self.threshold = threshold
