@@ -172,7 +172,16 @@ def _embedder_options(args: argparse.Namespace, model: str | os.PathLike):
 def _open_embedder(args: argparse.Namespace, model: str | os.PathLike):
     from .embedder import Embedder
 
-    return Embedder.create_from_options(_embedder_options(args, model))
+    emb = Embedder.create_from_options(_embedder_options(args, model))
+    try:
+        if emb.spec.source != "edgeembed-metadata" and emb.looks_like_class_probabilities():
+            print(f"note: {model}'s output {emb.describe()['embedding']['output']!r} looks like a classifier's class "
+                  "probabilities (it sums to 1), which recognize poorly; use the model cut before its classifier "
+                  "(an embedding-extractor export, or 'edgeembed convert')", file=sys.stderr)
+    except BaseException:
+        emb.close()
+        raise
+    return emb
 
 
 def _print(obj: Any) -> None:
@@ -347,9 +356,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         def target() -> Gallery:  # created only once there is something to add
             nonlocal gallery
             gallery = create_gallery(args.gallery, emb, "image")
-            if default and gallery.created:  # said even with --quiet: a mistyped --gallery starts a new gallery
-                how = "the model EDGEEMBED_MODEL names" if os.environ.get("EDGEEMBED_MODEL") else "the default model"
-                print(f"created {args.gallery} with {how}, {args.model} (--model chooses another)", file=sys.stderr)
+            if gallery.created:  # said even with --quiet: a mistyped or unmounted --gallery starts a new gallery
+                if default:
+                    how = "the model EDGEEMBED_MODEL names" if os.environ.get("EDGEEMBED_MODEL") else "the default model"
+                    print(f"created {args.gallery} with {how}, {args.model} (--model chooses another)", file=sys.stderr)
+                else:
+                    print(f"created {args.gallery} (a new gallery) with {args.model}", file=sys.stderr)
             return gallery
     try:
         with emb:
@@ -756,13 +768,15 @@ def _convert_missing(args: argparse.Namespace) -> int:
                          "in your edgeembed clone")
 
 
-DB_JOURNAL = "gallery.sqlite-journal"
+DB_NAME_FOR_ERRORS = "gallery.sqlite"
+DB_JOURNAL = DB_NAME_FOR_ERRORS + "-journal"
 
 
 def _system_error(exc: BaseException) -> str:
     """One line for a failure of the disk or of the gallery database, with what to do about it."""
     if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
-        return f"the gallery cannot be written ({exc}); make its folder writable or copy it somewhere writable (nothing was changed)"
+        return (f"the gallery cannot be written ({exc}); make its folder and its {DB_NAME_FOR_ERRORS} writable, or "
+                "copy it somewhere writable (nothing was changed)")
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return (f"the gallery is busy ({exc}): another process has held its write lock for 30 s; run again once "
                 "it has finished (nothing was changed)")

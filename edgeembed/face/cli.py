@@ -114,6 +114,8 @@ def enroll_faces(args: argparse.Namespace, items: list[tuple[str, Path]], exists
         if gallery is None:
             gallery = create_gallery(args.gallery, model, "face",
                                      meta={"face_detector": str(getattr(args, "detector", None) or DEFAULT_DETECTOR)})
+            if gallery.created:  # said even with --quiet: a mistyped or unmounted --gallery starts a new gallery
+                print(f"created {args.gallery} (a new face gallery) with {model.model_path}", file=sys.stderr)
         again, alikes = add_entries_checked(gallery, labels, np.stack(vectors), sources, infos, model=model_values(model))
         skipped += again
         report = {"enrolled": len(vectors) - len(again), "labels": sorted(set(labels)), "skipped": skipped,
