@@ -295,6 +295,9 @@ def _requantize(args: argparse.Namespace, calib: list[Path], held: list[Path]) -
     if meaningful and not args.calibration_faces:  # a face folder holds one person in several photos
         unrelated, why = fidelity.unrelated_similarity(int8_emb, fidelity.folder_groups(held))
         if why:
+            if fidelity.float_alike(report):  # the model finds everything alike, not the sub-folders' fault
+                why = (f"the float model finds every picture alike (mean cosine between pictures "
+                       f"{report['float_mean_pairwise_cosine']:.4f})")
             report["unrelated_similarity_not_measured"] = why
             print(fidelity.unrelated_note(why, sorted_index=False), file=sys.stderr)
         if unrelated is not None:

@@ -40,13 +40,20 @@ class LowFidelityError(EdgeEmbedError):
     summary: dict | None = None  # the conversion's summary (the model was written beside --out)
 
 
-def low_fidelity_error(kind: str, report: dict, written: Path, out: str | os.PathLike, try_also: str) -> LowFidelityError:
+def low_fidelity_error(kind: str, report: dict, written: Path, out: str | os.PathLike, try_also: str,
+                       tuned: bool = False) -> LowFidelityError:
     """The one line for a model below the gate, written to ``written`` (beside ``out``, which was kept)."""
     kept = f"{out} was left as it was" if Path(out).exists() else f"nothing was written to {out}"
+    alike = fidelity.float_alike(report)
+    if alike:  # more calibration pictures cannot help: the float model itself tells nothing apart
+        advice = f"{alike[0].upper()}{alike[1:]}"
+    else:
+        advice = (f"Try more/more typical calibration {try_also}"
+                  + (", or --int8-tuning 0 (plain post-training quantization, without the int8 tuning)" if tuned else ""))
     return LowFidelityError(
         f"!!! LOW FIDELITY: the {kind} model departs from the float model ({'; '.join(report['failures'])}); "
-        f"it was written to {written} (passed=false in its metadata) and {kept}. Try more/more typical calibration "
-        f"{try_also}, or run again with --accept-low-fidelity to write it to {out}")
+        f"it was written to {written} (passed=false in its metadata) and {kept}. {advice}, or run again with "
+        f"--accept-low-fidelity to write it to {out}")
 
 
 @dataclass
@@ -485,7 +492,8 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
     if report is not None:
         log(fidelity.format_report(report))
         if low:
-            err = low_fidelity_error(o.output_type, report, out, o.out, "pictures or another output type")
+            tuned = tuning is not None and tuning.get("epochs", 0) > 0
+            err = low_fidelity_error(o.output_type, report, out, o.out, "pictures or another output type", tuned)
             err.summary = summary  # what was written, for --json
             raise err
     return summary

@@ -35,6 +35,8 @@ def compare(float_emb: np.ndarray, quant_emb: np.ndarray, float_logits: np.ndarr
                  "p05_cosine": float(np.percentile(cos, 5))}
     if n >= 2:
         sf, sq = f @ f.T, q @ q.T
+        # how alike the FLOAT model finds different pictures: near 1, it does not tell them apart at all
+        rep["float_mean_pairwise_cosine"] = float((sf.sum() - np.trace(sf)) / (n * (n - 1)))
         np.fill_diagonal(sf, -np.inf)
         np.fill_diagonal(sq, -np.inf)
         rep["nn1_agreement"] = float((sf.argmax(1) == sq.argmax(1)).mean())
@@ -99,6 +101,19 @@ def unrelated_note(reason: str, sorted_index: bool = True) -> str:
             f"model keeps the threshold 0.5; to have it measured, hold aside pictures of 3 or more things, {how}")
 
 
+FLOAT_ALIKE = 0.99  # mean cosine between the float embeddings of different held-aside pictures
+
+
+def float_alike(report: dict) -> str | None:
+    """Why the figures say little when the float model gives nearly the same embedding for every picture, or None."""
+    c = report.get("float_mean_pairwise_cosine")
+    if c is None or c <= FLOAT_ALIKE:
+        return None
+    return (f"the float model itself gives nearly the same embedding for every held-aside picture (mean cosine "
+            f"between pictures {c:.4f}): it does not tell them apart, so neither can its quantized model; check that it "
+            "is trained and that --mean/--std are the normalisation it was trained with")
+
+
 def check(report: dict, thresholds: dict | None = None) -> list[str]:
     """The figures below their thresholds, as human-readable lines (empty = passes)."""
     thresholds = {**THRESHOLDS, **(thresholds or {})}
@@ -131,6 +146,9 @@ def fidelity_report(float_fn: EmbedFn, quant_fn: EmbedFn, images: np.ndarray, la
         if figure is not None:
             rep["unrelated_similarity"] = figure
         else:
+            if float_alike(rep):  # not the sub-folders' fault
+                why = (f"the float model finds every picture alike (mean cosine between pictures "
+                       f"{rep['float_mean_pairwise_cosine']:.4f})")
             rep["unrelated_similarity_not_measured"] = why
     return judge(rep, thresholds, meaningful)
 
@@ -168,6 +186,9 @@ def format_report(rep: dict) -> str:
     if rep["images"] < FEW_PICTURES:
         lines.append(f"note: only {rep['images']} held-aside picture{'' if rep['images'] == 1 else 's'}; figures from so few move a lot from one set to "
                      "the next (1-NN agreement most of all): give 50 or more for a figure to rely on")
+    alike = float_alike(rep)
+    if alike and rep.get("passed") is not None:
+        lines.append(f"note: {alike}")
     if rep.get("passed") is None:
         lines.append("NOTE: " + rep.get("note", "not measured"))
     elif not rep["passed"]:

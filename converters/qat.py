@@ -75,6 +75,9 @@ def weight_units(model) -> list[_Unit]:
         if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
             continue
         bn = act = None
+        if _own_activation(layer) is not None:  # Conv2D(activation="relu") then a batch norm: TFLite cannot fold
+            units.append(_Unit(layer, None, None))  # the batch norm through the ReLU, so neither does the simulation
+            continue
         nxt = _consumers(layer, model)
         if len(nxt) == 1 and isinstance(nxt[0], keras.layers.BatchNormalization):
             bn = nxt[0]
@@ -83,6 +86,14 @@ def weight_units(model) -> list[_Unit]:
             act = nxt[0]
         units.append(_Unit(layer, bn, act))
     return units
+
+
+def _own_activation(layer):
+    """The layer's built-in activation (``Conv2D(activation="relu")``), or None when it has none (linear)."""
+    import keras
+
+    act = getattr(layer, "activation", None)
+    return None if act is None or act is keras.activations.linear else act
 
 
 def _is_dw(layer) -> bool:
@@ -186,7 +197,8 @@ def activation_ranges(model, images: np.ndarray, batch: int = 25) -> dict[int, t
 
 
 def apply_unit(tf, unit: _Unit, x, kernel, bias):
-    """One unit on ``x`` with a folded ``kernel`` and ``bias``: its convolution (or matmul), then its ReLU."""
+    """One unit on ``x`` with a folded ``kernel`` and ``bias``: its convolution (or matmul), its own activation, then
+    its ReLU."""
     import keras
 
     layer = unit.layer
@@ -197,6 +209,9 @@ def apply_unit(tf, unit: _Unit, x, kernel, bias):
     else:
         y = tf.nn.conv2d(x, kernel, layer.strides, layer.padding.upper())
     y = y + bias
+    own = _own_activation(layer)  # built into the layer (it was left out: a Conv2D(activation="relu") ran linear)
+    if own is not None:
+        y = own(y)
     return unit.act(y) if unit.act is not None else y
 
 

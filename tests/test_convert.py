@@ -979,3 +979,70 @@ def test_a_full_disk_changes_neither_the_model_nor_its_json(tmp_path, monkeypatc
     metadata.save_model(out, V1_TINY.read_bytes(), spec, 128, 128)  # with room: both change
     assert json.loads(side.read_text())["fidelity"]["images"] == 30 and out.read_bytes() != V1_EMBED.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fidelity.json", "m.tflite"]
+
+
+def test_int8_tuning_simulates_a_layers_own_activation_and_a_batch_norm_after_it():
+    """Conv2D(activation="relu") then BatchNormalization: TFLite cannot fold that batch norm through the ReLU, and the
+    tuning's int8 simulation folded it anyway and left the ReLU out (the default --int8-tuning 3 took a user model from
+    mean cosine 0.9988 to 0.9304). The simulated int8 model must follow the float one."""
+    import keras
+    import tensorflow as tf
+
+    from converters import qat
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="c1")(i)
+    bn = keras.layers.BatchNormalization(name="bn")
+    x = bn(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="c2")(x)
+    model = keras.Model(i, keras.layers.Dense(8, name="emb")(keras.layers.GlobalAveragePooling2D()(x)))
+    rng = np.random.default_rng(0)
+    bn.set_weights([rng.uniform(0.5, 2, 8), rng.normal(0, 1, 8), rng.normal(1, 0.5, 8), rng.uniform(0.2, 2, 8)])
+    images = rng.random((16, 32, 32, 3)).astype(np.float32) * 2 - 1
+    units = qat.weight_units(model)
+    assert [(u.layer.name, u.bn) for u in units] == [("c1", None), ("c2", None), ("emb", None)]
+    folded = {id(u.layer): qat._Folded(tf, u) for u in units}
+    forward = qat._forward_fn(tf, model, units, folded, qat.activation_ranges(model, images), (-1.0, 1.0))
+    sim, ref = np.asarray(forward(tf.constant(images))[0]), model.predict(images, verbose=0)
+    cos = (sim * ref).sum(1) / np.linalg.norm(sim, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99, cos
+
+
+def test_a_float_model_that_finds_every_picture_alike_is_named_as_the_cause(tmp_path):
+    """An untrained model gives nearly the same embedding for every picture: the report says the float model does not
+    tell the pictures apart (untrained, or the wrong --mean/--std), not 'more calibration pictures' nor that the
+    sub-folders do not hold one thing each."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    keras.Model(inp, keras.layers.GlobalAveragePooling2D(name="features")(x)).save(tmp_path / "untrained.keras")
+    calib = tmp_path / "coil"
+    for obj in ("obj01", "obj02", "obj03", "obj04"):
+        (calib / obj).mkdir(parents=True)
+        for f in sorted((DATA / "coil20" / obj).iterdir())[:8]:
+            (calib / obj / f.name).symlink_to(f)
+    out, proc = _convert(tmp_path, "u", "--weights", f"keras:{tmp_path / 'untrained.keras'}", "--embedding-layer",
+                         "features", "--mean", "0", "--std", "1", "--calibration", calib, "--int8-tuning", "0",
+                         "--min-cosine", "0.99999", expect=3)
+    report = json.loads(proc.stdout)["fidelity"]
+    assert report["float_mean_pairwise_cosine"] > 0.99
+    assert "the float model itself gives nearly the same embedding for every held-aside picture" in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("edgeembed:")]
+    assert len(errors) == 1 and "check that it is trained and that --mean/--std" in errors[0]
+    assert "Try more/more typical calibration" not in proc.stderr
+    assert "do not seem to hold one thing each" not in proc.stderr and "finds every picture alike" in proc.stderr
+
+
+def test_low_fidelity_advice_names_plain_quantization_when_the_model_was_tuned(tmp_path):
+    from converters.convert import low_fidelity_error
+
+    report = {"failures": ["mean_cosine 0.9304 < 0.98"], "float_mean_pairwise_cosine": 0.41}
+    tuned = str(low_fidelity_error("uint8", report, tmp_path / "m.low-fidelity.tflite", tmp_path / "m.tflite",
+                                   "pictures or another output type", tuned=True))
+    assert "or --int8-tuning 0 (plain post-training quantization, without the int8 tuning), or run again" in tuned
+    plain = str(low_fidelity_error("uint8", report, tmp_path / "m.low-fidelity.tflite", tmp_path / "m.tflite",
+                                   "pictures or another output type"))
+    assert "--int8-tuning" not in plain and "Try more/more typical calibration pictures or another output type" in plain
