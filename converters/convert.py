@@ -210,8 +210,7 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     except EdgeEmbedError:
         raise
     except Exception as exc:  # noqa: BLE001 - keras raises many kinds for a bad file
-        raise ModelError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {_one_line(exc)}); save the "
-                         "model with model.save('NAME.keras') in the Keras that trained it and give that file") from None
+        raise ModelError(_keras_load_failure(path, exc)) from None
     if len(model.inputs) > 1:  # checked before anything runs it: keras's own error is a traceback
         raise InputError(_many_inputs(path.name, [getattr(t, "name", "?") for t in model.inputs]))
     if not path.is_dir():
@@ -257,6 +256,19 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
     built = archs.Built(emb_model, "keras", int(shape[1]), int(dim))
     pre = _override(Preprocessing(mean=127.5, std=127.5, **WHOLE_PICTURE), o)
     return FloatModel(built, pre, f"user Keras model {path.name}", None, True, path.stem)
+
+
+def _keras_load_failure(path: Path, exc: BaseException) -> str:
+    """One line for a Keras file keras cannot load; a custom class it cannot find is named (keras's message puts it
+    after 200 characters of config), with the way round it: a SavedModel needs no Python classes to load."""
+    export = (f"export a SavedModel where the model is defined (model.export('{path.stem}_savedmodel')) and give "
+              f"--weights keras:{path.stem}_savedmodel")
+    missing = re.search(r"Could not locate (class|function) '([^']+)'", str(exc))
+    if missing:
+        return (f"{path} uses a custom {missing.group(1)} {missing.group(2)!r} that this Keras cannot build (Could not "
+                f"locate {missing.group(1)} '{missing.group(2)}'): the converter has no Python code of yours; {export}")
+    return (f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {_one_line(exc)}); save the model with "
+            f"model.save('NAME.keras') in the Keras that trained it and give that file, or {export}")
 
 
 def _many_inputs(what: str, names: list[str]) -> str:

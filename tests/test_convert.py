@@ -1046,3 +1046,24 @@ def test_low_fidelity_advice_names_plain_quantization_when_the_model_was_tuned(t
     plain = str(low_fidelity_error("uint8", report, tmp_path / "m.low-fidelity.tflite", tmp_path / "m.tflite",
                                    "pictures or another output type"))
     assert "--int8-tuning" not in plain and "Try more/more typical calibration pictures or another output type" in plain
+
+
+def test_a_keras_file_with_a_custom_layer_names_the_class_and_the_way_round(tmp_path, tiny_calib):
+    """keras's key sentence ('Could not locate class ...') came after the 200 characters kept, and the advice
+    (model.save) cannot help: the class is named, and a SavedModel (model.export, which converts) is suggested."""
+    import keras
+
+    @keras.saving.register_keras_serializable()
+    class MyNorm(keras.layers.Layer):
+        def call(self, x):
+            return x / (keras.ops.norm(x, axis=-1, keepdims=True) + 1e-6)
+
+    inp = keras.Input((64, 64, 3))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(keras.layers.Conv2D(8, 3, strides=2)(inp))
+    keras.Model(inp, MyNorm(name="l2")(x)).save(tmp_path / "custom.keras")
+    proc = run_cli("convert", "--weights", f"keras:{tmp_path / 'custom.keras'}", "--embedding-layer", "l2", *NORM,
+                   "--calibration", tiny_calib, "--out", tmp_path / "x.tflite")
+    _one_line_error(proc, "Could not locate class 'MyNorm'")
+    _one_line_error(proc, "export a SavedModel where the model is defined (model.export('custom_savedmodel')) and give "
+                          "--weights keras:custom_savedmodel")
+    assert "model.save(" not in proc.stderr
