@@ -285,7 +285,7 @@ def _savedmodel_size(layer, path: Path, size: int | None) -> int:
     except Exception:  # noqa: BLE001 - an endpoint without a signature: its call says what it takes
         specs = []
     if len(specs) > 1:
-        names = [getattr(v, "name", None) or "?" for v in specs]
+        names = sorted(getattr(v, "name", None) or "?" for v in specs)  # a signature's inputs have no order
         raise InputError(_many_inputs(f"the SavedModel {path}", names))
     if len(specs) != 1 or len(specs[0].shape) != 4:
         return size or 224
