@@ -350,7 +350,7 @@ def _check_options(o: EmbedderOptions) -> None:
         stds = [float(v) for v in np.atleast_1d(o.std)] if o.std is not None else []
     except (TypeError, ValueError):
         stds = []  # said with the expected form where the preprocessing is built
-    if stds and all(0 < v < 1 for v in stds):
+    if stds and all(0.001 <= v < 1 for v in stds):  # below 0.001 is refused as out of range where it is built
         raise InputError(
             f"std {', '.join(f'{v:g}' for v in stds)} looks like 0..1 units, but edgeembed's mean and std are in pixel "
             "units 0..255 (the model sees (pixel - mean) / std): multiply both by 255, e.g. ImageNet's mean "

@@ -45,7 +45,7 @@ def test_uint8_output_is_dequantized_once():
 def test_classifier_output_selection_and_defaults():
     with Embedder.create_from_model_path(V1_TINY, num_threads=1) as emb:
         assert emb.dim == 1001 and emb.input_format.height == 128
-        with pytest.raises(ModelError, match="has 1 outputs"):
+        with pytest.raises(ModelError, match="has 1 output, output index"):
             emb._select_output(3)
         with pytest.raises(ModelError, match="no output named 'nope'"):
             emb._select_output("nope")
