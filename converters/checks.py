@@ -78,8 +78,9 @@ def check_activation_ranges(mode: Any) -> None:
 
 def check_preprocessing(overrides: dict | None) -> None:
     """--mean, --std, --color-order, --resize, --crop-fraction: each as the runtime will take it, named by its flag."""
-    from edgeembed.spec import Preprocessing  # noqa: PLC0415 - no TensorFlow
+    from edgeembed.spec import Preprocessing, check_std_units  # noqa: PLC0415 - no TensorFlow
 
+    check_std_units((overrides or {}).get("std"))
     for key, value in (overrides or {}).items():
         if value is None:
             continue

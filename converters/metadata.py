@@ -159,8 +159,9 @@ def write_model_and_json(path: str | Path, data: bytes, side: bytes | None | boo
     """Replace the model at ``path`` with ``data`` and its .fidelity.json with ``side`` (None: remove the JSON an
     earlier model left; False: leave the JSON alone) as one change: both are written to temporary files in the
     model's folder first and renamed into place only when both are complete. A full disk or any other failure while
-    writing removes the temporary files and leaves both paths as they were, so a model is never left beside a JSON
-    that describes another one, and "nothing half-written was kept" stays true. -> the JSON's path, or None."""
+    writing removes the temporary files and leaves both paths as they were, so "nothing half-written was kept" stays
+    true. The two renames are two steps: only a crash or Ctrl-C between them (microseconds; a rename needs no free
+    space) can leave the new model beside the old JSON. -> the JSON's path, or None."""
     import os
 
     path = Path(path)

@@ -72,7 +72,7 @@ def _model_options(p: argparse.ArgumentParser, preprocessing: bool = True) -> No
         g = p.add_argument_group("preprocessing (overrides the model's metadata)")
         g.add_argument("--output", default=None, help="embedding output tensor: name or index (default: from metadata, else the first)")
         g.add_argument("--mean", type=_floats, default=None, help="pixel mean, 1 or 3 numbers: 127.5 or 123.7,116.3,103.5")
-        g.add_argument("--std", type=_floats, default=None, help="pixel std, 1 or 3 numbers")
+        g.add_argument("--std", type=_std_floats, default=None, help="pixel std, 1 or 3 numbers (0..255 units)")
         g.add_argument("--color-order", choices=["RGB", "BGR"], default=None, help="channel order the model expects")
         g.add_argument("--resize", choices=["center_crop", "letterbox", "stretch"], default=None)
         g.add_argument("--crop-fraction", type=float, default=None, help="centre crop keeps this fraction of the short side (0.875 = ImageNet eval; default: the model's)")
@@ -124,6 +124,17 @@ def _minutes(text: str) -> float:
     if not 0 < value < float("inf"):  # also refuses nan
         raise argparse.ArgumentTypeError(f"expected a number of minutes above 0, got {text}")
     return value
+
+
+def _std_floats(text: str) -> list[float]:
+    from .spec import check_std_units
+
+    vals = _floats(text)
+    try:
+        check_std_units(vals, "")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+    return vals
 
 
 def _size_text(size_bytes: int) -> str:

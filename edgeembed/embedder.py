@@ -346,15 +346,6 @@ def _check_options(o: EmbedderOptions) -> None:
     if not isinstance(o.model_path, (str, os.PathLike)):
         raise InputError(f"model_path must be a path (str or pathlib.Path) to a .tflite file, got "
                          f"{type(o.model_path).__name__}")
-    try:
-        stds = [float(v) for v in np.atleast_1d(o.std)] if o.std is not None else []
-    except (TypeError, ValueError):
-        stds = []  # said with the expected form where the preprocessing is built
-    if stds and all(0.001 <= v < 1 for v in stds):  # below 0.001 is refused as out of range where it is built
-        raise InputError(
-            f"std {', '.join(f'{v:g}' for v in stds)} looks like 0..1 units, but edgeembed's mean and std are in pixel "
-            "units 0..255 (the model sees (pixel - mean) / std): multiply both by 255, e.g. ImageNet's mean "
-            "123.675,116.28,103.53 and std 58.395,57.12,57.375")
     if o.color_order is not None:
         if not isinstance(o.color_order, str) or o.color_order.upper() not in ("RGB", "BGR"):
             raise InputError(f"color_order must be 'RGB' or 'BGR', got {o.color_order!r}")

@@ -43,7 +43,8 @@ DB_NAME = "gallery.sqlite"
 # a model file whose probe embeddings are this close to those a gallery kept embeds the same (one model on two
 # backends: 0.998 and above; another model, or the same one quantized again, well below)
 PROBE_MIN_COSINE = 0.995
-OWN_VECTOR_FILE = re.compile(r"vectors(\.[0-9a-f]{12})?\.f32")  # the names this module gives vector files
+# the names this module gives vector files (a compaction's: 12 hex digits; before stop 18: the time in milliseconds)
+OWN_VECTOR_FILE = re.compile(r"vectors(\.[0-9a-f]{12}|\.\d{13})?\.f32")
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
 
@@ -276,6 +277,10 @@ class Gallery:
         """
         self._check_binding(binding, behaviour, probes)
         self._accepted.add(binding.fingerprint)
+        if probes is not None and "behaviour_probes" not in self.meta and binding.fingerprint == self.binding.fingerprint:
+            # a gallery made before the probes were kept: its own model's, once, so the tolerance covers it too
+            with contextlib.suppress(sqlite3.Error):  # a read-only gallery: next time
+                self._set_meta({"behaviour_probes": encode_probes(probes())})
 
     def _check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None,
                        probes: Callable[[], np.ndarray] | None = None) -> None:
@@ -522,13 +527,15 @@ class Gallery:
         infos = list(infos) if infos is not None else [None] * n
         if len(sources) != n or len(infos) != n:
             raise InputError(f"{n} labels need {n} sources and infos (or none), got {len(sources)} and {len(infos)}")
+        appended: list[bool] = []
         try:
-            return self._add(labels, vectors, sources, infos, meta, skip)
-        except Exception:  # a failed commit (full disk, read-only database) left the new rows in the vector file
-            self._drop_uncommitted_rows()
+            return self._add(labels, vectors, sources, infos, meta, skip, appended)
+        except Exception:
+            if appended:  # a failed commit (full disk, read-only database) left the new rows in the vector file
+                self._drop_uncommitted_rows()
             raise
 
-    def _add(self, labels, vectors, sources, infos, meta, skip) -> list[int]:  # noqa: ANN001 - add()'s, checked
+    def _add(self, labels, vectors, sources, infos, meta, skip, appended) -> list[int]:  # noqa: ANN001 - add()'s
         n = len(labels)
         now = time.time()
         ids: list[int] = []
@@ -547,6 +554,7 @@ class Gallery:
             extra = meta(labels, vectors) if callable(meta) else meta
             path = self._check_vectors_file(rows0)
             file_crc = zlib.crc32(vectors.tobytes(), self._committed_crc(path, rows0))
+            appended.append(True)  # from here on the file may hold rows past the committed end
             self._append_rows(path, rows0, vectors)
             self._mark_write()
             for name in sorted(set(labels)):
@@ -645,15 +653,15 @@ class Gallery:
         ``vectors``: the rows already read, else they are read from ``path``."""
         recorded = self._recorded_crc(path, rows)
         if vectors is not None and not np.isfinite(vectors).all():
-            problem = "it holds values that are not numbers"
+            problem = "it holds values that are not numbers (a failing SD card or disk, or an early edgeembed stored them?)"
         elif recorded is None or not rows:
             return
         elif (zlib.crc32(np.ascontiguousarray(vectors, dtype="<f4")) if vectors is not None
               else _file_crc(path, rows * self.binding.dim * 4)) != recorded:
-            problem = "its rows do not match the checksum the gallery wrote with them"
+            problem = "its rows do not match the checksum the gallery wrote with them (a failing SD card or disk?)"
         else:
             return
-        raise GalleryError(f"{path} is damaged: {problem} (a failing SD card or disk?); restore the gallery folder from "
+        raise GalleryError(f"{path} is damaged: {problem}; restore the gallery folder from "
                            "a backup, or enroll the pictures into a new gallery (nothing was changed)")
 
     def remove_label(self, label: str, meta: MetaAfter | None = None) -> int:

@@ -114,6 +114,20 @@ class ModelSpec:
         return json.dumps(asdict(self.preprocessing), sort_keys=True)
 
 
+def check_std_units(std: Any, flag: str = "--std") -> None:
+    """Refuse a std typed in 0..1 units (PyTorch's ImageNet 0.229,0.224,0.225): edgeembed's are pixel units, and such
+    values gave silently wrong embeddings. For what a user types; a gallery's stored values are taken as they are."""
+    try:
+        stds = [float(v) for v in (std if isinstance(std, (list, tuple)) else [std])]
+    except (TypeError, ValueError):
+        return  # said with the expected form where the preprocessing is built
+    if stds and all(0.001 <= v < 1 for v in stds):  # below 0.001 is refused as out of range where it is built
+        raise InputError(
+            f"{flag} {','.join(f'{v:g}' for v in stds)} looks like 0..1 units, but edgeembed's mean and std are in pixel "
+            "units 0..255 (the model sees (pixel - mean) / std): multiply both by 255, e.g. ImageNet's --mean "
+            "123.675,116.28,103.53 --std 58.395,57.12,57.375")
+
+
 def default_preprocessing(dtype_name: str, quantization: tuple[float, int]) -> Preprocessing:
     """Defaults for a model with no metadata, by input dtype.
 

@@ -876,6 +876,9 @@ def test_another_gallerys_vector_file_is_refused(tmp_path):
         assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
         assert "is not this gallery's vector file" in p.stderr
     assert (mine / "gallery.sqlite").read_bytes() == before
+    # the refused enrolment left the foreign file as it was (a cleanup after failed adds once cut it to this
+    # gallery's row count, destroying the file a user would recover from)
+    assert (mine / "vectors.f32").read_bytes() == (other / "vectors.f32").read_bytes()
     # compaction keeps the record: a compacted gallery is checked as well
     run_cli("gallery", "remove", "obj02", "--gallery", other, check=True)
     run_cli("gallery", "compact", "--gallery", other, check=True)
@@ -977,3 +980,60 @@ def test_damaged_gallery_metadata_is_one_line(tmp_path, key, value, needle):
         p = run_cli(*args)
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr, (args, p.stderr)
     assert (gal / "gallery.sqlite").read_bytes() == before
+
+
+def test_rows_of_an_add_whose_commit_failed_are_cut_off_again(tmp_path, monkeypatch):
+    """A commit that fails after the rows were written (a full disk at the database, an I/O error) left them in the
+    vector file, taking the space a removal then needed, while the line said nothing half-written was kept."""
+    import sqlite3
+
+    g = Gallery.create(tmp_path / "g", _binding(dim=4))
+    rng = np.random.default_rng(3)
+    g.add(["a", "b"], rng.standard_normal((2, 4)).astype(np.float32))
+    size = (tmp_path / "g" / "vectors.f32").stat().st_size
+
+    def failing_commit(self):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Gallery, "_mark_write", failing_commit)  # runs right after the rows are written
+    with pytest.raises(sqlite3.OperationalError):
+        g.add(["c"], rng.standard_normal((1, 4)).astype(np.float32))
+    assert (tmp_path / "g" / "vectors.f32").stat().st_size == size
+    monkeypatch.undo()
+    assert g.labels() == {"a": 1, "b": 1} and g.matrix.shape == (2, 4)
+    g.add(["c"], rng.standard_normal((1, 4)).astype(np.float32))
+    assert g.labels() == {"a": 1, "b": 1, "c": 1}
+    g.close()
+
+
+def test_a_gallery_made_before_the_probes_were_kept_gets_them_from_its_own_model(tmp_path):
+    """The tolerance for another backend's last digits needs the probe embeddings; a gallery enrolled before they were
+    kept stores its own model's on its next open with that same model file."""
+    import sqlite3
+
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, _coil_pictures(tmp_path, "p", ("obj01",), range(0, 72, 24)),
+            "--quiet", check=True)
+    with sqlite3.connect(gal / "gallery.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key = 'behaviour_probes'")
+    run_cli("recognize", "--gallery", gal, "--source", DATA / "coil20" / "obj01" / "003.png", check=True)
+    with Gallery.open(gal) as g, Embedder.create_from_model_path(V1_EMBED) as emb:
+        from edgeembed.gallery import decode_probes
+
+        assert np.allclose(decode_probes(g.meta["behaviour_probes"], 1024), emb.behaviour_probes(), atol=1e-6)
+
+
+def test_an_add_refused_before_writing_leaves_a_foreign_vector_file_alone(tmp_path):
+    """Gallery.add refused on another gallery's vector file ('nothing was changed') used to cut that file to this
+    gallery's row count in its cleanup: only an add that wrote rows cleans up after itself."""
+    rng = np.random.default_rng(4)
+    a, b = Gallery.create(tmp_path / "a", _binding(dim=4)), Gallery.create(tmp_path / "b", _binding(dim=4))
+    a.add(["x"] * 3, rng.standard_normal((3, 4)).astype(np.float32))
+    b.add(["y"] * 10, rng.standard_normal((10, 4)).astype(np.float32))
+    b.close()
+    foreign = (tmp_path / "b" / "vectors.f32").read_bytes()
+    (tmp_path / "a" / "vectors.f32").write_bytes(foreign)
+    with pytest.raises(GalleryError, match="not this gallery's vector file"):
+        a.add(["z"], rng.standard_normal((1, 4)).astype(np.float32))
+    assert (tmp_path / "a" / "vectors.f32").read_bytes() == foreign
+    a.close()
