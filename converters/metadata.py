@@ -227,5 +227,7 @@ def remove_low_fidelity(model_path: str | Path) -> None:
     low = low_fidelity_path(model_path)
     low.unlink(missing_ok=True)
     fidelity_path(low).unlink(missing_ok=True)
-    for compiled in (low.with_name(low.stem + "_edgetpu.tflite"), low.with_name(low.stem + "_edgetpu.log")):
+    from .edgetpu import compiled_paths  # noqa: PLC0415 - no TensorFlow there either
+
+    for compiled in compiled_paths(low):
         compiled.unlink(missing_ok=True)  # its Edge TPU compilation (--edgetpu) went below the gate with it

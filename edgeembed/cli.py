@@ -779,14 +779,12 @@ def _convert_missing(args: argparse.Namespace) -> int:
                          "in your edgeembed clone")
 
 
-DB_NAME_FOR_ERRORS = "gallery.sqlite"
-DB_JOURNAL = DB_NAME_FOR_ERRORS + "-journal"
-
-
 def _system_error(exc: BaseException) -> str:
     """One line for a failure of the disk or of the gallery database, with what to do about it."""
+    from .gallery import DB_NAME  # noqa: PLC0415 - an error path: the gallery module is not loaded for every command
+
     if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
-        return (f"the gallery cannot be written ({exc}); make its folder and its {DB_NAME_FOR_ERRORS} writable, or "
+        return (f"the gallery cannot be written ({exc}); make its folder and its {DB_NAME} writable, or "
                 "copy it somewhere writable (nothing was changed)")
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return (f"the gallery is busy ({exc}): another process has held its write lock for 30 s; run again once "
@@ -799,7 +797,7 @@ def _system_error(exc: BaseException) -> str:
                 "drive (dmesg) and run again")
     if isinstance(exc, sqlite3.Error):
         return (f"the gallery database is damaged ({exc}); restore the gallery folder from a backup (keep a "
-                f"{DB_JOURNAL} beside it: it undoes a write that was cut off)")
+                f"{DB_NAME}-journal beside it: it undoes a write that was cut off)")
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
     if getattr(exc, "errno", None) == errno.EIO:
         return (f"the disk failed to read or write{where}: {exc.strerror}; {_gallery_write_state()}; check the SD "
@@ -840,34 +838,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _interrupted_line() -> str:
-    """What an interrupted command left: read from the gallery itself (the write's token committed or not), since
-    Ctrl-C can land after a commit as well as before it."""
+def _last_gallery_write() -> str:
+    """What this process's last gallery write came to, read from the gallery itself (its token committed or not),
+    since an interrupt or a disk error can land after a commit as well as before it: 'no gallery' (none involved),
+    'not begun', 'committed', 'not committed' or 'unknown' (the database cannot be read now)."""
     gallery = sys.modules.get("edgeembed.gallery")
-    if gallery is None:  # no gallery involved (convert, embed, eval): outputs are written atomically
-        return "interrupted; nothing half-written was kept"
-    if gallery.PENDING_WRITE is None:  # e.g. an enrolment still embedding: say the gallery was not touched
-        return "interrupted before any gallery change: the gallery is as it was; nothing half-written was kept"
+    if gallery is None:
+        return "no gallery"
+    if gallery.PENDING_WRITE is None:
+        return "not begun"
     committed = gallery.last_write_committed()
-    if committed:
-        return ("interrupted after the gallery change was committed: it is in the gallery ('edgeembed gallery list' "
-                "shows it)")
-    if committed is False:
-        return "interrupted; the gallery change in progress was not committed: the gallery is as it was"
-    return "interrupted during a gallery change; the gallery holds all of it or none of it ('edgeembed gallery list')"
+    return "committed" if committed else "not committed" if committed is False else "unknown"
+
+
+def _interrupted_line() -> str:
+    """What an interrupted command left."""
+    return {
+        # no gallery involved (convert, embed, eval): outputs are written atomically
+        "no gallery": "interrupted; nothing half-written was kept",
+        # e.g. an enrolment still embedding: say the gallery was not touched
+        "not begun": "interrupted before any gallery change: the gallery is as it was; nothing half-written was kept",
+        "committed": ("interrupted after the gallery change was committed: it is in the gallery ('edgeembed gallery "
+                      "list' shows it)"),
+        "not committed": "interrupted; the gallery change in progress was not committed: the gallery is as it was",
+        "unknown": ("interrupted during a gallery change; the gallery holds all of it or none of it ('edgeembed "
+                    "gallery list')"),
+    }[_last_gallery_write()]
 
 
 def _gallery_write_state() -> str:
-    """Whether this run's gallery write went in, read from the gallery itself, for an error line."""
-    gallery = sys.modules.get("edgeembed.gallery")
-    if gallery is None or gallery.PENDING_WRITE is None:
-        return "no gallery was changed"
-    committed = gallery.last_write_committed()
-    if committed:
-        return "the gallery change was committed before it"
-    if committed is False:
-        return "the gallery change was not committed: the gallery is as it was"
-    return "the gallery holds all of this run's change or none of it ('edgeembed gallery list' shows which)"
+    """Whether this run's gallery write went in, for a disk error's line."""
+    return {
+        "no gallery": "no gallery was changed",
+        "not begun": "no gallery was changed",
+        "committed": "the gallery change was committed before it",
+        "not committed": "the gallery change was not committed: the gallery is as it was",
+        "unknown": "the gallery holds all of this run's change or none of it ('edgeembed gallery list' shows which)",
+    }[_last_gallery_write()]
 
 
 def _traceback_if_debugging() -> None:

@@ -621,10 +621,8 @@ class Gallery:
             what = "is missing" if not path.exists() else f"holds {size // row_bytes} rows"
             raise GalleryError(f"{path} {what}, but the gallery has {rows} committed rows: the gallery is damaged; "
                                "restore the folder from a backup (nothing was changed)")
-        # recorded by every add and compaction with the row count and file it is for; a gallery written since by an
-        # earlier edgeembed (another count or file) or before it existed is not checked until its next write
-        check = self.meta.get("last_row_check") or {}
-        if rows and check.get("rows") == rows and check.get("file") == path.name and check.get("crc") is not None:
+        check = self._row_check_for(path, rows)
+        if check.get("crc") is not None:
             with open(path, "rb") as f:
                 f.seek((rows - 1) * row_bytes)
                 if zlib.crc32(f.read(row_bytes)) != check["crc"]:
@@ -633,13 +631,17 @@ class Gallery:
                                        "folder from a backup (nothing was changed)")
         return path
 
-    def _recorded_crc(self, path: Path, rows: int) -> int | None:
-        """The CRC-32 of the first ``rows`` rows of ``path`` as the gallery recorded it, or None (none recorded: a
-        gallery written by an earlier edgeembed, or for another row count or file)."""
+    def _row_check_for(self, path: Path, rows: int) -> dict[str, Any]:
+        """The row check (``_row_check``) the gallery recorded, when it is for these ``rows`` of ``path``; else {}.
+        Recorded by every add and compaction with the row count and file it is for; a gallery written since by an
+        earlier edgeembed (another count or file) or before it existed is not checked until its next write."""
         check = self.meta.get("last_row_check") or {}
-        if check.get("rows") == rows and check.get("file") == path.name and check.get("file_crc") is not None:
-            return int(check["file_crc"])
-        return None
+        return check if rows and check.get("rows") == rows and check.get("file") == path.name else {}
+
+    def _recorded_crc(self, path: Path, rows: int) -> int | None:
+        """The CRC-32 of the first ``rows`` rows of ``path`` as the gallery recorded it, or None (none recorded)."""
+        crc = self._row_check_for(path, rows).get("file_crc")
+        return int(crc) if crc is not None else None
 
     def _committed_crc(self, path: Path, rows: int) -> int:
         """Under the write lock: the CRC-32 of the committed rows, to chain an append's rows onto (read from the
