@@ -251,6 +251,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"unrelated    pictures of different things: cosine 99th percentile {p99:.4f}"
               + (f" over {pictures} pictures" if type(pictures) is int else "")
               + ": the threshold of a gallery of one label, the floor of one with few pictures per label")
+    from .recognizer import cosine_or_none  # noqa: PLC0415
+
+    rec = (info.get("extra") or {}).get("recommended_threshold")
+    rec_value = cosine_or_none(rec.get("value") if isinstance(rec, dict) else rec)
+    if rec_value is not None:
+        far = rec.get("far") if isinstance(rec, dict) else None
+        print(f"threshold    {rec_value:.4f}: the floor of a gallery's automatic threshold"
+              + (f" ({far:.1%} of pairs of different people score above it)" if isinstance(far, float) and 0 < far < 1 else ""))
     for line in _fidelity_lines(info.get("fidelity")):
         print(line)
     return 0
@@ -261,6 +269,8 @@ def _fidelity_lines(fid: Any) -> list[str]:
     buried inside); --json keeps all of it."""
     if not isinstance(fid, dict) or not fid:
         return []
+    if isinstance(fid.get("int8_vs_dlib"), dict):
+        return _dlib_fidelity_lines(fid)
     if not isinstance(fid.get("mean_cosine"), (int, float)) or "images" not in fid:  # another report's layout
         return [f"fidelity     {json.dumps(fid)}"]
 
@@ -282,6 +292,39 @@ def _fidelity_lines(fid: Any) -> list[str]:
         lines.append(f"             BELOW the converter's gate: {'; '.join(map(str, fid.get('failures') or []))}")
     elif fid.get("passed") is None and fid.get("note"):
         lines.append(f"             not judged: {fid['note']}")
+    return lines
+
+
+def _dlib_fidelity_lines(fid: dict) -> list[str]:
+    """The face model's report (int8 against dlib's own descriptors) as a few lines; it too was one raw JSON line
+    of ~2000 characters."""
+    def num(r: dict, key: str, fmt: str = ".3f") -> str:
+        return format(r[key], fmt) if isinstance(r.get(key), (int, float)) else "?"
+
+    def figures(r: dict) -> str:
+        out = f"mean cosine {num(r, 'mean_cosine', '.4f')}, min {num(r, 'min_cosine', '.4f')}"
+        if "nn1_label_agreement" in r:
+            out += f"; nearest other face the same person as with dlib {num(r, 'nn1_label_agreement')}"
+        if "gallery1_label_agreement" in r:
+            out += (f"; one picture per person enrolled, the same answer as dlib {num(r, 'gallery1_label_agreement')}"
+                    f" (recall@1 {num(r, 'gallery1_recall_model')}, dlib {num(r, 'gallery1_recall_dlib')})")
+        return out
+
+    r = fid["int8_vs_dlib"]
+    lines = [f"fidelity     int8 against dlib's own descriptors, {r.get('chips', '?')} face chips: {figures(r)}"]
+    unseen = r.get("unseen_people")
+    if isinstance(unseen, dict):
+        lines.append(f"             people not used for calibration, {unseen.get('chips', '?')} chips: {figures(unseen)}")
+    flt = fid.get("float_keras_vs_dlib")
+    if isinstance(flt, dict):
+        lines.append(f"             the float model before quantization against dlib: mean cosine "
+                     f"{num(flt, 'mean_cosine', '.4f')}, min {num(flt, 'min_cosine', '.4f')}")
+    below = fid.get("below_bars")
+    bars = fid.get("bars") if isinstance(fid.get("bars"), dict) else {}
+    if below:
+        lines.append(f"             BELOW the converter's bars: {'; '.join(map(str, below))}")
+    elif bars:
+        lines.append("             passed the converter's bars: " + ", ".join(f"{k} >= {v}" for k, v in bars.items()))
     return lines
 
 

@@ -78,6 +78,30 @@ def test_embed_and_inspect_json():
     assert i["embedding"]["dim"] == 1024 and i["input"]["dtype"] == "uint8" and "preprocessing" in i
 
 
+def test_inspect_reads_the_face_models_report_out():
+    """The shipped face model's report (int8 against dlib) printed as a few lines with its verdict, and its
+    recommended threshold; it was one raw JSON line of ~2000 characters."""
+    face = REPO / "models" / "dlib_face_resnet_v1_int8.tflite"
+    text = run_cli("inspect", face, check=True).stdout.splitlines()
+    assert all(len(line) < 400 for line in text), max(map(len, text))
+    fid = [i for i, line in enumerate(text) if line.startswith("fidelity")]
+    assert len(fid) == 1
+    first = text[fid[0]]
+    assert first.startswith("fidelity     int8 against dlib's own descriptors, 400 face chips: mean cosine 0.9995, min 0.9978;")
+    assert "one picture per person enrolled, the same answer as dlib 0.997 (recall@1 0.983, dlib 0.983)" in first
+    rest = text[fid[0] + 1:]
+    assert any(line.strip().startswith("people not used for calibration, 200 chips:") for line in rest)
+    assert any("passed the converter's bars" in line for line in rest)
+    assert "threshold    0.9302: the floor of a gallery's automatic threshold (0.1% of pairs of different people " \
+           "score above it)" in text
+    # a face model below its bars says so in words
+    from edgeembed.cli import _fidelity_lines
+
+    report = json.loads((REPO / "models" / "dlib_face_resnet_v1_int8.fidelity.json").read_text())["fidelity"]
+    report["below_bars"] = ["nn1_label_agreement 0.95 < 0.99"]
+    assert _fidelity_lines(report)[-1] == "             BELOW the converter's bars: nn1_label_agreement 0.95 < 0.99"
+
+
 def test_enroll_list_recognize_edit(tmp_path):
     gal = tmp_path / "g"
     enroll_dir = tmp_path / "objects"
