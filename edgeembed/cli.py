@@ -172,12 +172,16 @@ def _runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "delegate_options": _delegate_options(args)}
 
 
+def _embedder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The model options typed on the command line, as EmbedderOptions fields (model_path aside)."""
+    return dict(output=args.output, mean=args.mean, std=args.std, color_order=args.color_order, resize=args.resize,
+                crop_fraction=args.crop_fraction, **_runtime_kwargs(args))
+
+
 def _embedder_options(args: argparse.Namespace, model: str | os.PathLike):
     from .embedder import EmbedderOptions
 
-    return EmbedderOptions(model_path=model, output=args.output, mean=args.mean, std=args.std,
-                           color_order=args.color_order, resize=args.resize, crop_fraction=args.crop_fraction,
-                           **_runtime_kwargs(args))
+    return EmbedderOptions(model_path=model, **_embedder_kwargs(args))
 
 
 def _open_embedder(args: argparse.Namespace, model: str | os.PathLike):
@@ -220,8 +224,23 @@ def default_model() -> Path:
 
 # --------------------------------------------------------------------------- commands
 def cmd_inspect(args: argparse.Namespace) -> int:
-    with _open_embedder(args, args.model) as emb:
-        info = emb.describe()
+    from .spec import model_file_task
+
+    face = args.mode == "face" or (args.mode is None and model_file_task(args.model) == "face")
+    if face:
+        from .face.align import template_for
+        from .face.recognizer import open_face_model
+
+        with open_face_model(args.model, **_embedder_kwargs(args)) as emb:
+            info = emb.describe()
+            tpl = template_for(emb.spec.extra, emb.preprocessor.size)
+        info["mode"] = "face"
+        info["face_alignment"] = {"keypoints": list(tpl.keypoints), "template": tpl.points.astype(float).round(3).tolist(),
+                                  "from": "metadata" if (info.get("extra") or {}).get("face_alignment") else "default"}
+    else:
+        with _open_embedder(args, args.model) as emb:
+            info = emb.describe()
+        info["mode"] = "image"
     if args.json:
         _print(info)
         return 0
@@ -242,7 +261,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
               "the first convolution")
     for key in ("task", "architecture", "weights", "license"):
         if info.get(key):
-            print(f"{key:<12} {info[key]}")
+            said = (" (the file does not say; --mode face)" if key == "task" and info["mode"] != info[key]
+                    and info.get("spec_source") != "edgeembed-metadata" else "")
+            print(f"{key:<12} {info['mode'] if said else info[key]}{said}")
+    align = info.get("face_alignment")
+    if align:
+        print(f"face mode    faces aligned so that {', '.join(align['keypoints'])} land on "
+              f"{' '.join(f'({x:g}, {y:g})' for x, y in align['template'])} [{'from the metadata' if align['from'] == 'metadata' else 'the default ArcFace template'}]")
+    elif info.get("spec_source") == "defaults" and f["dtype"] == "float32" and args.mode is None:
+        print("             in face mode this model gets raw 0..255 pixels: edgeembed inspect MODEL --mode face")
     from .recognizer import unrelated_p99  # noqa: PLC0415
 
     p99 = unrelated_p99(info.get("extra"))
@@ -715,6 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show a model's input, outputs, preprocessing and metadata")
     p.add_argument("model", help="a .tflite model")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--mode", choices=["image", "face"], default=None,
+                   help="show what this mode uses: face mode gives a float model without metadata raw 0..255 pixels "
+                        "and aligns faces to a template (default: face for a model whose metadata says so)")
     _model_options(p)
     p.set_defaults(func=cmd_inspect)
 

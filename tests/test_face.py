@@ -712,3 +712,26 @@ def test_a_face_model_embeds_faces_and_a_face_gallery_takes_only_faces(tmp_path,
     assert row["faces"] == [] and row["too_small"] == 1  # was 0 when every face was dropped
     text = run_cli("recognize", "--gallery", gal, "--source", shot, "--min-face", "200", check=True).stdout
     assert "0 face(s), 1 smaller than --min-face 200 px" in text
+
+
+def test_inspect_shows_what_face_mode_uses():
+    """`inspect --mode face`: a float face model without metadata gets raw 0..255 pixels and the default template in
+    face mode, which plain `inspect` (image mode's defaults) did not show; an image model is refused in one line."""
+    mfn = MODELS / "mobilefacenet.tflite"
+    plain = run_cli("inspect", mfn, check=True).stdout
+    assert "mean (127.5, 127.5, 127.5), std (127.5, 127.5, 127.5)  [from defaults]" in plain
+    assert "in face mode this model gets raw 0..255 pixels: edgeembed inspect MODEL --mode face" in plain
+    face = run_cli("inspect", mfn, "--mode", "face", check=True).stdout.splitlines()
+    assert "preprocess   RGB, center_crop (crop 1.0), mean (0.0, 0.0, 0.0), std (1.0, 1.0, 1.0)  [from defaults]" in face
+    assert "task         face (the file does not say; --mode face)" in face
+    assert any(line.startswith("face mode    faces aligned so that right_eye, left_eye, nose_tip, mouth_center land on "
+                               "(38.295, 51.696)") and line.endswith("[the default ArcFace template]") for line in face)
+    info = json.loads(run_cli("inspect", mfn, "--mode", "face", "--json", check=True).stdout)
+    assert info["mode"] == "face" and info["preprocessing"]["mean"] == [0.0, 0.0, 0.0]
+    assert info["face_alignment"]["from"] == "default" and len(info["face_alignment"]["template"]) == 4
+    # the shipped face model: face mode without being asked, its template from its metadata
+    shipped = run_cli("inspect", REPO / "models" / "dlib_face_resnet_v1_int8.tflite", check=True).stdout
+    assert "task         face\n" in shipped and "[from the metadata]" in shipped
+    refused = run_cli("inspect", REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite", "--mode", "face")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "is a whole-image embedding model" in refused.stderr
