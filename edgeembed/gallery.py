@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import GalleryError, InputError
-from .shipped import EARLIER_SHIPPED_BEHAVIOUR
+from .shipped import EARLIER_SHIPPED_BEHAVIOUR, earlier_shipped_fix
 
 DB_NAME = "gallery.sqlite"
 # a model file whose probe embeddings are this close to those a gallery kept embeds the same (one model on two
@@ -303,15 +303,16 @@ class Gallery:
             raise GalleryError(
                 f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}), and that "
                 "file has changed since: the stored embeddings do not fit it; "
-                "put the original model file back (--model PATH to a copy of it), or enroll the pictures into a new gallery")
+                + (earlier_shipped_fix(mine.fingerprint) or "put the original model file back (--model PATH to a copy "
+                   "of it), or enroll the pictures into a new gallery"))
         if binding.model_path == mine.model_path and binding.dim != mine.dim:
             raise GalleryError(
                 f"gallery {self.path} was built with model {mine.model_path} ({mine.dim}-d), and that file has been "
                 f"replaced by a {binding.dim}-d model: the stored embeddings do not fit it; put the original model "
                 "file back (--model PATH to a copy of it), or enroll the pictures into a new gallery")
         if binding.fingerprint != mine.fingerprint or binding.dim != mine.dim:
-            fix = ("pass --model with a copy of the gallery's own model (it is no longer at that path)" if moved
-                   else "use the gallery's own model (omit --model)")
+            fix = ((earlier_shipped_fix(mine.fingerprint) or "pass --model with a copy of the gallery's own model (it "
+                    "is no longer at that path)") if moved else "use the gallery's own model (omit --model)")
             raise GalleryError(
                 f"gallery {self.path} was built with model {mine.model_path} (fingerprint {mine.fingerprint}, "
                 f"{mine.dim}-d) but model {binding.model_path} ({binding.dim}-d, another model) "

@@ -92,7 +92,7 @@ def open_gallery_embedder(gallery: Gallery, model: str | os.PathLike | None = No
     If the gallery's model file has gone and ``model`` is not given, the shipped file of the same name is
     tried: a new install moves the shipped models, and the gallery follows them when they embed the same.
     """
-    from .shipped import shipped_copy
+    from .shipped import earlier_shipped_fix, shipped_copy
 
     b = gallery.binding
     path = Path(model) if model else Path(b.model_path)
@@ -120,8 +120,9 @@ def open_gallery_embedder(gallery: Gallery, model: str | os.PathLike | None = No
         if found is None:
             raise
         raise GalleryError(f"gallery {gallery.path} was built with {b.model_path}, which is no longer there, and the "
-                           f"shipped {found.name} ({found}) computes other embeddings; pass --model with the path of "
-                           "that same model") from None
+                           f"shipped {found.name} ({found}) computes other embeddings; "
+                           + (earlier_shipped_fix(b.fingerprint) or "pass --model with the path of that same model")
+                           ) from None
     except Exception:
         emb.close()
         raise

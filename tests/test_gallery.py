@@ -370,6 +370,7 @@ def test_gallery_of_an_earlier_shipped_file_survives_the_upgrade(tmp_path):
     unknown = tmp_path / "gal_0123456789abcdef0123"
     proc = run_cli("recognize", "--gallery", unknown, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
     assert proc.returncode == 2 and "that file has changed since" in proc.stderr
+    assert "put the original model file back" in proc.stderr
     g = Gallery.open(unknown)
     assert g.binding.fingerprint == "0123456789abcdef0123" and "behaviour" not in g.meta
     g.close()
@@ -452,16 +453,54 @@ def test_gallery_finds_the_shipped_model_after_a_reinstall(tmp_path):
     assert (gal2 / "vectors.f32").read_bytes() == vectors
 
 
+def test_a_gallery_of_an_earlier_shipped_file_that_embeds_otherwise_is_told_how_to_get_it_back(tmp_path):
+    """A gallery enrolled with the first shipped MobileNetV2 (commit 3a5bfcf: centre crop, another int8 graph)
+    whose file a git pull replaced: the refusal gives the git command that brings that file back, and following it
+    recognizes from the gallery as before. Needs the repository's history (a clone has it)."""
+    import json
+    import subprocess
+
+    old = subprocess.run(["git", "-C", str(REPO), "show", "3a5bfcf:models/mobilenet_v2_1.0_224_int8.tflite"],
+                         capture_output=True)
+    if old.returncode != 0:
+        pytest.skip("no git history here (a shallow clone or an installed copy)")
+    _, model, objects = _copy_of_shipped_model_and_two_labels(tmp_path)
+    model.write_bytes(old.stdout)
+    gal = tmp_path / "gal"
+    assert run_cli("enroll", "--model", model, "--gallery", gal, objects, "--quiet").returncode == 0
+    shutil.copyfile(REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite", model)  # the pull replaces the file
+    vectors = (gal / "vectors.f32").read_bytes()
+    proc = run_cli("recognize", "--gallery", gal, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    command = f"git -C {REPO} show 3a5bfcf:models/mobilenet_v2_1.0_224_int8.tflite > mobilenet_v2_1.0_224_int8-3a5bfcf.tflite"
+    assert "as edgeembed shipped it at commit 3a5bfcf" in proc.stderr and f"`{command}`" in proc.stderr
+    assert "--model mobilenet_v2_1.0_224_int8-3a5bfcf.tflite" in proc.stderr
+    assert (gal / "vectors.f32").read_bytes() == vectors
+    subprocess.run(command, shell=True, cwd=tmp_path, check=True)
+    proc = run_cli("recognize", "--gallery", gal, "--model", tmp_path / "mobilenet_v2_1.0_224_int8-3a5bfcf.tflite",
+                   "--source", DATA / "coral-images" / "parrot.jpg", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["label"] == "parrot" and r["score"] > 0.99
+
+
 @pytest.mark.parametrize("name, earlier", [("mobilenet_v2_1.0_224_int8.tflite", "9740a3f74eabe7dd7fa1"),
-                                           ("efficientnet_lite0_int8.tflite", "ec4af7cba4fd7d6ef265")])
+                                           ("mobilenet_v2_1.0_224_int8.tflite", "007e1be22558023011b0"),
+                                           ("efficientnet_lite0_int8.tflite", "ec4af7cba4fd7d6ef265"),
+                                           ("efficientnet_lite0_int8.tflite", "3e9f0a903d7bd6d05bf3"),
+                                           ("dlib_face_resnet_v1_int8.tflite", "3401fe45b0b2999dbd95"),
+                                           ("dlib_face_resnet_v1_int8.tflite", "317363fea6b13f38288d")])
 def test_earlier_shipped_files_name_what_todays_files_compute(name, earlier):
     """The table of earlier shipped files points at the behaviour of today's file of the same name: a
-    reconversion that changes the embeddings must also change the table (or empty it)."""
-    from edgeembed.shipped import EARLIER_SHIPPED_BEHAVIOUR
+    reconversion that changes the embeddings must also change the table (or empty it). Every earlier file is in
+    one table or the other, never both."""
+    from edgeembed.shipped import EARLIER_SHIPPED_BEHAVIOUR, EARLIER_SHIPPED_FILES
 
     with Embedder.create_from_model_path(REPO / "models" / name, num_threads=1) as emb:
         today = emb.behaviour_fingerprint()
     assert EARLIER_SHIPPED_BEHAVIOUR[earlier] == today
+    assert len(EARLIER_SHIPPED_BEHAVIOUR) == 6 and not set(EARLIER_SHIPPED_BEHAVIOUR) & set(EARLIER_SHIPPED_FILES)
+    assert {name for _, name in EARLIER_SHIPPED_FILES.values()} == {p.name for p in (REPO / "models").glob("*.tflite")}
 
 
 def test_a_running_reader_follows_enrolments_and_removals_by_other_processes(tmp_path):
