@@ -879,8 +879,12 @@ def _system_error(exc: BaseException) -> str:
         if "annotated video" in str(getattr(exc, "strerror", "")):  # the video sink's own account, with what it kept
             return f"no space left on the device: {exc.strerror}"
         return f"no space left on the device{where}; free some space and run again (nothing half-written was kept)"
-    if getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"cannot write{where}: {exc.strerror}; choose a writable place (nothing half-written was kept)"
+    if getattr(exc, "errno", None) == errno.EROFS:
+        return (f"cannot write{where}: {exc.strerror}; mount it read-write (or copy the gallery to a writable place) "
+                "and run again (nothing half-written was kept)")
+    if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+        return (f"cannot write{where}: {exc.strerror}; run as the user who owns it, or choose a writable place "
+                "(nothing half-written was kept)")
     return f"{exc.strerror or exc}{where}; check that path"
 
 

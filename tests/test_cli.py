@@ -425,3 +425,17 @@ def test_a_classifiers_softmax_output_is_named_as_such():
     assert "looks like a classifier's class probabilities" in p.stderr, p.stderr
     for model in (V1_EMBED, MODELS / "mobilefacenet.tflite", REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite"):
         assert "class probabilities" not in run_cli("inspect", model, check=True).stderr
+
+
+def test_a_write_refused_by_the_system_says_what_to_do():
+    """A read-only mount and a missing permission get their own fix (an existing gallery on a read-only card was
+    told to "choose a writable place")."""
+    import errno
+
+    from edgeembed.cli import _system_error
+
+    ro = _system_error(OSError(errno.EROFS, "Read-only file system", "/mnt/card/G/vectors.f32"))
+    assert ro == ("cannot write (/mnt/card/G/vectors.f32): Read-only file system; mount it read-write (or copy the "
+                  "gallery to a writable place) and run again (nothing half-written was kept)")
+    denied = _system_error(OSError(errno.EACCES, "Permission denied", "/srv/G/gallery.sqlite"))
+    assert "run as the user who owns it, or choose a writable place" in denied
