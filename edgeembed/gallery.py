@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import filecmp
 import json
 import os
 import re
@@ -90,6 +91,14 @@ class Recognition:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "score": round(self.score, 6),
                 "matches": [{"label": m.label, "score": round(m.score, 6)} for m in self.matches]}
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    """Whether two model files hold the same bytes (a file that cannot be read counts as another)."""
+    try:
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -286,8 +295,12 @@ class Gallery:
                        probes: Callable[[], np.ndarray] | None = None) -> None:
         mine = self.binding
         moved = binding.model_path != mine.model_path and not Path(mine.model_path).exists()
-        if binding.fingerprint == mine.fingerprint and moved and (binding.dim, binding.mode) == (mine.dim, mine.mode):
-            self._rebind(binding, self.meta.get("behaviour"))
+        if (binding.fingerprint == mine.fingerprint and binding.model_path != mine.model_path
+                and (binding.dim, binding.mode) == (mine.dim, mine.mode)):
+            # the gallery's own model at another path: follow it there when its own path holds nothing or another
+            # file (an upgrade replaced it, and the user brought a copy back), so later commands need no --model
+            if moved or not _same_bytes(binding.model_path, mine.model_path):
+                self._rebind(binding, self.meta.get("behaviour"))
             return
         # galleries enrolled with an earlier shipped file have no stored value: the project knows it
         stored = self.meta.get("behaviour") or EARLIER_SHIPPED_BEHAVIOUR.get(mine.fingerprint)

@@ -482,6 +482,15 @@ def test_a_gallery_of_an_earlier_shipped_file_that_embeds_otherwise_is_told_how_
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["label"] == "parrot" and r["score"] > 0.99
+    # the gallery follows its own file to where it was brought back (its own path holds another file now), so the
+    # next command needs no --model
+    g = Gallery.open(gal)
+    assert g.binding.model_path == str((tmp_path / "mobilenet_v2_1.0_224_int8-3a5bfcf.tflite").resolve())
+    assert g.meta["rebinds"][-1]["from_path"] == str(model.resolve())
+    g.close()
+    proc = run_cli("recognize", "--gallery", gal, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["label"] == "parrot", proc.stderr
+    assert (gal / "vectors.f32").read_bytes() == vectors
 
 
 @pytest.mark.parametrize("name, earlier", [("mobilenet_v2_1.0_224_int8.tflite", "9740a3f74eabe7dd7fa1"),
