@@ -552,6 +552,11 @@ def cmd_gallery(args: argparse.Namespace) -> int:
                     print(f"  {label}: {n}")
                 for item in info.get("items", []):
                     print(f"  #{item['id']} {item['label']} {item['source']}")
+            if info["model_file"] != "same":  # the commands that embed check the model; say it before they are run
+                print(f"note: the model file this gallery was enrolled with ({info['model']}) "
+                      + ("is no longer there" if info["model_file"] == "missing" else "has changed since")
+                      + "; recognize and enroll check whether the model they are given embeds as it did, and say "
+                        "what to do if not", file=sys.stderr)
             g.check()  # listed first (what to enrol again from), then a damaged vector file is one error line
         elif args.action == "remove":
             before = g.threshold

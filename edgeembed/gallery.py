@@ -22,6 +22,7 @@ import base64
 import binascii
 import contextlib
 import filecmp
+import hashlib
 import json
 import os
 import re
@@ -865,7 +866,21 @@ class Gallery:
         labels = self.labels()
         return {"gallery": str(self.path), "entries": len(self), "labels": labels, "label_count": len(labels),
                 "model": self.binding.model_path, "fingerprint": self.binding.fingerprint, "dim": self.binding.dim,
-                "mode": self.binding.mode, "threshold": self.threshold}
+                "mode": self.binding.mode, "threshold": self.threshold, "model_file": self.model_file_state()}
+
+    def model_file_state(self) -> str:
+        """'same' while the file at the gallery's model path is the one it was enrolled with, 'missing' once it has
+        gone, 'changed' once another file is there (an upgrade, a copy over it). Read from the file's bytes and the
+        stored preprocessing, without opening the model: whether a changed file still fits is the model check's
+        (it runs when a command embeds)."""
+        try:
+            h = hashlib.sha256(Path(self.binding.model_path).read_bytes())
+        except FileNotFoundError:
+            return "missing"
+        except OSError:
+            return "changed"
+        h.update(json.dumps(self.binding.preprocessing, sort_keys=True).encode())  # as model_fingerprint does
+        return "same" if h.hexdigest()[:20] == self.binding.fingerprint else "changed"
 
 
 def _refuse_lost_database(folder: Path, alternative: str = "") -> None:

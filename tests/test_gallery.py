@@ -476,6 +476,9 @@ def test_a_gallery_of_an_earlier_shipped_file_that_embeds_otherwise_is_told_how_
     assert "as edgeembed shipped it at commit 3a5bfcf" in proc.stderr and f"`{command}`" in proc.stderr
     assert "--model mobilenet_v2_1.0_224_int8-3a5bfcf.tflite" in proc.stderr
     assert (gal / "vectors.f32").read_bytes() == vectors
+    listed = run_cli("gallery", "list", "--gallery", gal)  # says so before a command that embeds is run
+    assert listed.returncode == 0 and f"note: the model file this gallery was enrolled with ({model.resolve()}) " \
+        "has changed since" in listed.stderr
     subprocess.run(command, shell=True, cwd=tmp_path, check=True)
     proc = run_cli("recognize", "--gallery", gal, "--model", tmp_path / "mobilenet_v2_1.0_224_int8-3a5bfcf.tflite",
                    "--source", DATA / "coral-images" / "parrot.jpg", "--json")
@@ -491,6 +494,10 @@ def test_a_gallery_of_an_earlier_shipped_file_that_embeds_otherwise_is_told_how_
     proc = run_cli("recognize", "--gallery", gal, "--source", DATA / "coral-images" / "parrot.jpg", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["label"] == "parrot", proc.stderr
     assert (gal / "vectors.f32").read_bytes() == vectors
+    listed = run_cli("gallery", "list", "--gallery", gal, "--json")
+    assert json.loads(listed.stdout)["model_file"] == "same" and "note:" not in listed.stderr
+    (tmp_path / "mobilenet_v2_1.0_224_int8-3a5bfcf.tflite").unlink()
+    assert json.loads(run_cli("gallery", "list", "--gallery", gal, "--json").stdout)["model_file"] == "missing"
 
 
 @pytest.mark.parametrize("name, earlier", [("mobilenet_v2_1.0_224_int8.tflite", "9740a3f74eabe7dd7fa1"),
