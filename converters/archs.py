@@ -217,6 +217,8 @@ def set_batch_norm_statistics(model, pixels) -> int:
     For random (untrained) weights only: their initial statistics (mean 0, variance 1) do not match what the random
     convolutions produce, activations shrink block after block (MobileNetV2 ends near 1e-6) and int8 rounds the
     embedding to all zeros. Returns how many batch norms were set."""
+    import warnings
+
     import keras
 
     norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
@@ -224,7 +226,10 @@ def set_batch_norm_statistics(model, pixels) -> int:
     try:
         for n in norms:
             n.momentum = 0.0  # moving = batch statistics
-        model(pixels, training=True)
+        with warnings.catch_warnings():  # keras.applications' models take a list of one input; one array is the same
+            warnings.filterwarnings("ignore", r"The structure of `inputs` doesn't match the expected structure",
+                                    UserWarning)
+            model(pixels, training=True)
     finally:
         for n, m in zip(norms, kept):
             n.momentum = m
