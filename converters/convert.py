@@ -88,6 +88,8 @@ class FloatModel:
     license: str | None
     meaningful: bool  # trained weights: fidelity figures mean something
     name: str
+    softmax_layer: str | None = None  # a user model's embedding layer when it is a softmax
+    embedding_hint: str = ""  # a user model: how to name another layer (or output) as the embedding
 
 
 def build_float_model(o: ConvertOptions) -> FloatModel:
@@ -199,11 +201,16 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
                 if o.embedding_layer is None and len(out) > 1:
                     raise InputError(f"the SavedModel has {len(out)} outputs ({', '.join(sorted(out))}); name the "
                                      "embedding with --embedding-layer OUTPUT")
+                hint = (f"give the SavedModel output that is the embedding with --embedding-layer OUTPUT (its outputs: "
+                        f"{', '.join(sorted(out))})" if len(out) > 1 else
+                        "export the SavedModel with its embedding layer as an output and name it with --embedding-layer OUTPUT")
                 key = o.embedding_layer or next(iter(out))
                 if key not in out:
                     raise InputError(f"the SavedModel has no output {key!r}; its outputs are: {', '.join(sorted(out))} "
                                      "(give one of them, or export the model with its embedding layer as an output)")
                 out = out[key]
+            if not isinstance(out, dict):
+                hint = "export the SavedModel with its embedding layer as an output and name it with --embedding-layer OUTPUT"
             model = keras.Model(inp, out)
         else:
             model = keras.saving.load_model(str(path), compile=False)
@@ -219,11 +226,15 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
             raise InputError(f"--weights keras:{path} needs --embedding-layer NAME, the layer whose output is the "
                              f"embedding (its last layers: {names}; the last one if the whole model is the embedder)")
         try:
-            feat = model.get_layer(o.embedding_layer).output
+            chosen = model.get_layer(o.embedding_layer)
         except ValueError:
             raise InputError(f"{path.name} has no layer {o.embedding_layer!r}; its last layers are: {names}") from None
+        feat = chosen.output
+        softmax = chosen.name if _is_softmax(keras, chosen) else None
+        hint = f"name the layer before the classifier with --embedding-layer NAME (the last layers of {path.name}: {names})"
     else:
         feat = model.outputs[0]
+        softmax = None
     if len(feat.shape) == 4:
         feat = keras.layers.GlobalAveragePooling2D(name="embedding_pool")(feat)
     elif len(feat.shape) > 2:
@@ -255,7 +266,29 @@ def _user_keras_model(o: ConvertOptions, path_s: str) -> FloatModel:
                          f"{shape[2]} input (a Flatten of an open size?); give a pooled layer as --embedding-layer")
     built = archs.Built(emb_model, "keras", int(shape[1]), int(dim))
     pre = _override(Preprocessing(mean=127.5, std=127.5, **WHOLE_PICTURE), o)
-    return FloatModel(built, pre, f"user Keras model {path.name}", None, True, path.stem)
+    return FloatModel(built, pre, f"user Keras model {path.name}", None, True, path.stem, softmax, hint)
+
+
+def _is_softmax(keras, layer) -> bool:
+    """A Softmax layer, or a layer whose activation is softmax (Dense(..., activation='softmax'), Activation)."""
+    return isinstance(layer, keras.layers.Softmax) or getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
+
+
+def class_probabilities_line(fm: FloatModel, o: ConvertOptions, float_embeddings: np.ndarray) -> str | None:
+    """The warning for a user model whose embedding is a classifier's class probabilities (its layer is a softmax, or
+    its outputs for the calibration pictures are non-negative and sum to 1, as edgeembed.Embedder's
+    ``looks_like_class_probabilities`` finds at run time), or None. Class probabilities recognize poorly: they keep
+    only how much a picture looks like each trained class (the coral MobileNetV2 classifier: recall@1 0.69 on
+    COIL-20, its embedding-extractor export 1.00)."""
+    v = np.asarray(float_embeddings, np.float64).reshape(len(float_embeddings), -1)
+    sums_to_one = v.shape[1] >= 2 and len(v) > 0 and bool(v.min() >= -1e-6 and np.all(np.abs(v.sum(1) - 1) < 1e-3))
+    if not (fm.softmax_layer or sums_to_one):
+        return None
+    what = (f"--embedding-layer {o.embedding_layer}" if o.embedding_layer else "the output") + f" of {fm.name}"
+    why = (f"{fm.softmax_layer} is a softmax" if fm.softmax_layer else
+           f"for each of {len(v)} calibration pictures its {v.shape[1]} values are non-negative and sum to 1")
+    return (f"warning: {what} looks like a classifier's class probabilities ({why}), which recognize poorly: "
+            f"{fm.embedding_hint or 'give the layer before the classifier as the embedding'}; converting it as asked")
 
 
 def _keras_load_failure(path: Path, exc: BaseException) -> str:
@@ -388,6 +421,15 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
     prep = quantize.float_preprocessor(fm.pre, b.input_size)
     calib_px = quantize.load_pixels(calib_files, prep, "reading calibration images", o.show_progress)
     held_px = quantize.load_pixels(held_files, prep, "reading held-aside images", o.show_progress) if held_files else None
+    warned = []
+    if o.weights.startswith("keras:"):  # a user's model may end in its classifier's softmax
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = np.asarray(b.model(prep.normalize(calib_px[:16]), training=False)["embedding"])
+        line = class_probabilities_line(fm, o, probe)
+        if line:
+            log(line)
+            warned.append(line)
     if o.weights == "random":  # a test model: statistics that fit its random convolutions, or int8 gives zeros
         archs.set_batch_norm_statistics(b.model, quantize.float_preprocessor(fm.pre, b.input_size).normalize(calib_px[:32]))
     t1 = time.perf_counter()
@@ -501,6 +543,8 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
                "preprocessing": asdict(pre), "calibration": calibration, "fidelity": report,
                "fidelity_json": str(metadata.fidelity_path(out)) if report else None,
                "seconds": {"prepare": round(t1 - t0, 1), "convert": round(t2 - t1, 1), "total": round(time.perf_counter() - t0, 1)}}
+    if warned:
+        summary["warnings"] = warned
     if report is not None:
         log(fidelity.format_report(report))
         if low:

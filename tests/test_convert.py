@@ -1102,3 +1102,33 @@ def test_a_conversion_prints_no_tensorflow_noise(tmp_path, tiny_calib):
     for noise in ("fully_quantize", "XNNPACK", "UserWarning", "warnings.warn"):
         assert noise not in proc.stderr, proc.stderr
     assert "wrote " in proc.stdout
+
+
+def test_a_class_probabilities_embedding_is_named_at_conversion(tmp_path, tiny_calib):
+    """A user model whose embedding is its classifier's softmax converts (as asked) with one warning line that says
+    so and how to name the layer before the classifier; its pooled features convert without it. A SavedModel whose
+    only output is a softmax is found by its outputs for the calibration pictures (they sum to 1)."""
+    import keras
+
+    inp = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    model = keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="probs")(x))
+    model.save(tmp_path / "cls.keras")
+    model.export(tmp_path / "cls_sm", verbose=False)
+    common = (*NORM, "--calibration", tiny_calib, "--int8-tuning", "0", "--accept-low-fidelity")
+    for layer, expected in (("probs", True), ("features", False)):
+        out, proc = _convert(tmp_path, layer, "--weights", f"keras:{tmp_path / 'cls.keras'}", "--embedding-layer", layer,
+                             *common)
+        lines = [line for line in proc.stderr.splitlines() if "class probabilities" in line]
+        if not expected:
+            assert not lines and "warnings" not in json.loads(proc.stdout), proc.stderr
+            continue
+        assert len(lines) == 1 and lines[0].startswith("warning: --embedding-layer probs of cls looks like a "
+                                                       "classifier's class probabilities (probs is a softmax)"), lines
+        assert "--embedding-layer NAME" in lines[0] and "features, probs" in lines[0]
+        assert json.loads(proc.stdout)["warnings"] == lines and out.exists()  # a warning: the model is written
+    out, proc = _convert(tmp_path, "sm", "--weights", f"keras:{tmp_path / 'cls_sm'}", *common)
+    lines = [line for line in proc.stderr.splitlines() if "class probabilities" in line]
+    assert len(lines) == 1 and "its 10 values are non-negative and sum to 1" in lines[0], proc.stderr
+    assert "export the SavedModel with its embedding layer as an output" in lines[0]
