@@ -337,6 +337,12 @@ def _savedmodel_size(layer, path: Path, size: int | None) -> int:
 
 
 MIN_PICTURES = 5  # calibration pictures, and held-aside pictures, at the least
+BN_PICTURES = 32  # random weights: calibration pictures that set the batch norms' statistics
+# what a float output type's conversion does, in the calibration record (none of them calibrates)
+FLOAT_METHODS = {"float32": "TFLite float32 (no quantization, no calibration)",
+                 "float16": "TFLite post-training float16 weights (float computation; no calibration)",
+                 "dynamic": "TFLite post-training dynamic-range quantization (int8 weights, float activations; no "
+                            "calibration)"}
 
 
 def split_files(o: ConvertOptions, flag: str = "--calibration") -> tuple[list[Path], list[Path], list[int] | None]:
@@ -431,7 +437,7 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
             log(line)
             warned.append(line)
     if o.weights == "random":  # a test model: statistics that fit its random convolutions, or int8 gives zeros
-        archs.set_batch_norm_statistics(b.model, quantize.float_preprocessor(fm.pre, b.input_size).normalize(calib_px[:32]))
+        archs.set_batch_norm_statistics(b.model, quantize.float_preprocessor(fm.pre, b.input_size).normalize(calib_px[:BN_PICTURES]))
     t1 = time.perf_counter()
     integer = o.output_type in ("int8", "uint8")
     # integer models take (pixel - C) / K, so that their input holds each pixel exactly (converters/input_fold.py);
@@ -501,12 +507,19 @@ def convert(o: ConvertOptions, log=print, files: tuple[list[Path], list[Path], l
             alt = fidelity.fidelity_report(float_fn, quant_fn, held_crop, labels, o.thresholds, meaningful=fm.meaningful,
                                            unrelated=False)
             report["imagenet_center_crop_0.875"] = {k: v for k, v in alt.items() if k != "thresholds"}
-    calibration = {"source": str(o.calibration), "images": len(calib_files),
+    calibration = {"source": str(o.calibration), "images": len(calib_files) if integer else 0,
                    "split": "separate folder" if o.fidelity_dir else "even sorted positions (odd positions held aside)",
                    "method": ("TFLite post-training int8 (uint8 input and outputs)" if o.output_type == "uint8" else
-                              f"TFLite post-training {o.output_type}")
+                              f"TFLite post-training {o.output_type}" if integer else FLOAT_METHODS[o.output_type])
                              + (f", per-channel weights, activation ranges: {o.activation_ranges}" if integer else ""),
                    "held_aside_images": len(held_files)}
+    if not integer:  # nothing was calibrated: say what the pictures were used for
+        calibration["calibrated"] = False
+        calibration["note"] = (f"{o.output_type} needs no calibration: no picture set a quantization range; "
+                               f"{len(held_files)} held-aside pictures checked fidelity"
+                               + (f", and {min(len(calib_files), BN_PICTURES)} of the {len(calib_files)} calibration "
+                                  "pictures set the random weights' batch-norm statistics" if o.weights == "random" else
+                                  f"; the {len(calib_files)} calibration pictures shaped nothing in the model"))
     if fold is not None:
         calibration["method"] += (", input normalisation folded into the first convolution (the integer input holds "
                                   "each pixel exactly)" if integer else

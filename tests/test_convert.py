@@ -575,7 +575,8 @@ def test_requantizing_a_float_tflite_passes_the_fidelity_gate_and_never_replaces
     assert u["p50"] < u["p99"] <= 1.0
 
 
-@pytest.mark.parametrize("output_type,in_dtype", [("int8", "int8"), ("float16", "float32"), ("dynamic", "float32")])
+@pytest.mark.parametrize("output_type,in_dtype", [("int8", "int8"), ("float16", "float32"), ("dynamic", "float32"),
+                                                   ("float32", "float32")])
 def test_other_output_types(tmp_path, tiny_calib, output_type, in_dtype):
     from edgeembed import Embedder
 
@@ -583,7 +584,19 @@ def test_other_output_types(tmp_path, tiny_calib, output_type, in_dtype):
     out, proc = _convert(tmp_path, output_type, "--arch", "mobilenet_v1", "--alpha", "0.25", "--size", "128",
                          "--weights", "random", "--calibration", tiny_calib, "--output-type", output_type, *ranges)
     s = json.loads(proc.stdout)
-    assert s["output_type"] == output_type and s["calibration"]["method"].startswith(f"TFLite post-training {output_type}")
+    cal = s["calibration"]
+    assert s["output_type"] == output_type and cal["method"].startswith(
+        "TFLite float32 (no quantization" if output_type == "float32" else f"TFLite post-training {output_type}")
+    if output_type == "int8":
+        assert cal["images"] == 12 and "calibrated" not in cal
+    else:  # nothing was calibrated: the record says so, and what the pictures were used for
+        assert cal["images"] == 0 and cal["calibrated"] is False and "no calibration" in cal["method"]
+        assert cal["note"] == (f"{output_type} needs no calibration: no picture set a quantization range; 12 held-aside "
+                               "pictures checked fidelity, and 12 of the 12 calibration pictures set the random "
+                               "weights' batch-norm statistics")
+        info = json.loads(run_cli("inspect", out, "--json", check=True).stdout)
+        side = json.loads((tmp_path / f"{output_type}.fidelity.json").read_text())
+        assert info["calibration"] == side["calibration"] == cal
     with Embedder.create_from_model_path(out) as emb:
         assert emb.describe()["input"]["dtype"] == in_dtype and emb.spec.extra["output_type"] == output_type
         cat = DATA / "coral-images" / "cat.bmp"
