@@ -297,6 +297,8 @@ def _requantize(args: argparse.Namespace, calib: list[Path], held: list[Path]) -
     # random weights (what the converter records for --weights random) are measured, not judged
     meaningful = spec.weights != "random initialisation (untrained)"
     report = fidelity.judge(fidelity.compare(float_emb, int8_emb), thresholds, meaningful=meaningful)
+    if args.calibration_faces:  # each held-aside "image" is a face found in a photo ("images" kept for older readers)
+        report["faces"] = report["images"]
     if meaningful and not args.calibration_faces:  # a face folder holds one person in several photos
         unrelated, why = fidelity.unrelated_similarity(int8_emb, fidelity.folder_groups(held))
         if why:
@@ -408,6 +410,8 @@ def _write_requantized(args, data: bytes, spec, out: Path) -> int:
         metadata.remove_low_fidelity(dest)
     summary = {"model": str(dest), "calibration_images": spec.calibration["images"], "fidelity": report,
                "fidelity_json": str(side)}
+    if args.calibration_faces:  # they count faces ("calibration_images" kept for older readers)
+        summary["calibration_faces"] = spec.calibration["images"]
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     log(fidelity.format_report(report))
     if args.edgetpu:

@@ -167,8 +167,9 @@ def judge(rep: dict, thresholds: dict | None = None, meaningful: bool = True) ->
 
 
 def format_report(rep: dict) -> str:
-    """A few lines for the terminal."""
-    lines = [f"fidelity on {rep['images']} held-aside images: mean cosine {rep['mean_cosine']:.4f}, "
+    """A few lines for the terminal; a face model's report (one with ``faces``) counts faces."""
+    n, what = (rep["faces"], "faces") if "faces" in rep else (rep["images"], "images")
+    lines = [f"fidelity on {n} held-aside {what}: mean cosine {rep['mean_cosine']:.4f}, "
              f"min {rep['min_cosine']:.4f}" + (f", 1-NN agreement {rep['nn1_agreement']:.3f}" if "nn1_agreement" in rep else "")]
     if "top1_agreement" in rep:
         s = f"top-1 agreement {rep['top1_agreement']:.3f}"
@@ -183,8 +184,9 @@ def format_report(rep: dict) -> str:
     if u:
         lines.append(f"pictures of different things: cosine median {u['p50']:.3f}, 99th percentile {u['p99']:.3f} (a "
                      "gallery of a single label sets its threshold from it)")
-    if rep["images"] < FEW_PICTURES:
-        lines.append(f"note: only {rep['images']} held-aside picture{'' if rep['images'] == 1 else 's'}; figures from so few move a lot from one set to "
+    if n < FEW_PICTURES:
+        one = "face" if what == "faces" else "picture"
+        lines.append(f"note: only {n} held-aside {one}{'' if n == 1 else 's'}; figures from so few move a lot from one set to "
                      "the next (1-NN agreement most of all): give 50 or more for a figure to rely on")
     alike = float_alike(rep)
     if alike and rep.get("passed") is not None:

@@ -400,7 +400,8 @@ def quantize_face_crops(data: bytes, crops: np.ndarray, base: ModelSpec, templat
     extra["face_alignment"] = {"keypoints": list(template.keypoints), "template": np.round(template.points, 4).tolist()}
     spec = ModelSpec(preprocessing=pre, embedding_output=base.embedding_output, task="face",
                      architecture=base.architecture, weights=base.weights, license=base.license,
-                     calibration={"source": source, "images": int(len(crops)), "kind": "aligned face crops",
+                     calibration={"source": source, "images": int(len(crops)), "faces": int(len(crops)),
+                                  "kind": "aligned face crops",
                                   "method": "TensorFlow full-integer post-training quantization of the rebuilt float graph",
                                   "activation_ranges": activation_ranges},
                      extra=extra)

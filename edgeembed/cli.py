@@ -311,7 +311,8 @@ def _fidelity_lines(fid: Any) -> list[str]:
                 out += f" (top-1 float {r['top1_float']:.3f} -> quantized {r['top1_quant']:.3f})"
         return out
 
-    lines = [f"fidelity     converted against the float model, {fid.get('images', '?')} held-aside pictures: {figures(fid)}"]
+    held = f"{fid['faces']} held-aside faces" if "faces" in fid else f"{fid.get('images', '?')} held-aside pictures"
+    lines = [f"fidelity     converted against the float model, {held}: {figures(fid)}"]
     alt = fid.get("imagenet_center_crop_0.875")
     if isinstance(alt, dict) and "mean_cosine" in alt:
         lines.append(f"             with ImageNet's centre crop 0.875: {figures(alt)}")

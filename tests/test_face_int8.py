@@ -108,8 +108,12 @@ def test_edgeembed_convert_tflite_with_calibration_faces_passes_the_fidelity_gat
     report = json.loads(p.stdout.strip().splitlines()[-1])
     low = tmp_path / "face_int8.low-fidelity.tflite"
     assert report["model"] == str(low) and report["calibration_images"] == 5  # even photos of s3; the odd 5 judge
+    assert report["calibration_faces"] == 5  # what they count ("calibration_images" kept for older readers)
     fid = report["fidelity"]
-    assert fid["images"] == 5 and fid["passed"] is False and fid["mean_cosine"] < 0.98 and "probe" in fid
+    assert fid["images"] == fid["faces"] == 5 and fid["passed"] is False and fid["mean_cosine"] < 0.98 and "probe" in fid
+    # the printed report counts faces, not images
+    assert "fidelity on 5 held-aside faces: " in p.stderr and "only 5 held-aside faces;" in p.stderr
+    assert "held-aside images" not in p.stderr and "held-aside pictures" not in p.stderr
 
     p = run_cli("convert", "--tflite", FLOAT, "--calibration-faces", ORL / "s3", "--fidelity-dir", ORL / "s4",
                 "--activation-ranges", "minmax", "--accept-low-fidelity", "--out", out, "--json", "--quiet")
@@ -119,6 +123,9 @@ def test_edgeembed_convert_tflite_with_calibration_faces_passes_the_fidelity_gat
     assert info["calibration"]["images"] == 10 and info["calibration"]["activation_ranges"] == "minmax"
     assert info["calibration"]["requantized_from"] == str(FLOAT) and info["calibration"]["held_aside_photos"] == 10
     assert info["fidelity"]["images"] == 10 and info["fidelity"]["passed"] is False  # accepted, not hidden
+    assert info["calibration"]["faces"] == info["fidelity"]["faces"] == 10
+    text = run_cli("inspect", out, check=True).stdout
+    assert "converted against the float model, 10 held-aside faces: " in text and "pictures" not in text
     side = json.loads((tmp_path / "face_int8.fidelity.json").read_text())
     assert side["fidelity"]["mean_cosine"] == info["fidelity"]["mean_cosine"]
 
