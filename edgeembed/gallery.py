@@ -94,6 +94,16 @@ class Recognition:
                 "matches": [{"label": m.label, "score": round(m.score, 6)} for m in self.matches]}
 
 
+def _same_alignment(a: Any, b: Any) -> bool:
+    """Whether two stored face alignments (keypoint names and template points) are the same to 0.01 pixel."""
+    try:
+        pa, pb = np.asarray(a["template"], np.float64), np.asarray(b["template"], np.float64)
+        return (list(a["keypoints"]) == list(b["keypoints"]) and pa.shape == pb.shape
+                and bool(np.all(np.abs(pa - pb) <= 0.01)))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def _same_bytes(a: str, b: str) -> bool:
     """Whether two model files hold the same bytes (a file that cannot be read counts as another)."""
     try:
@@ -272,7 +282,8 @@ class Gallery:
                 self._matrix = None
 
     def check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None,
-                      probes: Callable[[], np.ndarray] | None = None) -> None:
+                      probes: Callable[[], np.ndarray] | None = None,
+                      alignment: Callable[[], dict] | None = None) -> None:
         """Refuse a model other than the gallery's own (a different fingerprint); a model accepted here may search
         the gallery with its Embeddings (``search`` refuses those of any other model).
 
@@ -284,16 +295,23 @@ class Gallery:
         ``probes``: the model's Embedder.behaviour_probes; a gallery that kept its model's (``behaviour_probes``)
         also accepts a file whose probe embeddings are within cosine PROBE_MIN_COSINE of them, for the same
         model run by another backend, whose last digits differ.
+        ``alignment``: for a face model, the template its faces are aligned to (``recognizer.face_alignment_of``).
+        The probe pictures do not go through it, so a file that embeds them alike but aligns faces otherwise is
+        refused once the gallery knows its own template (stored at creation, or on the first open by its own model).
         """
-        self._check_binding(binding, behaviour, probes)
+        self._check_binding(binding, behaviour, probes, alignment)
         self._accepted.add(binding.fingerprint)
+        if alignment is not None and "face_alignment" not in self.meta and binding.fingerprint == self.binding.fingerprint:
+            with contextlib.suppress(sqlite3.Error):  # a read-only gallery: next time
+                self._set_meta({"face_alignment": alignment()})
         if probes is not None and "behaviour_probes" not in self.meta and binding.fingerprint == self.binding.fingerprint:
             # a gallery made before the probes were kept: its own model's, once, so the tolerance covers it too
             with contextlib.suppress(sqlite3.Error):  # a read-only gallery: next time
                 self._set_meta({"behaviour_probes": encode_probes(probes())})
 
     def _check_binding(self, binding: ModelBinding, behaviour: Callable[[], str] | None = None,
-                       probes: Callable[[], np.ndarray] | None = None) -> None:
+                       probes: Callable[[], np.ndarray] | None = None,
+                       alignment: Callable[[], dict] | None = None) -> None:
         mine = self.binding
         moved = binding.model_path != mine.model_path and not Path(mine.model_path).exists()
         if (binding.fingerprint == mine.fingerprint and binding.model_path != mine.model_path
@@ -309,6 +327,13 @@ class Gallery:
         if (binding.fingerprint != mine.fingerprint and (binding.dim, binding.mode) == (mine.dim, mine.mode)
                 and ((behaviour is not None and stored and behaviour() == stored)
                      or (probes is not None and kept is not None and _probe_agreement(probes(), kept) >= PROBE_MIN_COSINE))):
+            own = self.meta.get("face_alignment")
+            if alignment is not None and own is not None and not _same_alignment(alignment(), own):
+                raise GalleryError(
+                    f"gallery {self.path} was built with model {mine.model_path}; {binding.model_path} embeds as it did "
+                    "but aligns faces to another template, so its faces would not be cut as the stored ones were; "
+                    + (earlier_shipped_fix(mine.fingerprint) or "put the original model file back (--model PATH to a "
+                       "copy of it), or enroll the people into a new gallery"))
             if binding.model_path == mine.model_path or moved:
                 self._rebind(binding, stored)
             return

@@ -62,6 +62,23 @@ def model_values(embedder: Embedder) -> dict[str, float]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def face_alignment_of(embedder: Embedder) -> dict[str, Any]:
+    """The template a face model's faces are aligned to, as a face gallery keeps it (Gallery.check_binding)."""
+    from .face.align import template_for
+
+    t = template_for(embedder.spec.extra, embedder.preprocessor.size)
+    return {"keypoints": list(t.keypoints), "template": t.points.astype(float).round(3).tolist()}
+
+
+def binding_checks(embedder: Embedder, mode: str) -> dict[str, Any]:
+    """What Gallery.check_binding compares beside the fingerprint: the model's behaviour and probe embeddings, and a
+    face model's alignment template."""
+    checks: dict[str, Any] = {"behaviour": embedder.behaviour_fingerprint, "probes": embedder.behaviour_probes}
+    if mode == "face":
+        checks["alignment"] = lambda: face_alignment_of(embedder)
+    return checks
+
+
 def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "image",
                    meta: dict[str, Any] | None = None) -> Gallery:
     """A new gallery bound to ``embedder``'s model, starting from the model's recommended threshold; ``meta``:
@@ -71,6 +88,7 @@ def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "ima
     binding = binding_for(embedder, mode)
     # what the model computes, so that a replaced file that embeds the same keeps the gallery (check_binding)
     values = {"behaviour": embedder.behaviour_fingerprint(), "behaviour_probes": encode_probes(embedder.behaviour_probes()),
+              **({"face_alignment": face_alignment_of(embedder)} if mode == "face" else {}),
               **model_values(embedder), **(meta or {})}
     try:
         return Gallery.create(path, binding, threshold=rec, meta=values)
@@ -79,7 +97,7 @@ def create_gallery(path: str | os.PathLike, embedder: Embedder, mode: str = "ima
             raise
     gallery = Gallery.open(path)  # created by the other enrolment while this one embedded its pictures
     try:
-        gallery.check_binding(binding, embedder.behaviour_fingerprint, embedder.behaviour_probes)
+        gallery.check_binding(binding, **binding_checks(embedder, mode))
     except BaseException:
         gallery.close()
         raise
@@ -114,7 +132,7 @@ def open_gallery_embedder(gallery: Gallery, model: str | os.PathLike | None = No
         model_path=path, output=b.output, mean=pre["mean"], std=pre["std"], color_order=pre["color_order"],
         resize=pre["resize"], crop_fraction=pre["crop_fraction"], interpolation=pre.get("interpolation"), **options))
     try:
-        gallery.check_binding(binding_for(emb, b.mode), emb.behaviour_fingerprint, emb.behaviour_probes)
+        gallery.check_binding(binding_for(emb, b.mode), **binding_checks(emb, b.mode))
     except GalleryError:
         emb.close()
         if found is None:

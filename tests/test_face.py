@@ -735,3 +735,56 @@ def test_inspect_shows_what_face_mode_uses():
     refused = run_cli("inspect", REPO / "models" / "mobilenet_v2_1.0_224_int8.tflite", "--mode", "face")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "is a whole-image embedding model" in refused.stderr
+
+
+def test_a_face_model_that_aligns_faces_otherwise_does_not_take_over_a_gallery(tmp_path):
+    """The probe pictures that tell whether a replaced model file embeds as before do not go through the face
+    alignment: a file with the same network but another template in its metadata embeds them alike, yet cuts every
+    face otherwise. A face gallery keeps its template (at creation; an older gallery on its first open by its own
+    model) and refuses such a file; the same file with the same template is still re-bound."""
+    import sqlite3
+
+    from edgeembed.gallery import Gallery
+    from edgeembed.tflite_file import read_tflite, write_metadata
+
+    shipped = REPO / "models" / "dlib_face_resnet_v1_int8.tflite"
+    model = tmp_path / "face.tflite"
+    shutil.copyfile(shipped, model)
+    people = tmp_path / "people"
+    for person in ("s1", "s2"):
+        (people / person).mkdir(parents=True)
+        for k in (1, 2):
+            shutil.copy(ORL / person / f"{k}.pgm", people / person / f"{k}.pgm")
+    gal = tmp_path / "gal"
+    run_cli("enroll", "--model", model, "--gallery", gal, people, "--quiet", check=True)
+    with Gallery.open(gal) as g:
+        kept = g.meta["face_alignment"]
+    assert kept["keypoints"] == ["right_eye", "left_eye", "nose_tip", "mouth_center"] and len(kept["template"]) == 4
+
+    # an older gallery (no template kept) gets its own model's on its next open
+    with sqlite3.connect(gal / "gallery.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key = 'face_alignment'")
+    db.close()
+    shot = ORL / "s2" / "5.pgm"
+    assert json.loads(run_cli("recognize", "--gallery", gal, "--source", shot, "--json", check=True).stdout
+                      )["faces"][0]["label"] == "s2"
+    with Gallery.open(gal) as g:
+        assert g.meta["face_alignment"] == kept
+
+    entries = read_tflite(shipped.read_bytes()).metadata
+    spec = json.loads(entries["edgeembed"])
+    # the same bytes but new metadata (another description): re-bound, as before
+    spec["license"] = spec.get("license", "") + " (re-released)"
+    model.write_bytes(write_metadata(shipped.read_bytes(), {**entries, "edgeembed": json.dumps(spec).encode()}))
+    proc = run_cli("recognize", "--gallery", gal, "--source", shot, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["faces"][0]["label"] == "s2", proc.stderr
+    # the template moved by 3 pixels: refused in one line, the gallery as it was
+    spec["extra"]["face_alignment"]["template"] = [[x + 3.0, y] for x, y in spec["extra"]["face_alignment"]["template"]]
+    model.write_bytes(write_metadata(shipped.read_bytes(), {**entries, "edgeembed": json.dumps(spec).encode()}))
+    vectors = (gal / "vectors.f32").read_bytes()
+    proc = run_cli("recognize", "--gallery", gal, "--source", shot, "--json")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "embeds as it did but aligns faces to another template" in proc.stderr
+    assert (gal / "vectors.f32").read_bytes() == vectors
+    with Gallery.open(gal) as g:
+        assert g.meta["face_alignment"] == kept

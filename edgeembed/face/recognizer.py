@@ -19,7 +19,7 @@ from ..embedder import Embedder, EmbedderOptions
 from ..errors import InputError, ModelError
 from ..gallery import Gallery, Match, is_cosine
 from ..preprocess import ImageLike, read_image, to_rgb
-from ..recognizer import binding_for, open_gallery_embedder
+from ..recognizer import binding_checks, binding_for, open_gallery_embedder
 from ..shipped import shipped_model
 from .align import AlignmentTemplate, align_face, template_for
 from .detector import Detections, Face, FaceDetector
@@ -202,7 +202,7 @@ class FaceRecognizer:
         _require_face_gallery(gallery)
         # the same model, not only the same dimension: two 128-d face models give each other's faces ~0.15
         model = pipeline.embedder.embedder
-        gallery.check_binding(binding_for(model, "face"), model.behaviour_fingerprint, model.behaviour_probes)
+        gallery.check_binding(binding_for(model, "face"), **binding_checks(model, "face"))
         self.pipeline = pipeline
         self.gallery = gallery
         self.threshold = threshold
