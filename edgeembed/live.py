@@ -79,7 +79,7 @@ def _open_source(args: argparse.Namespace, status: "queue.Queue[dict]"):
 def _sinks(args: argparse.Namespace, source: Any) -> list[Any]:
     from .outputs import JsonLinesSink, TextSink
 
-    sinks: list[Any] = [JsonLinesSink() if args.json else TextSink()]
+    sinks: list[Any] = [JsonLinesSink(camera=args.camera_name) if args.json else TextSink()]
     try:
         if args.mqtt:
             from .outputs.mqtt import MqttSink  # noqa: PLC0415 - optional extra

@@ -261,6 +261,7 @@ class Pipeline:
         self.face_mode = face_mode
         self.status_events = status_events or queue.Queue()
         self._status_frame = -1  # the highest frame a status event named
+        self._failed_sinks: set[int] = set()  # outputs that raised: they get nothing more this run
         self.stats = RunStats()
         self._stop = threading.Event()
         self._capture: _Capture | None = None
@@ -310,8 +311,7 @@ class Pipeline:
                 extra = {"source": frame.origin} if frame.origin else {}
                 record = FrameRecord(frame.index, frame.time, tracks, timings, self.face_mode, extra)
                 # 5. outputs
-                for sink in self.sinks:
-                    sink.on_frame(record, frame.rgb)
+                self._to_sinks("on_frame", record, frame.rgb)
                 for e in events:
                     self._event(e)
                 self._account(timings)
@@ -323,12 +323,22 @@ class Pipeline:
             self.stats.seconds = time.perf_counter() - start
             self.stats.captured = capture.captured
             self.stats.skipped_stale = capture.overwritten
-            self._emit_status()
             failure = sys.exc_info()[1]  # a source that gave up: its labels left because it was lost, not ended
-            reason = "end" if failure is None else "source_lost" if isinstance(failure, SourceError) else "error"
+            # Ctrl-C, SIGTERM (systemd stop), --max-frames, an output that failed: the run ended
+            reason = "source_lost" if isinstance(failure, SourceError) else "end"
+            pending = None  # an output's failure here must not keep the others from the end-of-run events
+            try:
+                self._emit_status()
+            except Exception as exc:
+                pending = exc
             # never a frame number below one already sent (a status event can name a frame read but not processed)
             for e in self.smoother.finish(max(last, self._status_frame), reason):
-                self._event(e)
+                try:
+                    self._event(e)
+                except Exception as exc:
+                    pending = pending or exc
+            if pending is not None and failure is None:
+                raise pending
         return self.stats
 
     def _account(self, timings: dict[str, float]) -> None:
@@ -338,8 +348,22 @@ class Pipeline:
 
     def _event(self, e: dict) -> None:
         self.stats.events += 1
+        self._to_sinks("on_event", e)
+
+    def _to_sinks(self, method: str, *args: Any) -> None:
+        """Call every output; one that fails (stdout closed by `| head`, a full disk) gets nothing more, the
+        others still get everything, the end-of-run events included; the first failure is raised after them."""
+        failed = None
         for sink in self.sinks:
-            sink.on_event(e)
+            if id(sink) in self._failed_sinks:
+                continue
+            try:
+                getattr(sink, method)(*args)
+            except Exception as exc:
+                self._failed_sinks.add(id(sink))
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def _emit_status(self) -> None:
         while True:

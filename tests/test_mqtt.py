@@ -5,6 +5,7 @@ Needs the `mosquitto` binary (Debian package `mosquitto`, installed by .ci/run).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -364,3 +365,91 @@ def test_a_broker_address_that_never_answers_is_reported():
         sink.close()
     finally:
         silent.close()
+
+
+def _stopping_run(gallery, tmp_path, camera_name: str, stop) -> tuple[Subscriber, list[dict], list[str]]:
+    """obj01 in front of a live camera until ``stop(run)`` ends the run the way a user does; what MQTT got under
+    the camera's topic, and what stdout printed."""
+    from edgeembed.outputs.mqtt import camera_topic
+
+    broker = Broker(tmp_path, free_port()).start()
+    topic = f"edgeembed/{camera_topic(camera_name)}"
+    sub = Subscriber(broker.port, f"{topic}/#", "homeassistant/#")
+    camera = MjpegServer([coil_view("obj01", v) for v in range(0, 72, 2)], fps=25).start()
+    run = Running("recognize", "--gallery", gallery / "g", "--source", camera.url, "--json",
+                  "--mqtt", f"127.0.0.1:{broker.port}", "--camera-name", camera_name)
+    try:
+        run.wait_for(lambda: any('"appeared"' in line for line in run.out), timeout=60)
+        stop(run)
+        run.finish()
+        time.sleep(0.5)
+    finally:
+        camera.stop()
+        if run.proc.poll() is None:
+            run.proc.kill()
+        sub.close()
+        broker.stop()
+    return sub, [json.loads(m) for m in sub.on(f"{topic}/event")], run.out
+
+
+def test_a_systemd_stop_ends_the_run_with_reason_end_everywhere(gallery, tmp_path):
+    """SIGTERM (systemctl stop) while obj01 is in view: it leaves with reason end on stdout and MQTT (the reason
+    read "error", which the README does not name), the retained state is cleared at a frame after it, and every
+    stdout line names the camera and its time. The camera's name keeps its letters in the topic, and Home
+    Assistant's ids get a hash of it (two non-ASCII names made one entity)."""
+    import signal
+
+    sub, events, out = _stopping_run(gallery, tmp_path, "Küche", lambda run: run.proc.send_signal(signal.SIGTERM))
+    lines = [json.loads(line) for line in out]
+    assert all(r["camera"] == "Küche" and abs(r["time"] - time.time()) < 600 for r in lines)
+    left = [e for e in lines if e.get("event") == "left"]
+    assert [(e["label"], e["reason"]) for e in left] == [("obj01", "end")]
+    assert [(e["event"], e["label"], e.get("reason")) for e in events] == [("appeared", "obj01", None),
+                                                                           ("left", "obj01", "end")]
+    states = [json.loads(m) for m in sub.on("edgeembed/Küche/state")]
+    assert states[-1]["label"] is None and states[-1]["frame"] >= events[-1]["frame"]
+    configs = [t for t, _, _ in sub.messages if t.startswith("homeassistant/")]
+    assert configs and set(configs) == {"homeassistant/sensor/edgeembed_K_che_a5e641/config"}
+
+
+def test_a_consumer_closing_stdout_leaves_mqtt_its_end_of_run_events(gallery, tmp_path):
+    """`recognize --json --mqtt ... | head`: the closed pipe ends the run, and MQTT still gets obj01's `left`
+    (the failing stdout output kept every later output from the end-of-run events)."""
+    import sys
+
+    from conftest import REPO
+
+    broker = Broker(tmp_path, free_port()).start()
+    sub = Subscriber(broker.port, "edgeembed/porch/#")
+    camera = MjpegServer([coil_view("obj01", v) for v in range(0, 72, 2)], fps=25).start()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeembed.cli", "recognize", "--gallery", str(gallery / "g"),
+                             "--source", camera.url, "--json", "--mqtt", f"127.0.0.1:{broker.port}",
+                             "--camera-name", "porch"], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        for line in proc.stdout:  # a consumer that reads until obj01 appears, then goes away (`| head`)
+            if '"appeared"' in line:
+                break
+        proc.stdout.close()
+        rc = proc.wait(timeout=60)
+        err = proc.stderr.read()
+        time.sleep(0.5)
+    finally:
+        camera.stop()
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+        broker.stop()
+    assert rc == 0 and "Traceback" not in err, err
+    events = [json.loads(m) for m in sub.on("edgeembed/porch/event")]
+    assert [(e["event"], e["label"], e.get("reason")) for e in events] == [("appeared", "obj01", None),
+                                                                           ("left", "obj01", "end")]
+
+
+def test_camera_names_in_topics_and_home_assistant_ids():
+    from edgeembed.outputs.mqtt import camera_id, camera_topic
+
+    assert [camera_topic(n) for n in ("Front Door", "前门", "a/b+c#", "")] == ["Front_Door", "前门", "a_b_c", "camera"]
+    assert camera_id("Front Door") == "Front_Door" and camera_id("garage-2") == "garage-2"
+    ids = {camera_id(n) for n in ("前门", "后门", "Küche", "K!che")}
+    assert len(ids) == 4 and all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)

@@ -3,19 +3,24 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import IO, Any
 
 import numpy as np
 
 
 class JsonLinesSink:
-    """``{"frame", "label", "score", ...}`` per frame and ``{"event", "label", "frame", ...}`` per event."""
+    """``{"frame", "label", "score", ...}`` per frame and ``{"event", "label", "frame", ...}`` per event, each with
+    the ``camera`` name and the wall-clock ``time`` it was written (Unix seconds), as MQTT's are: a flow that reads
+    several cameras tells them apart, and needs no clock of its own."""
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, camera: str | None = None):
         self.stream = stream or sys.stdout
+        self.camera = camera
 
     def _write(self, obj: dict) -> None:
-        self.stream.write(json.dumps(obj) + "\n")
+        stamp = {"time": round(time.time(), 3)} | ({"camera": self.camera} if self.camera is not None else {})
+        self.stream.write(json.dumps({**obj, **stamp}) + "\n")
         self.stream.flush()
 
     def on_frame(self, record: Any, rgb: np.ndarray) -> None:

@@ -21,6 +21,7 @@ re-published on reconnect is the current one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -64,6 +65,22 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "camera"
 
 
+def camera_topic(camera: str) -> str:
+    """The camera's topic level: its name with MQTT's reserved characters (+ # / and NUL) and spaces as '_'
+    ("Front Door" -> Front_Door, "Küche" stays Küche: topics are UTF-8)."""
+    return re.sub(r"[+#/\x00\s]+", "_", camera).strip("_") or "camera"
+
+
+def camera_id(camera: str) -> str:
+    """The camera in Home Assistant's discovery topic and unique_id, which take only A-Z a-z 0-9 _ -: a name with
+    other characters gets a short hash of itself, so that two such names ("前门", "后门"; "Küche", "K!che") stay two
+    cameras instead of one entity whose state both overwrite."""
+    slug = _slug(camera)
+    if re.fullmatch(r"[A-Za-z0-9_\- ]*", camera) and slug != "camera" or camera == "camera":
+        return slug
+    return f"{slug}_{hashlib.sha1(camera.encode()).hexdigest()[:6]}"
+
+
 def _seen(record: Any, m: Any) -> dict[str, Any]:
     """What the state reports, and a change of which republishes it: the label of ``m`` (the record's main track);
     in face mode also how many faces are in view and how many of them are unknown (a stranger at the door must not
@@ -82,13 +99,14 @@ class MqttSink:
         mqtt = require("paho.mqtt.client", "mqtt", "MQTT output")
         self.host, self.port = parse_broker(broker)
         prefix = check_topic_prefix(prefix)
-        self.base = f"{prefix}/{_slug(camera)}"
+        self.base = f"{prefix}/{camera_topic(camera)}"
         self.topics = {k: f"{self.base}/{k}" for k in ("availability", "state", "event")}
         self.camera = camera
         self.prefix = prefix.strip("/")
         self.discovery = discovery
         self.log = log or (lambda msg: print(f"edgeembed: {msg}", file=sys.stderr, flush=True))
         self._state: dict[str, Any] | None = None
+        self._last_frame: int | None = None  # the highest frame a frame or event named: the end state's
         self._source_away = False  # between a source_dropped and a source_resumed event
         self._lock = threading.Lock()
         self.connected = threading.Event()
@@ -98,7 +116,7 @@ class MqttSink:
         self._first_try = threading.Event()
         self._warned_down = False
         self.published = 0
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeembed-{_slug(camera)}-{id(self) & 0xffff:x}")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeembed-{camera_id(camera)}-{id(self) & 0xffff:x}")
         client.will_set(self.topics["availability"], "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
@@ -127,7 +145,7 @@ class MqttSink:
         with self._lock:
             client.publish(self.topics["availability"], self._availability(), qos=1, retain=True)
         if self.discovery:
-            client.publish(f"homeassistant/sensor/{_slug(self.prefix)}_{_slug(self.camera)}/config",
+            client.publish(f"homeassistant/sensor/{_slug(self.prefix)}_{camera_id(self.camera)}/config",
                            json.dumps(self._discovery_config()), qos=1, retain=True)
         with self._lock:  # published under the lock: a newer state from on_frame cannot go out before it
             state = self._state
@@ -152,7 +170,7 @@ class MqttSink:
                      "is retried in the background")
 
     def _discovery_config(self) -> dict:
-        uid = f"edgeembed_{_slug(self.prefix)}_{_slug(self.camera)}"
+        uid = f"edgeembed_{_slug(self.prefix)}_{camera_id(self.camera)}"
         return {"name": f"{self.camera} label", "unique_id": uid, "state_topic": self.topics["state"],
                 "value_template": VALUE_TEMPLATE,
                 "json_attributes_topic": self.topics["state"], "availability_topic": self.topics["availability"],
@@ -164,6 +182,7 @@ class MqttSink:
         m = record.main
         seen = _seen(record, m)
         with self._lock:
+            self._last_frame = max(record.frame, self._last_frame or 0)
             old = self._state
             if old is not None and all(old.get(k) == v for k, v in seen.items()):
                 self._republish_once()
@@ -175,6 +194,8 @@ class MqttSink:
     def on_event(self, event: dict) -> None:
         kind = event.get("event")
         with self._lock:
+            if isinstance(event.get("frame"), int):
+                self._last_frame = max(event["frame"], self._last_frame or 0)
             if kind in ("source_dropped", "source_resumed"):
                 # a camera that is away makes the sensor unavailable (Home Assistant greys it out) rather than
                 # leaving the last label standing as if it were still seen; QoS 0 like the state, for the same reason
@@ -191,7 +212,8 @@ class MqttSink:
         if old is None or (old.get("label") is None and not old.get("faces")):
             return None
         cleared = {k: 0 for k in ("faces", "unknown") if k in old}
-        return {**old, "label": None, "score": None, **cleared, "time": round(time.time(), 3)}
+        frame = max(old.get("frame") or 0, self._last_frame or 0)  # after the run's last events, not before them
+        return {**old, "label": None, "score": None, **cleared, "frame": frame, "time": round(time.time(), 3)}
 
     def _availability(self) -> str:
         return "offline" if self._source_away else "online"
