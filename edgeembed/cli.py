@@ -691,28 +691,59 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .recognizer import model_values
 
+    from .errors import ImageError
+
     if args.mode is None:
         args.mode = _mode_of_model(args.model, args.quiet or args.json, "evaluating")
-    if args.mode == "face":
-        from .face.cli import eval_faces  # noqa: PLC0415
+    try:
+        if args.mode == "face":
+            from .face.cli import eval_faces  # noqa: PLC0415
 
-        result = eval_faces(args)
-    else:
-        with _open_embedder(args, args.model) as emb:
-            result = evaluate(args.dataset, args.gallery_per_class, lambda p: emb.embed(p).vector,
-                              show_progress=not args.quiet, far_target=args.far, model=model_values(emb))
-            result["model"] = str(args.model)
-            result["fingerprint"] = emb.fingerprint
+            result = eval_faces(args)
+        else:
+            with _open_embedder(args, args.model) as emb:
+                result = evaluate(args.dataset, args.gallery_per_class, lambda p: emb.embed(p).vector,
+                                  show_progress=not args.quiet, far_target=args.far, model=model_values(emb),
+                                  skip_bad=args.skip_bad)
+                result["model"] = str(args.model)
+                result["fingerprint"] = emb.fingerprint
+    except ImageError as exc:  # one picture of many: the run can go on without it
+        raise ImageError(f"{exc} (or --skip-bad leaves such pictures out)") from None
     if args.json:
         _print(result)
     else:
         o = result["open_set"]
-        print(f"{result['dataset']}: {result['classes']} classes, {result['queries']} queries, K={args.gallery_per_class}")
-        print(f"recall@1 {result['recall@1']:.4f}  recall@5 {result['recall@5']:.4f}")
+        print(f"{result['dataset']}: {result['classes']} classes, {result['queries']} queries, K={args.gallery_per_class} "
+              f"({Path(str(result.get('model', args.model))).name}, {args.mode} mode, "
+              f"{result['per_image_ms']:.1f} ms per picture)")
+        skipped = result.get("skipped") or []
+        if skipped:
+            print(f"note: {count_of(len(skipped), 'unreadable picture')} left out (--skip-bad): "
+                  + "; ".join(s["reason"] for s in skipped[:3]) + ("; ..." if len(skipped) > 3 else ""))
+        only = result.get("gallery_only_classes") or []
+        if only:
+            print(f"note: {count_of(len(only), 'class', 'classes')} with {args.gallery_per_class} picture(s) or fewer "
+                  f"went wholly into the gallery, with no query of their own: {', '.join(only[:5])}"
+                  + (", ..." if len(only) > 5 else ""))
+        if args.mode == "face" and result.get("no_face"):
+            print(f"note: no face found in {result['no_face']} of {result['images']} pictures (a query without one is a "
+                  "miss, and a rejection in the open set; a gallery picture without one enrols nothing, as enroll "
+                  "refuses it)")
+        if args.mode == "face" and result.get("multi_face"):
+            print(f"note: {result['multi_face']} of {result['images']} pictures had several faces: the "
+                  f"{args.pick_face or 'largest'} was used (--pick-face)")
+        five = "" if result["classes"] > 5 else " (of 5 classes or fewer: it counts every query its class was found for)"
+        print(f"recall@1 {result['recall@1']:.4f}  recall@5 {result['recall@5']:.4f}{five}")
         if o.get("best_threshold") is not None:
-            print(f"open set ({o['known_classes']} known, {o['stranger_classes']} strangers): best threshold "
-                  f"{o['best_threshold']:.4f} (accuracy {o['best_accuracy']:.4f}); TAR {o['tar_at_far']:.4f} at FAR "
-                  f"{o['far_at_threshold']:.4f} (threshold {o['threshold_at_far']:.4f})")
+            print(f"open set ({o['known_classes']} known, {count_of(o['stranger_classes'], 'stranger')}; {o['genuine_queries']} "
+                  f"genuine and {o['impostor_queries']} stranger attempts): best threshold {o['best_threshold']:.4f} "
+                  f"(accuracy {o['best_accuracy']:.4f}); TAR {o['tar_at_far']:.4f} at FAR {o['far_at_threshold']:.4f} "
+                  f"(threshold {o['threshold_at_far']:.4f})")
+            if 0 < o["far_target"] * o["impostor_queries"] < 1:
+                print(f"note: FAR {o['far_target']:g} is below what {o['impostor_queries']} stranger attempts can "
+                      f"measure (one false accept is {1 / o['impostor_queries']:.4f}): the figure is that of FAR 0")
+        else:
+            print(f"open set: not measured ({o.get('note') or 'no genuine or no stranger attempt'})")
         a = o.get("automatic_threshold")
         if a:
             print(f"the automatic threshold a gallery of these known classes derives ({a['threshold']:.4f}): TAR "
@@ -828,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["image", "face"], default=None,
                    help="whole images, or faces found in them (default: face for a face model, else image)")
     p.add_argument("--far", type=_float_in(0.0, 1.0), default=0.01, help="target false-accept rate for the open-set threshold (default 0.01)")
+    p.add_argument("--skip-bad", action="store_true", help="leave out pictures that cannot be read (listed) instead of stopping")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _face_options(p)
@@ -926,7 +958,7 @@ def _last_gallery_write() -> str:
     since an interrupt or a disk error can land after a commit as well as before it: 'no gallery' (none involved),
     'not begun', 'committed', 'not committed' or 'unknown' (the database cannot be read now)."""
     gallery = sys.modules.get("edgeembed.gallery")
-    if gallery is None:
+    if gallery is None or not gallery.GALLERY_OPENED:
         return "no gallery"
     if gallery.PENDING_WRITE is None:
         return "not begun"

@@ -13,13 +13,13 @@ reaches the threshold; an impostor is (falsely) accepted when its best score rea
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ImageError, InputError
 from .preprocess import list_images
 from .progress import progress
 
@@ -31,45 +31,80 @@ class Split:
     classes: list[str]
     gallery: list[tuple[int, Path]]  # (class index, file)
     queries: list[tuple[int, Path]]
+    gallery_only: list[str] = field(default_factory=list)  # classes of K pictures or fewer: no query of their own
 
 
 def split_dataset(dataset: str | Path, k: int) -> Split:
-    """K evenly spaced gallery images per class, the rest are queries."""
+    """K evenly spaced gallery images per class, the rest are queries. Classes are read as ``enroll`` reads them
+    (pictures in sub-folders of a class count; folder names in one Unicode spelling), so that eval measures the
+    gallery a user would enrol from the same folder."""
+    from .gallery import normal_label  # noqa: PLC0415
+
     root = Path(dataset)
-    if not root.is_dir():
+    if not root.exists():
         raise InputError(f"dataset not found: {root} (expected a folder whose sub-folders are classes)")
+    if not root.is_dir():
+        raise InputError(f"{root} is a file; expected a folder whose sub-folders are classes (DIR/<class>/<image>)")
     if k < 1:
         raise InputError(f"--gallery-per-class must be at least 1, got {k}")
-    classes, gallery, queries = [], [], []
+    by_class: dict[str, list[Path]] = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = list_images(sub)
+        by_class.setdefault(normal_label(sub.name), []).extend(list_images(sub, recursive=True))
+    classes, gallery, queries, gallery_only = [], [], [], []
+    for name in sorted(by_class):
+        files = sorted(set(by_class[name]))
         if not files:
             continue
         ci = len(classes)
-        classes.append(sub.name)
+        classes.append(name)
         n = len(files)
         picks = sorted({min(n - 1, round(i * n / k)) for i in range(k)})
         gallery += [(ci, files[i]) for i in picks]
         queries += [(ci, f) for i, f in enumerate(files) if i not in set(picks)]
+        if n <= k:
+            gallery_only.append(name)
     if len(classes) < 2:
         raise InputError(f"{root} has {len(classes)} class folder(s) with images; evaluation needs at least 2 sub-folders of images")
     if not queries:
         raise InputError(f"no class in {root} has more than {k} picture(s), so none is left to query after enrolling "
                          f"{k} per class; lower --gallery-per-class or add pictures")
-    return Split(classes, gallery, queries)
+    return Split(classes, gallery, queries, gallery_only)
 
 
 def evaluate(dataset: str | Path, k: int, featurize: Featurize, show_progress: bool = True,
-             far_target: float = 0.01, model: dict | None = None) -> dict:
+             far_target: float = 0.01, model: dict | None = None, skip_bad: bool = False) -> dict:
     """Run the protocol with ``featurize(path) -> L2-normalised vector or None`` (None: nothing found).
 
     ``model``: the model's ``recognizer.model_values``; with them the open-set figures also say what a gallery's
-    automatic threshold (the one ``enroll`` derives) does with these pictures."""
+    automatic threshold (the one ``enroll`` derives) does with these pictures. ``skip_bad``: a picture that cannot
+    be read is left out of the protocol (listed under ``skipped``) instead of stopping the run."""
     split = split_dataset(dataset, k)
-    files = [f for _, f in split.gallery] + [f for _, f in split.queries]
     t0 = time.perf_counter()
-    feats: list[np.ndarray | None] = [featurize(f) for f in progress(files, desc="embedding", enabled=show_progress)]
+    skipped: list[dict] = []
+
+    def one(f: Path) -> "np.ndarray | None | ImageError":
+        try:
+            return featurize(f)
+        except ImageError as exc:
+            if not skip_bad:
+                raise
+            skipped.append({"image": str(f), "reason": str(exc)})
+            return exc
+
+    done = [one(f) for f in progress([f for _, f in split.gallery] + [f for _, f in split.queries], desc="embedding",
+                                     enabled=show_progress)]
     elapsed = time.perf_counter() - t0
+    if skipped:  # the split without them: a picture that could not be read is no miss and no stranger
+        bad = {i for i, v in enumerate(done) if isinstance(v, ImageError)}
+        ng = len(split.gallery)
+        split = Split(split.classes, [g for i, g in enumerate(split.gallery) if i not in bad],
+                      [q for i, q in enumerate(split.queries) if i + ng not in bad], split.gallery_only)
+        done = [v for i, v in enumerate(done) if i not in bad]
+        if not split.queries or not split.gallery:
+            raise InputError(f"{len(skipped)} unreadable picture(s) skipped (the first: {skipped[0]['reason']}); no "
+                             f"{'query' if not split.queries else 'gallery picture'} is left to evaluate")
+    files = [f for _, f in split.gallery] + [f for _, f in split.queries]
+    feats: list[np.ndarray | None] = done
     dim = next((len(v) for v in feats if v is not None), 0)
     if dim == 0:
         raise InputError(f"nothing could be embedded in {dataset} (no image gave a feature)")
@@ -85,7 +120,10 @@ def evaluate(dataset: str | Path, k: int, featurize: Featurize, show_progress: b
     q_idx = np.flatnonzero(~is_gallery)
     per_label = _per_label_scores(x[q_idx], x[gal], labels[gal], n_classes)
     ranks = _rank_of_true(per_label, labels[q_idx])
-    ranks[~found[q_idx]] = n_classes  # nothing found: a miss
+    # a miss whatever the number of classes: nothing found in the query, or no gallery picture of its class gave a
+    # feature (-inf ties with every other such label; n_classes counted as a hit within the top 5 of <= 5 classes)
+    true_scores = per_label[np.arange(len(q_idx)), labels[q_idx]] if len(q_idx) else np.zeros(0, np.float32)
+    ranks[~found[q_idx] | ~np.isfinite(true_scores)] = np.iinfo(np.int32).max
     result = {
         "dataset": str(dataset),
         "classes": n_classes,
@@ -95,7 +133,9 @@ def evaluate(dataset: str | Path, k: int, featurize: Featurize, show_progress: b
         "recall@1": round(float(np.mean(ranks < 1)), 6),
         "recall@5": round(float(np.mean(ranks < 5)), 6),
         "no_face": int((~found).sum()),
-        "per_image_ms": round(1000 * elapsed / len(files), 3),
+        "gallery_only_classes": split.gallery_only,
+        "per_image_ms": round(1000 * elapsed / max(1, len(files) + len(skipped)), 3),
+        "skipped": skipped,
     }
 
     # Open set: odd-positioned classes are strangers, never enrolled.

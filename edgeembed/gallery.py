@@ -53,6 +53,7 @@ DEFAULT_THRESHOLD = 0.5
 # (database path, token) of this process's last gallery write: the token is committed with the write, so an
 # interrupted command can tell whether its write went in (``last_write_committed``)
 PENDING_WRITE: tuple[str, str] | None = None
+GALLERY_OPENED = False  # whether this process opened or created a gallery (an interrupted eval has none to speak of)
 
 # values to commit with a removal or a rename, from the gallery as changed (recognizer.threshold_values)
 MetaAfter = Callable[["Gallery"], "dict[str, Any] | None"]
@@ -130,6 +131,8 @@ class Gallery:
     created = False  # True on the object ``create`` returns: this process made the gallery
 
     def __init__(self, path: Path, db: sqlite3.Connection):
+        global GALLERY_OPENED
+        GALLERY_OPENED = True
         self.path = path
         self._db = db
         self._lock = threading.RLock()  # one connection, usable from any thread, one user at a time

@@ -439,3 +439,68 @@ def test_a_write_refused_by_the_system_says_what_to_do():
                   "gallery to a writable place) and run again (nothing half-written was kept)")
     denied = _system_error(OSError(errno.EACCES, "Permission denied", "/srv/G/gallery.sqlite"))
     assert "run as the user who owns it, or choose a writable place" in denied
+
+
+def test_eval_reads_a_users_folder_as_enroll_does_and_says_what_it_changed(tmp_path):
+    """eval on the folder a user enrols from: pictures in sub-folders of a class count, "Zoë" spelled two ways
+    (a Mac's folder and a typed one) is one class, a class of K pictures or fewer is said to have no query, an
+    unreadable picture names --skip-bad (which leaves it out), and a FAR no stranger count can measure is said."""
+    import unicodedata
+
+    ds = tmp_path / "photos"
+    views = {"obj01": range(0, 72, 9), "obj02": range(0, 72, 9), "obj03": range(0, 72, 9), "obj04": (0, 36)}
+    for obj, vs in views.items():
+        for v in vs:
+            (ds / obj).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(DATA / "coil20" / obj / f"{v:03d}.png", ds / obj / f"{v:03d}.png")
+    nested = ds / "obj05" / "2023"  # a class whose pictures are all one level down
+    nested.mkdir(parents=True)
+    for v in range(0, 72, 9):
+        shutil.copyfile(DATA / "coil20" / "obj05" / f"{v:03d}.png", nested / f"{v:03d}.png")
+    for form, vs in (("NFC", range(0, 36, 9)), ("NFD", range(36, 72, 9))):
+        d = ds / unicodedata.normalize(form, "Zoë")
+        d.mkdir()
+        for v in vs:
+            shutil.copyfile(DATA / "coil20" / "obj06" / f"{v:03d}.png", d / f"{v:03d}.png")
+    r = json.loads(run_cli("eval", V1_EMBED, ds, "--gallery-per-class", "2", "--json", "--quiet", check=True).stdout)
+    assert r["classes"] == 6 and r["gallery_only_classes"] == ["obj04"]
+    assert r["gallery_size"] == 12 and r["queries"] == 4 * 6 + 6  # obj05's 8 pictures in 2023/ count; Zoë's 8 are one class
+    text = run_cli("eval", V1_EMBED, ds, "--gallery-per-class", "2", "--quiet", check=True).stdout
+    assert "note: 1 class with 2 picture(s) or fewer went wholly into the gallery, with no query of their own: obj04" in text
+    assert "note: FAR 0.01 is below what" in text and "the figure is that of FAR 0" in text
+    # one unreadable picture: one line naming --skip-bad; with it, left out and listed
+    cut = ds / "obj01" / "cut.jpg"
+    cut.write_bytes((DATA / "coral-images" / "parrot.jpg").read_bytes()[:3000])
+    bad = run_cli("eval", V1_EMBED, ds, "--gallery-per-class", "2", "--quiet")
+    assert bad.returncode == 2 and "cut.jpg" in bad.stderr and "(or --skip-bad leaves such pictures out)" in bad.stderr
+    r2 = json.loads(run_cli("eval", V1_EMBED, ds, "--gallery-per-class", "2", "--json", "--quiet", "--skip-bad",
+                            check=True).stdout)
+    assert [s["image"] for s in r2["skipped"]] == [str(cut)] and r2["queries"] == r["queries"]
+
+
+def test_eval_never_counts_a_query_without_a_face_as_found(tmp_path):
+    """Face mode, 3 people: a query with no face is a miss at every rank (recall@5 counted it a hit whenever there
+    were 5 classes or fewer), and the text says how many pictures had no face."""
+    ds = tmp_path / "people"
+    for person in ("s1", "s2", "s3"):
+        (ds / person).mkdir(parents=True)
+        for k in (1, 2, 3, 4):
+            shutil.copy(DATA / "orl-faces" / person / f"{k}.pgm", ds / person / f"{k}.pgm")
+    for person, obj in (("s1", "obj01"), ("s2", "obj02")):  # a picture of an object filed under a person
+        shutil.copy(DATA / "coil20" / obj / "000.png", ds / person / "9.png")
+    face = REPO / "models" / "dlib_face_resnet_v1_int8.tflite"
+    r = json.loads(run_cli("eval", face, ds, "--json", "--quiet", check=True).stdout)
+    assert r["no_face"] == 2 and r["queries"] == 3 * 3 + 2
+    assert r["recall@5"] == round(9 / 11, 6) and r["recall@1"] <= r["recall@5"]
+    text = run_cli("eval", face, ds, "--quiet", check=True).stdout
+    assert "note: no face found in 2 of 14 pictures" in text
+
+
+def test_an_interrupted_command_without_a_gallery_does_not_speak_of_one():
+    """Ctrl-C in eval said "the gallery is as it was": the gallery module is imported by every command, so being
+    imported is not having a gallery; having opened one is."""
+    code = ("import edgeembed.recognizer, edgeembed.gallery as g; from edgeembed.cli import _interrupted_line; "
+            "print(_interrupted_line()); g.GALLERY_OPENED = True; print(_interrupted_line())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["interrupted; nothing half-written was kept",
+                   "interrupted before any gallery change: the gallery is as it was; nothing half-written was kept"]

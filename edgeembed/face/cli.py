@@ -236,7 +236,8 @@ def eval_faces(args: argparse.Namespace) -> dict:
 
     with pipeline:
         result = evaluate(args.dataset, args.gallery_per_class, featurize, show_progress=not args.quiet,
-                          far_target=args.far, model=model_values(pipeline.embedder.embedder))
+                          far_target=args.far, model=model_values(pipeline.embedder.embedder),
+                          skip_bad=getattr(args, "skip_bad", False))
         result.update(mode="face", model=str(args.model), fingerprint=pipeline.embedder.embedder.fingerprint,
                       detector=Path(pipeline.detector.model_path).name, images=result["gallery_size"] + result["queries"],
                       **stats)
