@@ -200,7 +200,8 @@ def enroll(gallery: Gallery | Callable[[], Gallery], embed_one: Callable[[Path],
     if not isinstance(gallery, Gallery):
         gallery = gallery()
     again, alikes = add_entries_checked(gallery, labels, np.stack(vectors), sources, model=model)
-    return {"enrolled": len(vectors) - len(again), "labels": sorted(set(labels)), "skipped": skipped + again,
+    return {"enrolled": len(vectors) - len(again), "labels": sorted({normal_label(x) for x in labels}),
+            "skipped": skipped + again,
             "entries": len(gallery), "threshold": gallery.threshold,
             "threshold_source": gallery.meta.get("threshold_source", "default"), "look_alikes": alikes}
 

@@ -476,6 +476,10 @@ def test_eval_reads_a_users_folder_as_enroll_does_and_says_what_it_changed(tmp_p
     r2 = json.loads(run_cli("eval", V1_EMBED, ds, "--gallery-per-class", "2", "--json", "--quiet", "--skip-bad",
                             check=True).stdout)
     assert [s["image"] for s in r2["skipped"]] == [str(cut)] and r2["queries"] == r["queries"]
+    # enrolling the same folder gives the classes eval measured (it said "under 7 labels" for 6)
+    e = json.loads(run_cli("enroll", "--model", V1_EMBED, "--gallery", tmp_path / "g", ds, "--skip-bad", "--json",
+                           "--quiet", check=True).stdout)
+    assert len(e["labels"]) == r["classes"] == 6
 
 
 def test_eval_never_counts_a_query_without_a_face_as_found(tmp_path):
