@@ -136,10 +136,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                                                     calibration_images=args.calibration_images,
                                                     fidelity_images=args.fidelity_images), flag=flag)
         quiet_tensorflow()
-        from .quantize import native_noise_filtered  # noqa: PLC0415
-
-        with native_noise_filtered():  # the interpreters' "Created ... XNNPACK delegate" lines
-            return _requantize(args, calib, held)
+        return _requantize(args, calib, held)
     if args.calibration_faces:
         raise InputError("--calibration-faces calibrates a float face model given with --tflite FLOAT.tflite; "
                          "for an architecture use --calibration DIR")
@@ -160,12 +157,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert  # noqa: PLC0415 - pulls in TensorFlow
 
     from .convert import LowFidelityError  # noqa: PLC0415
-    from .quantize import native_noise_filtered  # noqa: PLC0415
 
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     try:
-        with native_noise_filtered():  # the converter's "fully_quantize: ..." and the interpreters' XNNPACK lines
-            summary = convert(o, log=log, files=files)
+        summary = convert(o, log=log, files=files)
     except LowFidelityError as exc:
         if args.json and exc.summary is not None:  # the model was still written (beside --out): say so on stdout
             print(json.dumps(exc.summary))

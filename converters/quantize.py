@@ -9,106 +9,18 @@ from __future__ import annotations
 import contextlib
 import io as io_
 import os
-import re
-import sys
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from edgeembed.errors import InputError, ModelError, debugging, require
+from edgeembed.errors import InputError, ModelError, require
+from edgeembed.backends import _quiet_native_stderr
 from edgeembed.preprocess import InputFormat, Preprocessor, list_images
 from edgeembed.progress import Progress
 from edgeembed.spec import Preprocessing
 
 OUTPUT_TYPES = ("int8", "uint8", "float32", "float16", "dynamic")
-
-# Lines TensorFlow's converter and the TFLite interpreters print straight to the stderr file descriptor (printf and
-# TFLite's own logger: TF_CPP_MIN_LOG_LEVEL does not reach them), which say nothing a user can act on.
-NATIVE_NOISE = re.compile(rb"^(fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, "
-                          rb"output_inference_type: \w+"
-                          rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)\s*$")
-
-
-@contextlib.contextmanager
-def native_noise_filtered():
-    """Drop the lines of ``NATIVE_NOISE`` that native code writes to the stderr file descriptor; pass all else.
-
-    While the block runs, file descriptor 2 goes to a pipe and a thread forwards what arrives to the real stderr a
-    line at a time, leaving out the known noise lines: native warnings and errors still reach the user. Python's
-    ``sys.stderr`` (progress bars, warnings, the tool's own lines) writes straight to the real stderr meanwhile, so
-    a progress bar still sees a terminal. Nested blocks filter once; EDGEEMBED_DEBUG=1, or a ``sys.stderr`` that
-    is not file descriptor 2 (pytest's capture), leaves stderr as it is."""
-    global _filtering
-    try:
-        real = sys.stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError):
-        real = False
-    if debugging() or _filtering or not real:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    read_end, write_end = os.pipe()
-    prefixes = (b"fully_quantize: ", b"INFO: Created TensorFlow Lite XNNPACK")
-
-    def write(data: bytes) -> None:
-        while data:
-            try:
-                data = data[os.write(saved, data):]
-            except OSError:  # the real stderr is gone (a closed pipe): nothing to show it on
-                return
-
-    def forward() -> None:
-        buf, midline = b"", False  # midline: the start of the current line was passed on already
-        while True:
-            try:
-                chunk = os.read(read_end, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                if buf and (midline or not NATIVE_NOISE.match(buf)):
-                    write(buf)
-                return
-            buf += chunk
-            while buf:
-                ends = [i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0]
-                if ends:
-                    end = min(ends) + 1
-                    line, buf = buf[:end], buf[end:]
-                    if midline or not NATIVE_NOISE.match(line):
-                        write(line)
-                    midline = False
-                elif midline or not any(p.startswith(buf[:len(p)]) for p in prefixes):
-                    write(buf)  # no line end yet, and no noise line starts so: show it now
-                    buf, midline = b"", True
-                else:
-                    break  # perhaps the start of a noise line: wait for its end
-
-    thread = threading.Thread(target=forward, name="edgeembed-stderr-filter", daemon=True)
-    thread.start()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    python_stderr = sys.stderr
-    sys.stderr = io_.TextIOWrapper(io_.FileIO(saved, "w", closefd=False), encoding=python_stderr.encoding,
-                                   errors=python_stderr.errors, line_buffering=True, write_through=True)
-    _filtering = True
-    try:
-        yield
-    finally:
-        _filtering = False
-        try:
-            sys.stderr.flush()
-        finally:
-            sys.stderr = python_stderr
-            os.dup2(saved, 2)  # the pipe's last writer is gone: the thread reads to its end
-            thread.join(timeout=5)
-            os.close(read_end)
-            os.close(saved)
-
-
-_filtering = False  # a native_noise_filtered block is running
 
 
 def float_preprocessor(pre: Preprocessing, size: int | tuple[int, int]) -> Preprocessor:
@@ -198,11 +110,12 @@ def to_tflite(keras_model: Any, calibration_batches: Iterable[np.ndarray] | Call
         io = tf.int8 if output_type == "int8" else tf.uint8
         conv.inference_input_type = io
         conv.inference_output_type = io
-    # the converter's native lines ("fully_quantize: 0, ...", the calibrator's "Created ... XNNPACK delegate") are
-    # left out; its warnings and errors, and the progress bar, pass
+    # the converter's native lines ("fully_quantize: 0, ...", the calibrator's "Created ... XNNPACK delegate") go with
+    # --quiet; with a progress bar on stderr they stay (hiding them would hide the bar)
+    native = contextlib.nullcontext() if show_progress else _quiet_native_stderr()
     try:
         with contextlib.redirect_stdout(io_.StringIO()), _ranges_patch(activation_ranges, show_progress, input_range), \
-                native_noise_filtered():
+                native:
             return bytes(conv.convert())
     except InputError:
         raise

@@ -1082,41 +1082,6 @@ def test_a_keras_file_with_a_custom_layer_names_the_class_and_the_way_round(tmp_
     assert "model.save(" not in proc.stderr
 
 
-def test_native_noise_is_filtered_and_everything_else_passes():
-    """The converter's printf line and TFLite's XNNPACK line are left out of stderr; a native error line, a line split
-    over two writes, a progress bar's redraws and Python's own lines pass."""
-    code = r"""
-import os, sys
-from converters.quantize import native_noise_filtered
-with native_noise_filtered():
-    os.write(2, b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8\n")
-    os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
-    os.write(2, b"E0000 00:00:01.5 123 some.cc:1] a real native error\n")
-    os.write(2, b"fully_quan")
-    os.write(2, b"tize: 0, inference_type: 6, input_inference_type: UINT8, output_inference_type: UINT8\n")
-    os.write(2, b"INFO: something else\n")
-    sys.stderr.write("\rbar 1")
-    sys.stderr.write("\rbar 2\n")
-    print("python line", file=sys.stderr)
-os.write(2, b"after\n")
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO, check=True)
-    err = proc.stderr.decode()  # bytes: text mode would turn the progress bar's \r into \n
-    assert "fully_quantize" not in err and "XNNPACK" not in err, err
-    for line in ("a real native error\n", "INFO: something else\n", "\rbar 1\rbar 2\n", "python line\n", "after\n"):
-        assert line in err, err
-
-
-def test_a_conversion_prints_no_tensorflow_noise(tmp_path, tiny_calib):
-    """Without --quiet, stderr holds the tool's own lines only: no 'fully_quantize: ...', no XNNPACK INFO line, no
-    keras UserWarning for the random weights' batch-norm pass."""
-    proc = run_cli("convert", "--arch", "mobilenet_v2", "--alpha", "0.35", "--size", "96", "--weights", "random",
-                   "--calibration", tiny_calib, "--int8-tuning", "0", "--out", tmp_path / "n.tflite", check=True)
-    for noise in ("fully_quantize", "XNNPACK", "UserWarning", "warnings.warn"):
-        assert noise not in proc.stderr, proc.stderr
-    assert "wrote " in proc.stdout
-
-
 def test_a_class_probabilities_embedding_is_named_at_conversion(tmp_path, tiny_calib):
     """A user model whose embedding is its classifier's softmax converts (as asked) with one warning line that says
     so and how to name the layer before the classifier; its pooled features convert without it. A SavedModel whose
