@@ -302,9 +302,13 @@ class Gallery:
         The probe pictures do not go through it, so a file that embeds them alike but aligns faces otherwise is
         refused once the gallery knows its own template (stored at creation, or on the first open by its own model).
         """
+        own = self.binding.fingerprint
         self._check_binding(binding, behaviour, probes, alignment)
         self._accepted.add(binding.fingerprint)
-        if alignment is not None and "face_alignment" not in self.meta and binding.fingerprint == self.binding.fingerprint:
+        if (alignment is not None and "face_alignment" not in self.meta and binding.fingerprint == own
+                and not any(r.get("from") != r.get("to") for r in self.meta.get("rebinds", []) if isinstance(r, dict))):
+            # only the file the faces were enrolled with tells their template: not one this open (or an earlier
+            # one) re-bound the gallery to, whose template may be another
             with contextlib.suppress(sqlite3.Error):  # a read-only gallery: next time
                 self._set_meta({"face_alignment": alignment()})
         if probes is not None and "behaviour_probes" not in self.meta and binding.fingerprint == self.binding.fingerprint:

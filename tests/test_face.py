@@ -788,3 +788,38 @@ def test_a_face_model_that_aligns_faces_otherwise_does_not_take_over_a_gallery(t
     assert (gal / "vectors.f32").read_bytes() == vectors
     with Gallery.open(gal) as g:
         assert g.meta["face_alignment"] == kept
+
+
+def test_an_older_face_gallery_never_takes_a_replacements_template_as_its_own(tmp_path):
+    """An older face gallery (no template kept) whose file an upgrade replaced with one of another template: it is
+    re-bound (nothing to compare with), but must not store that file's template as its own, or it would refuse the
+    original file the user brings back (review of bfbb73b)."""
+    import sqlite3
+
+    from edgeembed.gallery import Gallery
+    from edgeembed.tflite_file import read_tflite, write_metadata
+
+    shipped = REPO / "models" / "dlib_face_resnet_v1_int8.tflite"
+    model, original = tmp_path / "face.tflite", tmp_path / "original.tflite"
+    shutil.copyfile(shipped, model)
+    shutil.copyfile(shipped, original)
+    people = tmp_path / "people"
+    for person in ("s1", "s2"):
+        (people / person).mkdir(parents=True)
+        for k in (1, 2):
+            shutil.copy(ORL / person / f"{k}.pgm", people / person / f"{k}.pgm")
+    gal = tmp_path / "gal"
+    run_cli("enroll", "--model", model, "--gallery", gal, people, "--quiet", check=True)
+    with sqlite3.connect(gal / "gallery.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key = 'face_alignment'")
+    db.close()
+    entries = read_tflite(shipped.read_bytes()).metadata
+    spec = json.loads(entries["edgeembed"])
+    spec["extra"]["face_alignment"]["template"] = [[x + 3.0, y] for x, y in spec["extra"]["face_alignment"]["template"]]
+    model.write_bytes(write_metadata(shipped.read_bytes(), {**entries, "edgeembed": json.dumps(spec).encode()}))
+    shot = ORL / "s2" / "5.pgm"
+    run_cli("recognize", "--gallery", gal, "--source", shot, "--json", check=True)
+    with Gallery.open(gal) as g:
+        assert "face_alignment" not in g.meta and g.meta["rebinds"]
+    back = run_cli("recognize", "--gallery", gal, "--model", original, "--source", shot, "--json")
+    assert back.returncode == 0 and json.loads(back.stdout)["faces"][0]["label"] == "s2", back.stderr
