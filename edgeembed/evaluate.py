@@ -34,7 +34,7 @@ class Split:
     gallery_only: list[str] = field(default_factory=list)  # classes of K pictures or fewer: no query of their own
 
 
-def split_dataset(dataset: str | Path, k: int) -> Split:
+def split_dataset(dataset: str | Path, k: int, leave_out: frozenset[Path] = frozenset()) -> Split:
     """K evenly spaced gallery images per class, the rest are queries. Classes are read as ``enroll`` reads them
     (pictures in sub-folders of a class count; folder names in one Unicode spelling), so that eval measures the
     gallery a user would enrol from the same folder."""
@@ -52,7 +52,7 @@ def split_dataset(dataset: str | Path, k: int) -> Split:
         by_class.setdefault(normal_label(sub.name), []).extend(list_images(sub, recursive=True))
     classes, gallery, queries, gallery_only = [], [], [], []
     for name in sorted(by_class):
-        files = sorted(set(by_class[name]))
+        files = sorted(set(by_class[name]) - leave_out)
         if not files:
             continue
         ci = len(classes)
@@ -94,16 +94,17 @@ def evaluate(dataset: str | Path, k: int, featurize: Featurize, show_progress: b
     done = [one(f) for f in progress([f for _, f in split.gallery] + [f for _, f in split.queries], desc="embedding",
                                      enabled=show_progress)]
     elapsed = time.perf_counter() - t0
-    if skipped:  # the split without them: a picture that could not be read is no miss and no stranger
-        bad = {i for i, v in enumerate(done) if isinstance(v, ImageError)}
-        ng = len(split.gallery)
-        split = Split(split.classes, [g for i, g in enumerate(split.gallery) if i not in bad],
-                      [q for i, q in enumerate(split.queries) if i + ng not in bad], split.gallery_only)
-        done = [v for i, v in enumerate(done) if i not in bad]
-        if not split.queries or not split.gallery:
-            raise InputError(f"{len(skipped)} unreadable picture(s) skipped (the first: {skipped[0]['reason']}); no "
-                             f"{'query' if not split.queries else 'gallery picture'} is left to evaluate")
     files = [f for _, f in split.gallery] + [f for _, f in split.queries]
+    if skipped:  # split again without them: a picture that could not be read is no miss and no stranger, and a
+        # class whose gallery pick it was enrols its next picture instead, as enroll --skip-bad would
+        feature_of = dict(zip(files, done))
+        try:
+            split = split_dataset(dataset, k, frozenset(Path(s["image"]) for s in skipped))
+        except InputError as exc:
+            raise InputError(f"{len(skipped)} unreadable picture(s) left out (the first: {skipped[0]['reason']}), "
+                             f"and then: {exc}") from None
+        files = [f for _, f in split.gallery] + [f for _, f in split.queries]
+        done = [feature_of[f] for f in files]
     feats: list[np.ndarray | None] = done
     dim = next((len(v) for v in feats if v is not None), 0)
     if dim == 0:
