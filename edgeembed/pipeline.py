@@ -324,8 +324,11 @@ class Pipeline:
             self.stats.captured = capture.captured
             self.stats.skipped_stale = capture.overwritten
             failure = sys.exc_info()[1]  # a source that gave up: its labels left because it was lost, not ended
-            # Ctrl-C, SIGTERM (systemd stop), --max-frames, an output that failed: the run ended
-            reason = "source_lost" if isinstance(failure, SourceError) else "end"
+            # Ctrl-C, SIGTERM (systemd stop), --max-frames, an output that failed (stdout closed): the run ended; any
+            # other exception (a delegate that failed mid-run) is an error, which automations may want to tell apart
+            reason = ("source_lost" if isinstance(failure, SourceError) else
+                      "end" if failure is None or isinstance(failure, (KeyboardInterrupt, SystemExit))
+                      or self._failed_sinks else "error")
             pending = None  # an output's failure here must not keep the others from the end-of-run events
             try:
                 self._emit_status()

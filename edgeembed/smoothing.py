@@ -213,7 +213,7 @@ class TrackSmoother:
         return events
 
     def finish(self, frame: int, reason: str = "end") -> list[dict]:
-        """The stream ended (``reason``: end, or source_lost when a camera stayed away): every label and
+        """The stream ended (``reason``: end, source_lost when a camera stayed away, or error): every label and
         every unknown face still present leaves."""
         events = [self._event("left", t.label, frame, t, reason=reason,
                               **({"score": round(t.smoother.seen_score, 6)} if t.unknown else {}))

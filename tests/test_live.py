@@ -564,8 +564,46 @@ def test_text_output_says_why_a_label_left_when_the_run_stopped():
 
     out = io.StringIO()
     sink = TextSink(out)
-    for reason in (None, "end", "source_lost"):
+    for reason in (None, "end", "source_lost", "error"):
         sink.on_event({"event": "left", "label": "obj04", "frame": 299, "score": 0.845, **({"reason": reason} if reason else {})})
     assert out.getvalue().splitlines() == ["frame 299: left obj04 score 0.845",
                                            "frame 299: left obj04 score 0.845, at the end of the run",
-                                           "frame 299: left obj04 score 0.845, the camera was lost"]
+                                           "frame 299: left obj04 score 0.845, the camera was lost",
+                                           "frame 299: left obj04 score 0.845, the run stopped on an error"]
+
+
+def test_a_run_that_stops_on_an_error_says_so_in_its_end_events(coil, tmp_path, capsys):
+    """A processing error mid-run (here: the real processor failing at frame 20, as a delegate whose device went
+    away would) ends the labels in view with reason error, not end: an automation can tell a crash from a stop."""
+    from edgeembed.cli import build_parser
+    from edgeembed.gallery import Gallery
+    from edgeembed.live import recognize_live
+    from edgeembed.recognizer import open_gallery_embedder
+
+    write_clip(tmp_path / "one.avi", coil_segments(["obj01"]))
+    gallery = Gallery.open(coil["gallery"])
+    emb = open_gallery_embedder(gallery, num_threads=1)
+
+    class FailsAt20:
+        timings: dict = {}
+        seen = 0
+
+        def process(self, rgb):
+            self.seen += 1
+            if self.seen == 20:
+                raise RuntimeError("the delegate's device went away")
+            r = gallery.recognize(emb.embed(rgb).vector, k=2)
+            h, w = rgb.shape[:2]
+            return [{"box": (0, 0, w, h), "label": r.label, "score": r.score, "matches": r.matches,
+                     "threshold": r.threshold}]
+
+    args = build_parser().parse_args(["recognize", "--gallery", str(coil["gallery"]), "--source",
+                                      str(tmp_path / "one.avi"), "--json"])
+    try:
+        with pytest.raises(RuntimeError, match="device went away"):
+            recognize_live(args, gallery, processor=FailsAt20())
+    finally:
+        emb.close()
+    _, events = parse_jsonl(capsys.readouterr().out)
+    assert [(e["event"], e["label"], e.get("reason")) for e in events] == [("appeared", "obj01", None),
+                                                                           ("left", "obj01", "error")]

@@ -48,7 +48,8 @@ class TextSink:
             where = f" (face {event['track']} at {event['box']})" if event.get("box") else ""
             label = event["label"] if event["label"] is not None else "unknown"
             # a label that leaves because the run stopped says so: it was not seen going
-            why = {"end": ", at the end of the run", "source_lost": ", the camera was lost"}.get(event.get("reason"), "")
+            why = {"end": ", at the end of the run", "source_lost": ", the camera was lost",
+                   "error": ", the run stopped on an error"}.get(event.get("reason"), "")
             self.stream.write(f"frame {event['frame']}: {event['event']} {label} "
                               f"score {event.get('score', 0):.3f}{where}{why}\n")
             self.stream.flush()
