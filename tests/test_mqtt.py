@@ -449,7 +449,11 @@ def test_a_consumer_closing_stdout_leaves_mqtt_its_end_of_run_events(gallery, tm
 def test_camera_names_in_topics_and_home_assistant_ids():
     from edgeembed.outputs.mqtt import camera_id, camera_topic
 
-    assert [camera_topic(n) for n in ("Front Door", "前门", "a/b+c#", "")] == ["Front_Door", "前门", "a_b_c", "camera"]
-    assert camera_id("Front Door") == "Front_Door" and camera_id("garage-2") == "garage-2"
-    ids = {camera_id(n) for n in ("前门", "后门", "Küche", "K!che")}
+    # ASCII names keep the topics and ids they always had (existing Home Assistant entities stay theirs)
+    for name, slug in (("Front Door", "Front_Door"), ("192.168.1.20", "192_168_1_20"), ("a/b+c#", "a_b_c"),
+                       ("garage-2", "garage-2"), ("", "camera")):
+        assert camera_topic(name) == camera_id(name) == slug
+    # other letters are kept in topics, and hashed into ids: two such cameras are two entities
+    assert [camera_topic(n) for n in ("前门", "Küche", "Kü che/2")] == ["前门", "Küche", "Kü_che_2"]
+    ids = {camera_id(n) for n in ("前门", "后门", "Küche", "Kéche")}
     assert len(ids) == 4 and all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)

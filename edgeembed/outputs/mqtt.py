@@ -66,19 +66,22 @@ def _slug(text: str) -> str:
 
 
 def camera_topic(camera: str) -> str:
-    """The camera's topic level: its name with MQTT's reserved characters (+ # / and NUL) and spaces as '_'
-    ("Front Door" -> Front_Door, "Küche" stays Küche: topics are UTF-8)."""
+    """The camera's topic level. An ASCII name as it always was: letters, digits, - and _ kept, the rest '_'
+    ("Front Door" -> Front_Door, "192.168.1.20" -> 192_168_1_20). A name with other letters keeps them (topics are
+    UTF-8; only MQTT's reserved + # / and NUL, and spaces, become '_'): "Küche" stays Küche, where it was K_che, and
+    "前门" and "后门" were both 'camera'."""
+    if camera.isascii():
+        return _slug(camera)
     return re.sub(r"[+#/\x00\s]+", "_", camera).strip("_") or "camera"
 
 
 def camera_id(camera: str) -> str:
-    """The camera in Home Assistant's discovery topic and unique_id, which take only A-Z a-z 0-9 _ -: a name with
-    other characters gets a short hash of itself, so that two such names ("前门", "后门"; "Küche", "K!che") stay two
-    cameras instead of one entity whose state both overwrite."""
-    slug = _slug(camera)
-    if re.fullmatch(r"[A-Za-z0-9_\- ]*", camera) and slug != "camera" or camera == "camera":
-        return slug
-    return f"{slug}_{hashlib.sha1(camera.encode()).hexdigest()[:6]}"
+    """The camera in Home Assistant's discovery topic and unique_id, which take only A-Z a-z 0-9 _ -. An ASCII name
+    as it always was; a name with other letters gets a short hash of itself, so that two such names ("前门", "后门";
+    "Küche", "Kéche") stay two cameras instead of one entity whose state both overwrite."""
+    if camera.isascii():
+        return _slug(camera)
+    return f"{_slug(camera)}_{hashlib.sha1(camera.encode()).hexdigest()[:6]}"
 
 
 def _seen(record: Any, m: Any) -> dict[str, Any]:
