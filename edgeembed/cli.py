@@ -555,7 +555,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
                     print(f"  #{item['id']} {item['label']} {item['source']}")
             if info["model_file"] != "same":  # the commands that embed check the model; say it before they are run
                 print(f"note: the model file this gallery was enrolled with ({info['model']}) "
-                      + ("is no longer there" if info["model_file"] == "missing" else "has changed since")
+                      + {"missing": "is no longer there", "unreadable": "cannot be read"}.get(info["model_file"],
+                                                                                                 "has changed since")
                       + "; recognize and enroll check whether the model they are given embeds as it did, and say "
                         "what to do if not", file=sys.stderr)
             g.check()  # listed first (what to enrol again from), then a damaged vector file is one error line
@@ -918,8 +919,8 @@ def _system_error(exc: BaseException) -> str:
             return f"no space left on the device: {exc.strerror}"
         return f"no space left on the device{where}; free some space and run again (nothing half-written was kept)"
     if getattr(exc, "errno", None) == errno.EROFS:
-        return (f"cannot write{where}: {exc.strerror}; mount it read-write (or copy the gallery to a writable place) "
-                "and run again (nothing half-written was kept)")
+        return (f"cannot write{where}: {exc.strerror}; mount it read-write (or use a writable place) and run again "
+                "(nothing half-written was kept)")
     if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
         return (f"cannot write{where}: {exc.strerror}; run as the user who owns it, or choose a writable place "
                 "(nothing half-written was kept)")

@@ -902,15 +902,15 @@ class Gallery:
 
     def model_file_state(self) -> str:
         """'same' while the file at the gallery's model path is the one it was enrolled with, 'missing' once it has
-        gone, 'changed' once another file is there (an upgrade, a copy over it). Read from the file's bytes and the
+        gone, 'changed' once another file is there (an upgrade, a copy over it), 'unreadable' when it cannot be read. Read from the file's bytes and the
         stored preprocessing, without opening the model: whether a changed file still fits is the model check's
         (it runs when a command embeds)."""
         try:
             h = hashlib.sha256(Path(self.binding.model_path).read_bytes())
         except FileNotFoundError:
             return "missing"
-        except OSError:
-            return "changed"
+        except OSError:  # a folder, no permission, a failing card
+            return "unreadable"
         h.update(json.dumps(self.binding.preprocessing, sort_keys=True).encode())  # as model_fingerprint does
         return "same" if h.hexdigest()[:20] == self.binding.fingerprint else "changed"
 

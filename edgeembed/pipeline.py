@@ -369,13 +369,19 @@ class Pipeline:
             raise failed
 
     def _emit_status(self) -> None:
+        failed = None  # an output failing on one status event: the others still get the rest of the queue
         while True:
             try:
                 e = self.status_events.get_nowait()
             except queue.Empty:
-                return
+                break
             self._status_frame = max(self._status_frame, e.get("frame") or 0)
-            self._event(e)
+            try:
+                self._event(e)
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
 
 def stage_summary(stats: RunStats) -> dict[str, dict[str, float]]:

@@ -435,8 +435,8 @@ def test_a_write_refused_by_the_system_says_what_to_do():
     from edgeembed.cli import _system_error
 
     ro = _system_error(OSError(errno.EROFS, "Read-only file system", "/mnt/card/G/vectors.f32"))
-    assert ro == ("cannot write (/mnt/card/G/vectors.f32): Read-only file system; mount it read-write (or copy the "
-                  "gallery to a writable place) and run again (nothing half-written was kept)")
+    assert ro == ("cannot write (/mnt/card/G/vectors.f32): Read-only file system; mount it read-write (or use a "
+                  "writable place) and run again (nothing half-written was kept)")
     denied = _system_error(OSError(errno.EACCES, "Permission denied", "/srv/G/gallery.sqlite"))
     assert "run as the user who owns it, or choose a writable place" in denied
 
