@@ -737,16 +737,8 @@ def test_inspect_shows_what_face_mode_uses():
     assert "is a whole-image embedding model" in refused.stderr
 
 
-def test_a_face_model_that_aligns_faces_otherwise_does_not_take_over_a_gallery(tmp_path):
-    """The probe pictures that tell whether a replaced model file embeds as before do not go through the face
-    alignment: a file with the same network but another template in its metadata embeds them alike, yet cuts every
-    face otherwise. A face gallery keeps its template (at creation; an older gallery on its first open by its own
-    model) and refuses such a file; the same file with the same template is still re-bound."""
-    import sqlite3
-
-    from edgeembed.gallery import Gallery
-    from edgeembed.tflite_file import read_tflite, write_metadata
-
+def _two_people_enrolled_with_a_copy_of_the_shipped_face_model(tmp_path):
+    """(shipped face model, its copy the gallery is bound to, the gallery of ORL s1 and s2, two photos each)."""
     shipped = REPO / "models" / "dlib_face_resnet_v1_int8.tflite"
     model = tmp_path / "face.tflite"
     shutil.copyfile(shipped, model)
@@ -757,6 +749,20 @@ def test_a_face_model_that_aligns_faces_otherwise_does_not_take_over_a_gallery(t
             shutil.copy(ORL / person / f"{k}.pgm", people / person / f"{k}.pgm")
     gal = tmp_path / "gal"
     run_cli("enroll", "--model", model, "--gallery", gal, people, "--quiet", check=True)
+    return shipped, model, gal
+
+
+def test_a_face_model_that_aligns_faces_otherwise_does_not_take_over_a_gallery(tmp_path):
+    """The probe pictures that tell whether a replaced model file embeds as before do not go through the face
+    alignment: a file with the same network but another template in its metadata embeds them alike, yet cuts every
+    face otherwise. A face gallery keeps its template (at creation; an older gallery on its first open by its own
+    model) and refuses such a file; the same file with the same template is still re-bound."""
+    import sqlite3
+
+    from edgeembed.gallery import Gallery
+    from edgeembed.tflite_file import read_tflite, write_metadata
+
+    shipped, model, gal = _two_people_enrolled_with_a_copy_of_the_shipped_face_model(tmp_path)
     with Gallery.open(gal) as g:
         kept = g.meta["face_alignment"]
     assert kept["keypoints"] == ["right_eye", "left_eye", "nose_tip", "mouth_center"] and len(kept["template"]) == 4
@@ -799,17 +805,9 @@ def test_an_older_face_gallery_never_takes_a_replacements_template_as_its_own(tm
     from edgeembed.gallery import Gallery
     from edgeembed.tflite_file import read_tflite, write_metadata
 
-    shipped = REPO / "models" / "dlib_face_resnet_v1_int8.tflite"
-    model, original = tmp_path / "face.tflite", tmp_path / "original.tflite"
-    shutil.copyfile(shipped, model)
+    shipped, model, gal = _two_people_enrolled_with_a_copy_of_the_shipped_face_model(tmp_path)
+    original = tmp_path / "original.tflite"
     shutil.copyfile(shipped, original)
-    people = tmp_path / "people"
-    for person in ("s1", "s2"):
-        (people / person).mkdir(parents=True)
-        for k in (1, 2):
-            shutil.copy(ORL / person / f"{k}.pgm", people / person / f"{k}.pgm")
-    gal = tmp_path / "gal"
-    run_cli("enroll", "--model", model, "--gallery", gal, people, "--quiet", check=True)
     with sqlite3.connect(gal / "gallery.sqlite") as db:
         db.execute("DELETE FROM meta WHERE key = 'face_alignment'")
     db.close()
