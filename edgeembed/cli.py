@@ -228,15 +228,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     face = args.mode == "face" or (args.mode is None and model_file_task(args.model) == "face")
     if face:
-        from .face.align import template_for
         from .face.recognizer import open_face_model
+        from .recognizer import face_alignment_of
 
         with open_face_model(args.model, **_embedder_kwargs(args)) as emb:
             info = emb.describe()
-            tpl = template_for(emb.spec.extra, emb.preprocessor.size)
+            info["face_alignment"] = face_alignment_of(emb) | {
+                "from": "metadata" if (info.get("extra") or {}).get("face_alignment") else "default"}
         info["mode"] = "face"
-        info["face_alignment"] = {"keypoints": list(tpl.keypoints), "template": tpl.points.astype(float).round(3).tolist(),
-                                  "from": "metadata" if (info.get("extra") or {}).get("face_alignment") else "default"}
     else:
         with _open_embedder(args, args.model) as emb:
             info = emb.describe()
@@ -278,11 +277,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"unrelated    pictures of different things: cosine 99th percentile {p99:.4f}"
               + (f" over {pictures} pictures" if type(pictures) is int else "")
               + ": the threshold of a gallery of one label, the floor of one with few pictures per label")
-    from .recognizer import cosine_or_none  # noqa: PLC0415
+    from .recognizer import recommended_threshold  # noqa: PLC0415
 
-    rec = (info.get("extra") or {}).get("recommended_threshold")
-    rec_value = cosine_or_none(rec.get("value") if isinstance(rec, dict) else rec)
+    rec_value = recommended_threshold(info.get("extra"))
     if rec_value is not None:
+        rec = info["extra"]["recommended_threshold"]
         far = rec.get("far") if isinstance(rec, dict) else None
         print(f"threshold    {rec_value:.4f}: the floor of a gallery's automatic threshold"
               + (f" ({far:.1%} of pairs of different people score above it)" if isinstance(far, float) and 0 < far < 1 else ""))

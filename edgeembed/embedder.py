@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -18,7 +18,7 @@ import numpy as np
 from .backends import DelegateSpec, make_interpreter
 from .errors import InputError, ModelError
 from .preprocess import ImageLike, InputFormat, Preprocessor
-from .spec import ModelSpec, spec_from_metadata
+from .spec import ModelSpec, fingerprint_of, spec_from_metadata
 from .tflite_file import read_tflite
 
 
@@ -309,8 +309,6 @@ class Embedder:
 
     def describe(self) -> dict[str, Any]:
         """What ``edgeembed inspect`` prints."""
-        from dataclasses import asdict
-
         self._check_open()
         it = self.interpreter
         f = self.input_format
@@ -363,6 +361,4 @@ def probe_pictures() -> list[np.ndarray]:
 
 def model_fingerprint(model_bytes: bytes, spec: ModelSpec) -> str:
     """Names a model as the runtime uses it: the model bytes plus the preprocessing applied."""
-    h = hashlib.sha256(model_bytes)
-    h.update(spec.preprocessing_key().encode())
-    return h.hexdigest()[:20]
+    return fingerprint_of(model_bytes, asdict(spec.preprocessing))

@@ -22,7 +22,6 @@ import base64
 import binascii
 import contextlib
 import filecmp
-import hashlib
 import json
 import os
 import re
@@ -905,14 +904,15 @@ class Gallery:
         gone, 'changed' once another file is there (an upgrade, a copy over it), 'unreadable' when it cannot be read. Read from the file's bytes and the
         stored preprocessing, without opening the model: whether a changed file still fits is the model check's
         (it runs when a command embeds)."""
+        from .spec import fingerprint_of  # noqa: PLC0415
+
         try:
-            h = hashlib.sha256(Path(self.binding.model_path).read_bytes())
+            data = Path(self.binding.model_path).read_bytes()
         except FileNotFoundError:
             return "missing"
         except OSError:  # a folder, no permission, a failing card
             return "unreadable"
-        h.update(json.dumps(self.binding.preprocessing, sort_keys=True).encode())  # as model_fingerprint does
-        return "same" if h.hexdigest()[:20] == self.binding.fingerprint else "changed"
+        return "same" if fingerprint_of(data, self.binding.preprocessing) == self.binding.fingerprint else "changed"
 
 
 def _refuse_lost_database(folder: Path, alternative: str = "") -> None:

@@ -37,10 +37,15 @@ def cosine_or_none(value: Any) -> float | None:
     return float(value) if is_cosine(value) else None
 
 
-def model_threshold(embedder: Embedder) -> float | None:
-    """The similarity threshold the model's metadata recommends (e.g. at 1% false accepts), if any."""
-    rec = (embedder.spec.extra or {}).get("recommended_threshold")
+def recommended_threshold(extra: dict | None) -> float | None:
+    """The similarity threshold a model's metadata ``extra`` recommends (e.g. at 0.1% false accepts), if any."""
+    rec = (extra or {}).get("recommended_threshold")
     return cosine_or_none(rec.get("value") if isinstance(rec, dict) else rec)
+
+
+def model_threshold(embedder: Embedder) -> float | None:
+    """``recommended_threshold`` of ``embedder``'s model."""
+    return recommended_threshold(embedder.spec.extra)
 
 
 def unrelated_p99(extra: dict | None) -> float | None:

@@ -7,6 +7,7 @@ field. The spec is the contract between the two halves of the project.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -111,7 +112,19 @@ class ModelSpec:
         return replace(self, preprocessing=replace(self.preprocessing, **changes))
 
     def preprocessing_key(self) -> str:
-        return json.dumps(asdict(self.preprocessing), sort_keys=True)
+        return preprocessing_key(asdict(self.preprocessing))
+
+
+def preprocessing_key(preprocessing: dict) -> str:
+    """The preprocessing as model fingerprints hash it (from a Preprocessing's fields, or a gallery's stored copy)."""
+    return json.dumps(preprocessing, sort_keys=True)
+
+
+def fingerprint_of(model_bytes: bytes, preprocessing: dict) -> str:
+    """Names a model as the runtime uses it: the model bytes plus the preprocessing applied."""
+    h = hashlib.sha256(model_bytes)
+    h.update(preprocessing_key(preprocessing).encode())
+    return h.hexdigest()[:20]
 
 
 def check_std_units(std: Any, flag: str = "--std") -> None:

@@ -71,6 +71,16 @@ class Subscriber:
         self.client.loop_stop()
 
 
+def _stop_all(camera, proc, sub, broker) -> None:
+    """A live test's clean-up: the camera, the recognizer if still running, the subscriber, the broker."""
+    camera.stop()
+    if proc.poll() is None:
+        proc.kill()
+    if sub:
+        sub.close()
+    broker.stop()
+
+
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory):
     work = tmp_path_factory.mktemp("mqtt")
@@ -195,12 +205,7 @@ def test_broker_down_at_start_then_up(gallery, tmp_path):
         rc = run.finish(timeout=60)
         time.sleep(0.5)
     finally:
-        camera.stop()
-        if run.proc.poll() is None:
-            run.proc.kill()
-        if sub:
-            sub.close()
-        broker.stop()
+        _stop_all(camera, run.proc, sub, broker)
     assert rc == 0, "".join(run.err)
     err = "".join(run.err)
     assert err.count("not reachable") == 1, "one line for a down broker, not one per retry"
@@ -231,11 +236,7 @@ def test_a_camera_that_goes_away_makes_the_sensor_unavailable_until_it_is_back(g
         rc = run.finish()
         time.sleep(0.5)
     finally:
-        camera.stop()
-        if run.proc.poll() is None:
-            run.proc.kill()
-        sub.close()
-        broker.stop()
+        _stop_all(camera, run.proc, sub, broker)
     assert rc == 0, "".join(run.err)
     assert availability() == ["online", "offline", "online", "offline"]  # the last one: the run's end
     kinds = [json.loads(m)["event"] for m in sub.on("edgeembed/yard/event")]
@@ -384,11 +385,7 @@ def _stopping_run(gallery, tmp_path, camera_name: str, stop) -> tuple[Subscriber
         run.finish()
         time.sleep(0.5)
     finally:
-        camera.stop()
-        if run.proc.poll() is None:
-            run.proc.kill()
-        sub.close()
-        broker.stop()
+        _stop_all(camera, run.proc, sub, broker)
     return sub, [json.loads(m) for m in sub.on(f"{topic}/event")], run.out
 
 
@@ -435,11 +432,7 @@ def test_a_consumer_closing_stdout_leaves_mqtt_its_end_of_run_events(gallery, tm
         err = proc.stderr.read()
         time.sleep(0.5)
     finally:
-        camera.stop()
-        if proc.poll() is None:
-            proc.kill()
-        sub.close()
-        broker.stop()
+        _stop_all(camera, proc, sub, broker)
     assert rc == 0 and "Traceback" not in err, err
     events = [json.loads(m) for m in sub.on("edgeembed/porch/event")]
     assert [(e["event"], e["label"], e.get("reason")) for e in events] == [("appeared", "obj01", None),
