@@ -351,6 +351,16 @@ def test_help_on_every_command():
         assert proc.returncode == 0 and "usage: edgeembed" in proc.stdout
 
 
+def test_python_dash_m_edgeembed_is_the_command():
+    """For a venv whose bin/ is not on PATH (a systemd unit naming only its python): same output, same exit codes."""
+    model = MODELS / "mobilenet_v2_1.0_224_int8.tflite"
+    for args in (["inspect", str(model), "--json"], ["inspect", "nope.tflite"]):
+        by_m = subprocess.run([sys.executable, "-m", "edgeembed", *args], capture_output=True, text=True, cwd=REPO)
+        by_cli = run_cli(*args)
+        assert (by_m.returncode, by_m.stdout, by_m.stderr) == (by_cli.returncode, by_cli.stdout, by_cli.stderr)
+    assert by_m.returncode == 2 and by_m.stderr.startswith("edgeembed: error: ")
+
+
 def test_import_never_loads_heavy_modules():
     code = ("import sys, edgeembed, edgeembed.cli, edgeembed.gallery, edgeembed.evaluate; "
             "edgeembed.cli.build_parser(); "
