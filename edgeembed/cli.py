@@ -91,7 +91,16 @@ def _live_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     if not outputs:
         return
     g = p.add_argument_group("outputs of live sources")
-    g.add_argument("--mqtt", default=None, metavar="HOST[:PORT]", help="publish events to this MQTT broker")
+    g.add_argument("--mqtt", default=None, metavar="HOST[:PORT]",
+                   help="publish events to this MQTT broker (mqtts://HOST[:PORT] for TLS, port 8883 by default)")
+    g.add_argument("--mqtt-user", default=None, metavar="NAME",
+                   help="log in to the broker as NAME; the password comes from $EDGEEMBED_MQTT_PASSWORD or "
+                        "--mqtt-password-file, never the command line")
+    g.add_argument("--mqtt-password-file", default=None, metavar="FILE", help="the broker password: FILE's first line")
+    g.add_argument("--mqtt-tls", action="store_true", default=None,
+                   help="MQTT over TLS, the broker's certificate checked against the system's CAs (as mqtts://)")
+    g.add_argument("--mqtt-ca", default=None, metavar="FILE",
+                   help="MQTT over TLS, the broker's certificate checked against this CA certificate (PEM)")
     g.add_argument("--mqtt-topic", default="edgeembed", help="MQTT topic prefix (default edgeembed)")
     g.add_argument("--camera-name", default="camera", help="name of this camera in events and MQTT topics")
     g.add_argument("--preview", type=_int_in(1, 65535), default=None, metavar="PORT", help="serve an MJPEG preview on this port")
@@ -597,7 +606,9 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 
 _STREAM_ONLY = (("output", "--output"), ("output_segment", "--output-segment"), ("output_keep", "--output-keep"),
-                ("preview", "--preview"), ("mqtt", "--mqtt"), ("fps", "--fps"), ("resolution", "--resolution"))
+                ("preview", "--preview"), ("mqtt", "--mqtt"), ("mqtt_user", "--mqtt-user"),
+                ("mqtt_password_file", "--mqtt-password-file"), ("mqtt_tls", "--mqtt-tls"), ("mqtt_ca", "--mqtt-ca"),
+                ("fps", "--fps"), ("resolution", "--resolution"))
 
 
 def still_pictures(args: argparse.Namespace, files: list[Path]) -> tuple[list[Path], Callable[[Path], Any]]:

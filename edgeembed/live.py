@@ -21,6 +21,9 @@ from .pipeline import ImageProcessor, Pipeline, RunStats, stage_summary
 from .smoothing import TrackSmoother
 from .sources import FolderSource, open_source, parse_resolution, parse_roi
 
+# options that mean something only with --mqtt
+_MQTT_ONLY = (("mqtt_user", "--mqtt-user"), ("mqtt_password_file", "--mqtt-password-file"), ("mqtt_tls", "--mqtt-tls"),
+              ("mqtt_ca", "--mqtt-ca"))
 DEFAULT_RECONNECT_TIMEOUT = 60.0  # seconds a dropped live source is retried; EDGEEMBED_RECONNECT_TIMEOUT overrides
 
 
@@ -81,10 +84,17 @@ def _sinks(args: argparse.Namespace, source: Any) -> list[Any]:
 
     sinks: list[Any] = [JsonLinesSink(camera=args.camera_name) if args.json else TextSink()]
     try:
+        login = [flag for attr, flag in _MQTT_ONLY if getattr(args, attr, None) is not None]
+        if login and not args.mqtt:
+            raise InputError(f"{', '.join(login)} {'is' if len(login) == 1 else 'are'} for the MQTT output: add "
+                             "--mqtt HOST[:PORT], or drop " + ("it" if len(login) == 1 else "them"))
         if args.mqtt:
-            from .outputs.mqtt import MqttSink  # noqa: PLC0415 - optional extra
+            from .outputs.mqtt import MqttSink, read_password  # noqa: PLC0415 - optional extra
 
-            sinks.append(MqttSink(args.mqtt, prefix=args.mqtt_topic, camera=args.camera_name))
+            sinks.append(MqttSink(args.mqtt, prefix=args.mqtt_topic, camera=args.camera_name,
+                                  username=getattr(args, "mqtt_user", None),
+                                  password=read_password(getattr(args, "mqtt_password_file", None)),
+                                  tls=bool(getattr(args, "mqtt_tls", None)), ca_file=getattr(args, "mqtt_ca", None)))
         if not args.output and (getattr(args, "output_segment", None) is not None or getattr(args, "output_keep", None)):
             raise InputError("--output-segment and --output-keep need --output FILE (the name the segments are made from)")
         if args.output:

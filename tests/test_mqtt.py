@@ -1,10 +1,12 @@
 """MQTT output against a real Mosquitto broker on 127.0.0.1, read by a real paho subscriber.
 
-Needs the `mosquitto` binary (Debian package `mosquitto`, installed by .ci/run).
+Needs the `mosquitto` binary (Debian package `mosquitto`) and, for the login and TLS tests, `mosquitto_passwd` and
+`openssl`: the README's test command installs them.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -23,10 +25,11 @@ mqtt = pytest.importorskip("paho.mqtt.client")
 
 
 class Broker:
-    def __init__(self, tmp_path, port: int):
+    def __init__(self, tmp_path, port: int, conf: str | None = None):
+        """``conf``: a mosquitto.conf of one's own (its first listener on ``port``); else an anonymous one."""
         self.port = port
         self.conf = tmp_path / f"mosquitto-{port}.conf"
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.conf.write_text(conf or f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Broker":
@@ -51,10 +54,12 @@ class Broker:
 class Subscriber:
     """A real paho client recording (topic, payload, retained) of everything under the given filters."""
 
-    def __init__(self, port: int, *filters: str):
+    def __init__(self, port: int, *filters: str, login: tuple[str, str] | None = None):
         self.messages: list[tuple[str, str, bool]] = []
         self.ready = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}-{time.monotonic_ns()}")
+        if login:
+            c.username_pw_set(*login)
         c.on_connect = lambda cl, u, f, rc, p=None: ([cl.subscribe(t, qos=1) for t in filters], None)
         c.on_subscribe = lambda *a: self.ready.set()
         c.on_message = lambda cl, u, m: self.messages.append((m.topic, m.payload.decode(), bool(m.retain)))
@@ -450,3 +455,117 @@ def test_camera_names_in_topics_and_home_assistant_ids():
     assert [camera_topic(n) for n in ("前门", "Küche", "Kü che/2")] == ["前门", "Küche", "Kü_che_2"]
     ids = {camera_id(n) for n in ("前门", "后门", "Küche", "Kéche")}
     assert len(ids) == 4 and all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)
+
+
+OPENSSL = shutil.which("openssl")
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+
+
+@pytest.fixture(scope="module")
+def locked_broker(tmp_path_factory):
+    """A broker as Home Assistant's Mosquitto add-on keeps one: no anonymous clients, a user with a password; a plain
+    listener and a TLS one whose certificate (for localhost) is signed by a CA of its own, made here with openssl."""
+    if OPENSSL is None or MOSQUITTO_PASSWD is None:
+        pytest.fail("openssl and mosquitto_passwd are needed (apt-get install -y openssl mosquitto)")
+    d = tmp_path_factory.mktemp("locked")
+
+    def openssl(*args):
+        subprocess.run([OPENSSL, *args], cwd=d, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30",
+            "-subj", "/CN=edgeembed test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (d / "san.cnf").write_text("subjectAltName=DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "server.pem", "-days", "30", "-extfile", "san.cnf")
+    subprocess.run([MOSQUITTO_PASSWD, "-b", "-c", str(d / "passwd"), "ada", "two words"], check=True)
+    plain, tls = free_port(), free_port()
+    # run as root, mosquitto drops to its own user, which cannot read pytest's private folders: it keeps root here
+    broker = Broker(d, plain, ("user root\n" if os.geteuid() == 0 else "") + "per_listener_settings true\n" +
+                              f"listener {plain} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
+                              f"listener {tls} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
+                              f"cafile {d / 'ca.pem'}\ncertfile {d / 'server.pem'}\nkeyfile {d / 'server.key'}\n"
+                              "persistence false\n").start()
+    broker.tls_port, broker.dir = tls, d
+    yield broker
+    broker.stop()
+
+
+def test_a_broker_that_wants_a_login_and_tls_gets_them(gallery, locked_broker, tmp_path):
+    """Home Assistant's Mosquitto add-on takes no anonymous client: edgeembed could not publish to it at all. The
+    password comes from the environment or a file (never argv, which ps shows every user); TLS checks the broker's
+    certificate against the CA given."""
+    b = locked_broker
+    sub = Subscriber(b.port, "edgeembed/porch/#", login=("ada", "two words"))
+    write_clip(tmp_path / "clip.avi", coil_segments(["obj01", "obj02"]))
+    (tmp_path / "pw").write_text("two words\n")
+    try:
+        runs = [run_cli("recognize", "--gallery", gallery / "g", "--source", tmp_path / "clip.avi", "--json",
+                        "--mqtt", f"mqtts://localhost:{b.tls_port}", "--mqtt-ca", b.dir / "ca.pem",
+                        "--mqtt-user", "ada", "--camera-name", "porch", env={"EDGEEMBED_MQTT_PASSWORD": "two words"}),
+                run_cli("recognize", "--gallery", gallery / "g", "--source", tmp_path / "clip.avi", "--json",
+                        "--mqtt", f"localhost:{b.port}", "--mqtt-user", "ada", "--mqtt-password-file", tmp_path / "pw",
+                        "--camera-name", "porch")]
+        time.sleep(1.0)
+    finally:
+        sub.close()
+    for p in runs:
+        assert p.returncode == 0, p.stderr
+    assert f"connected to localhost:{b.tls_port} (TLS)" in runs[0].stderr
+    assert f"connected to localhost:{b.port}," in runs[1].stderr
+    appeared = [json.loads(m)["label"] for m in sub.on("edgeembed/porch/event") if json.loads(m)["event"] == "appeared"]
+    assert appeared == ["obj01", "obj02"] * 2, "both runs' events reached the broker"
+    assert sub.on("edgeembed/porch/availability") == ["online", "offline"] * 2
+
+
+@pytest.mark.parametrize("case", ["no login", "wrong password", "untrusted certificate", "CA not a certificate", "password in address",
+                                  "user without --mqtt", "missing password file", "password without user"])
+def test_a_login_or_certificate_the_broker_refuses_is_one_line_and_exit_2(gallery, locked_broker, tmp_path, case):
+    """What no retry cures ends the run at once, naming the option that fixes it; recognition used to go on with the
+    broker's refusal logged at every retry, and nothing ever published."""
+    b = locked_broker
+    write_clip(tmp_path / "clip.avi", coil_segments(["obj01"], step=8))
+    (tmp_path / "pw").write_text("wrong\n")
+    opts, env, expect = {
+        "no login": ([f"localhost:{b.port}"], {}, ["refused a client without a user", "--mqtt-user NAME"]),
+        "wrong password": ([f"localhost:{b.port}", "--mqtt-user", "ada", "--mqtt-password-file", tmp_path / "pw"], {},
+                           ["refused user 'ada'", "check --mqtt-user and the password"]),
+        "untrusted certificate": ([f"mqtts://localhost:{b.tls_port}", "--mqtt-user", "ada"],
+                                  {"EDGEEMBED_MQTT_PASSWORD": "two words"}, ["certificate is not trusted", "--mqtt-ca FILE"]),
+        "CA not a certificate": ([f"localhost:{b.tls_port}", "--mqtt-ca", b.dir / "server.key", "--mqtt-user", "ada"], {},
+                       ["--mqtt-ca", "not a PEM certificate"]),
+        "password in address": ([f"ada:two words@localhost:{b.port}"], {}, ["takes no user or password", "'ada'@..."]),
+        "user without --mqtt": (None, {}, ["--mqtt-user is for the MQTT output: add --mqtt HOST[:PORT]"]),
+        "missing password file": ([f"localhost:{b.port}", "--mqtt-user", "ada", "--mqtt-password-file",
+                                   tmp_path / "nope"], {}, ["no such file"]),
+        "password without user": ([f"localhost:{b.port}"], {"EDGEEMBED_MQTT_PASSWORD": "two words"},
+                                  ["needs --mqtt-user NAME"]),
+    }[case]
+    args = ["--mqtt", *opts] if opts else ["--mqtt-user", "ada"]
+    p = run_cli("recognize", "--gallery", gallery / "g", "--source", tmp_path / "clip.avi", "--json", *args,
+                env={"EDGEEMBED_MQTT_PASSWORD": "", **env})
+    assert p.returncode == 2, p.stderr
+    assert p.stdout == "", "refused before the first frame"
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeembed: error: "), p.stderr
+    assert all(e in lines[0] for e in expect), lines[0]
+    assert "two words" not in p.stderr
+
+
+def test_a_plain_client_at_a_tls_port_and_the_other_way_round_are_told_which_port(locked_broker):
+    """Neither side's mistake gets an answer a retry can't change for sure (a broker restarting resets too), so both
+    keep trying; what they say names the TLS port."""
+    from edgeembed.outputs.mqtt import MqttSink
+
+    b = locked_broker
+    for broker, ca, expect in ((f"localhost:{b.tls_port}", None, "or a TLS port that wants mqtts://"),
+                               (f"mqtts://localhost:{b.port}", str(b.dir / "ca.pem"), "closed the connection in the TLS handshake")):
+        lines: list[str] = []
+        sink = MqttSink(broker, prefix="t", camera="c", discovery=False, connect_wait=1.0, log=lines.append,
+                        username="ada", password="two words", ca_file=ca)
+        try:
+            time.sleep(2.5)  # paho retries after 1 s, then 2 s: the line is said once
+            assert not sink.connected.is_set()
+            assert len(lines) == 1 and expect in lines[0], lines
+        finally:
+            sink.close()

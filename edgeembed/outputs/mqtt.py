@@ -18,12 +18,19 @@ a QoS 1 message published into a connection that died silently is queued by paho
 reconnect, so an outage replayed a burst of old events and left an old retained state in place of
 the current one. At QoS 0 what happened while the broker was away is not replayed, and the state
 re-published on reconnect is the current one.
+
+A broker that wants a login gets ``username``/``password`` (the command line takes the password from the
+environment or a file, never from argv); ``mqtts://`` or ``tls`` verify the broker's certificate. A login or
+certificate refused at the first connection raises InputError (no retry cures it); a refusal later is logged once
+and retried, as a broker that is down is.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import ssl
 import sys
 import threading
 import time
@@ -34,23 +41,62 @@ import numpy as np
 from ..errors import InputError, require
 
 DEFAULT_PORT = 1883
+TLS_PORT = 8883
+PASSWORD_ENV = "EDGEEMBED_MQTT_PASSWORD"
+# CONNACK reasons a retry cannot cure: wrong credentials, none given to a broker that wants them
+AUTH_REFUSALS = {134: "Bad user name or password", 135: "Not authorized", 140: "Bad authentication method"}
 # The sensor's value: the label; else 'unknown' while a face no enrolled label holds is in view, 'none' for an empty
 # scene. Image mode's state has no "unknown" count (its whole frame is never a face): no match still reads 'unknown'.
 VALUE_TEMPLATE = ("{{ value_json.label if value_json.label is not none else "
                   "('unknown' if value_json.unknown | default(1) else 'none') }}")
 
 
-def parse_broker(text: str) -> tuple[str, int]:
-    """'HOST[:PORT]' -> (host, port); an IPv6 address with a port is written [ADDR]:PORT."""
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text) or re.fullmatch(r"([^:\s]+)(?::(\d+))?", text)
+def parse_broker(text: str, tls: bool = False) -> tuple[str, int, bool]:
+    """'[mqtt://|mqtts://]HOST[:PORT]' -> (host, port, tls). mqtts:// (or ``tls``) is MQTT over TLS, whose port is
+    8883 unless given; an IPv6 address with a port is written [ADDR]:PORT. A user or password in the address is
+    refused: on the command line it would show in ``ps`` and in a world-readable systemd unit."""
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() not in ("mqtt", "mqtts"):
+            raise InputError(f"--mqtt takes HOST[:PORT], mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS), got {text!r}")
+        tls = tls or scheme.lower() == "mqtts"
+        text = rest.rstrip("/")
+    if "@" in text:
+        raise InputError(f"--mqtt takes no user or password (they would show in ps and in the service file): give "
+                         f"--mqtt-user NAME and the password in EDGEEMBED_MQTT_PASSWORD or --mqtt-password-file FILE, "
+                         f"got {text.rpartition('@')[0].partition(':')[0]!r}@...")
+    default = TLS_PORT if tls else DEFAULT_PORT
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text) or re.fullmatch(r"([^:\s/]+)(?::(\d+))?", text)
     if m is None and text.count(":") >= 2 and re.fullmatch(r"[0-9A-Fa-f:.]+", text):
-        return text, DEFAULT_PORT  # a bare IPv6 address
+        return text, default, tls  # a bare IPv6 address
     if m is None:
         raise InputError(f"--mqtt must be HOST, HOST:PORT or [IPV6]:PORT with a numeric port, got {text!r}")
-    port = int(m.group(2)) if m.group(2) else DEFAULT_PORT
+    port = int(m.group(2)) if m.group(2) else default
     if not 1 <= port <= 65535:
         raise InputError(f"--mqtt port must be 1..65535, got {port}")
-    return m.group(1), port
+    return m.group(1), port, tls
+
+
+def read_password(password_file: str | None = None) -> str | None:
+    """The broker password: the first line of ``password_file``, else $EDGEEMBED_MQTT_PASSWORD, else None. Never a
+    command-line value (``ps`` shows those to every user of the machine)."""
+    if password_file is None:
+        return os.environ.get(PASSWORD_ENV) or None
+    try:
+        with open(password_file, encoding="utf-8") as f:
+            line = f.readline().rstrip("\r\n")
+    except FileNotFoundError:
+        raise InputError(f"--mqtt-password-file {password_file}: no such file; write the password into it (its "
+                         "first line) and give it to the user the service runs as only (chmod 600)") from None
+    except PermissionError:
+        raise InputError(f"--mqtt-password-file {password_file}: not readable by this user; chown it to the user "
+                         "edgeembed runs as") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--mqtt-password-file {password_file}: cannot be read as text ({exc}); its first line "
+                         "is the password") from None
+    if not line:
+        raise InputError(f"--mqtt-password-file {password_file}: its first line is empty; it must be the password")
+    return line
 
 
 def check_topic_prefix(prefix: str) -> str:
@@ -84,6 +130,18 @@ def camera_id(camera: str) -> str:
     return f"{_slug(camera)}_{hashlib.sha1(camera.encode()).hexdigest()[:6]}"
 
 
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Certificate and host name checked, against ``ca_file`` (PEM) or the system's CAs."""
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise InputError(f"--mqtt-ca {ca_file}: no such file; give the PEM certificate of the CA that signed the "
+                         "broker's certificate (mosquitto.conf's cafile)")
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise InputError(f"--mqtt-ca {ca_file}: not a PEM certificate ({exc}); give the CA certificate that signed "
+                         "the broker's (-----BEGIN CERTIFICATE----- ...)") from None
+
+
 def _seen(record: Any, m: Any) -> dict[str, Any]:
     """What the state reports, and a change of which republishes it: the label of ``m`` (the record's main track);
     in face mode also how many faces are in view and how many of them are unknown (a stranger at the door must not
@@ -98,15 +156,24 @@ class MqttSink:
     """Publishes availability, state and events; survives the broker being down."""
 
     def __init__(self, broker: str, prefix: str = "edgeembed", camera: str = "camera", discovery: bool = True,
-                 keepalive: int = 15, connect_wait: float = 3.0, log=None):
+                 keepalive: int = 15, connect_wait: float = 3.0, log=None, username: str | None = None,
+                 password: str | None = None, tls: bool = False, ca_file: str | None = None):
+        """``username``/``password`` log in (a Home Assistant Mosquitto add-on takes no anonymous client); ``tls``
+        (or an mqtts:// broker, or a ``ca_file``) verifies the broker's certificate against the system's CAs, or
+        against ``ca_file`` for a broker with its own CA. A refusal of the login or of the certificate at the
+        first connection raises InputError: retrying cannot cure it. A broker that is down is retried."""
         mqtt = require("paho.mqtt.client", "mqtt", "MQTT output")
-        self.host, self.port = parse_broker(broker)
+        self.host, self.port, tls = parse_broker(broker, tls or ca_file is not None)
+        if password is not None and username is None:
+            raise InputError(f"an MQTT password ({PASSWORD_ENV} or --mqtt-password-file) needs --mqtt-user NAME too")
         prefix = check_topic_prefix(prefix)
         self.base = f"{prefix}/{camera_topic(camera)}"
         self.topics = {k: f"{self.base}/{k}" for k in ("availability", "state", "event")}
         self.camera = camera
         self.prefix = prefix.strip("/")
         self.discovery = discovery
+        self.username = username
+        self.tls = tls
         self.log = log or (lambda msg: print(f"edgeembed: {msg}", file=sys.stderr, flush=True))
         self._state: dict[str, Any] | None = None
         self._last_frame: int | None = None  # the highest frame a frame or event named: the end state's
@@ -118,8 +185,16 @@ class MqttSink:
         self._was_connected = False
         self._first_try = threading.Event()
         self._warned_down = False
+        self._last_refusal: str | None = None  # said once, not at every retry
+        self._fatal: str | None = None  # a refusal at the first connection that no retry cures
+        self._starting = True  # until the first connection's wait is over: such a refusal raises, later it is logged
+        self._start_lock = threading.Lock()
         self.published = 0
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeembed-{camera_id(camera)}-{id(self) & 0xffff:x}")
+        if username is not None:
+            client.username_pw_set(username, password)
+        if tls:
+            client.tls_set_context(_tls_context(ca_file))
         client.will_set(self.topics["availability"], "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
@@ -129,22 +204,42 @@ class MqttSink:
         client.connect_async(self.host, self.port, keepalive=keepalive)
         client.loop_start()
         # give a reachable broker a moment, so the first events are not lost; a down broker costs no more
-        if not self._first_try.wait(connect_wait) and not self._warned_down:
+        answered = self._first_try.wait(connect_wait)
+        with self._start_lock:
+            self._starting = False
+        if self._fatal is not None:
+            client.loop_stop()
+            raise InputError(self._fatal)
+        if not answered and not self._warned_down:
             # no answer at all: a host that drops the packets (a firewall, a wrong address) is tried for longer
             self._warned_down = True
+            tls_hint = "" if tls else ", or a TLS port that wants mqtts://"
             self.log(f"mqtt: no answer from broker {self.host}:{self.port} after {connect_wait:g} s (wrong address, "
-                     "or a firewall?); recognition goes on and the connection is retried in the background")
+                     f"or a firewall{tls_hint}?); recognition goes on and the connection is retried in the background")
 
     # -- connection
+    def _where(self) -> str:
+        return f"broker {self.host}:{self.port}{' (TLS)' if self.tls else ''}"
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
+            code = getattr(reason, "value", None)
+            if code in AUTH_REFUSALS:
+                fix = (f"check --mqtt-user and the password ({PASSWORD_ENV} or --mqtt-password-file)"
+                       if self.username is not None else
+                       f"it wants a login: --mqtt-user NAME, with the password in {PASSWORD_ENV} or "
+                       "--mqtt-password-file FILE")
+                who = f"user {self.username!r}" if self.username is not None else "a client without a user"
+                self._refuse(f"mqtt: {self._where()} refused {who} ({reason}); {fix}", fatal=True)
+            else:
+                self._refuse(f"mqtt: {self._where()} refused the connection ({reason}); retrying in the background")
             self._first_try.set()
-            self.log(f"mqtt: broker {self.host}:{self.port} refused the connection ({reason})")
             return
+        self._last_refusal = None
         self.connected.set()
         self._first_try.set()
         self._warned_down = False
-        self.log(f"mqtt: connected to {self.host}:{self.port}, publishing under {self.base}/")
+        self.log(f"mqtt: connected to {self.host}:{self.port}{' (TLS)' if self.tls else ''}, publishing under {self.base}/")
         with self._lock:
             client.publish(self.topics["availability"], self._availability(), qos=1, retain=True)
         if self.discovery:
@@ -158,6 +253,17 @@ class MqttSink:
             if state is not None:
                 client.publish(self.topics["state"], json.dumps(state), qos=0, retain=True)
 
+    def _refuse(self, message: str, fatal: bool = False) -> None:
+        """A refusal: one that no retry cures ends the start (the constructor raises it); later, or curable, it is
+        logged once until something else happens (paho retries every few seconds)."""
+        with self._start_lock:
+            if fatal and self._starting:
+                self._fatal = message
+                return
+        if message != self._last_refusal:
+            self._last_refusal = message
+            self.log(message)
+
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if self.connected.is_set():
             self.connected.clear()
@@ -166,10 +272,28 @@ class MqttSink:
             self.log(f"mqtt: lost broker {self.host}:{self.port} ({reason}); reconnecting in the background")
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError``: the exception is the one being handled
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError):
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                why = (f"its certificate is not trusted ({exc.verify_message}): give the CA that signed it with "
+                       "--mqtt-ca FILE, and the host name the certificate names")
+            else:
+                why = (f"the TLS handshake failed ({exc.reason or exc}): is {self.port} the broker's TLS port "
+                       "(usually 8883)? Plain MQTT is --mqtt HOST without mqtts:// or --mqtt-tls")
+            self._refuse(f"mqtt: {self._where()}: {why}", fatal=True)
+            self._first_try.set()
+            return
+        if self.tls and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            # what a plain MQTT port does with a TLS hello; a broker restarting could too, so it is retried
+            self._refuse(f"mqtt: {self._where()} closed the connection in the TLS handshake: is {self.port} the "
+                         "broker's TLS port (usually 8883)? Retrying in the background")
+            self._first_try.set()
+            return
         self._first_try.set()
         if not self._warned_down:
             self._warned_down = True
-            self.log(f"mqtt: broker {self.host}:{self.port} not reachable; recognition goes on and the connection "
+            self.log(f"mqtt: {self._where()} not reachable; recognition goes on and the connection "
                      "is retried in the background")
 
     def _discovery_config(self) -> dict:
