@@ -569,3 +569,34 @@ def test_a_plain_client_at_a_tls_port_and_the_other_way_round_are_told_which_por
             assert len(lines) == 1 and expect in lines[0], lines
         finally:
             sink.close()
+
+
+def test_a_password_changed_while_running_is_said_once_and_retried(tmp_path):
+    """After a first connection, a refusal is no reason to stop recognition (the user may be fixing the broker):
+    one line, not one per retry, and the sink connects again once the password is right again."""
+    from edgeembed.outputs.mqtt import MqttSink
+
+    assert MOSQUITTO_PASSWD, "mosquitto_passwd is needed (apt-get install -y mosquitto)"
+    port = free_port()
+    conf = (("user root\n" if os.geteuid() == 0 else "") +
+            f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {tmp_path / 'passwd'}\npersistence false\n")
+    subprocess.run([MOSQUITTO_PASSWD, "-b", "-c", str(tmp_path / "passwd"), "ada", "two words"], check=True)
+    broker = Broker(tmp_path, port, conf).start()
+    lines: list[str] = []
+    sink = MqttSink(f"localhost:{port}", prefix="t", camera="c", discovery=False, log=lines.append,
+                    username="ada", password="two words")
+    try:
+        assert sink.connected.is_set()
+        broker.stop()
+        subprocess.run([MOSQUITTO_PASSWD, "-b", "-c", str(tmp_path / "passwd"), "ada", "changed"], check=True)
+        broker.start()
+        time.sleep(8)  # paho's retries: 1, 2, 4 s apart
+        refusals = [line for line in lines if "refused user 'ada'" in line]
+        assert len(refusals) == 1 and not sink.connected.is_set(), lines
+        broker.stop()
+        subprocess.run([MOSQUITTO_PASSWD, "-b", "-c", str(tmp_path / "passwd"), "ada", "two words"], check=True)
+        broker.start()
+        assert sink.connected.wait(20), lines
+    finally:
+        sink.close()
+        broker.stop()
