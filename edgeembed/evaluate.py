@@ -209,11 +209,29 @@ def open_set_figures(best_genuine: np.ndarray, correct_genuine: np.ndarray, best
     accuracy = (tar * ng + (1 - far) * ni) / (ng + ni)
     b = int(np.argmax(accuracy))
     ok = np.flatnonzero(far <= far_target)
-    a = ok[np.argmax(tar[ok])] if len(ok) else len(candidates) - 1
+    # the most true accepts within the target; of thresholds that give as many, the one with the fewest false ones
+    a = ok[np.lexsort((far[ok], -tar[ok]))[0]] if len(ok) else len(candidates) - 1
+    deciding = np.unique(np.concatenate([g_sorted, i_sorted]))
+    deciding = deciding[np.isfinite(deciding)]
     return {
         "genuine_queries": ng, "impostor_queries": ni,
-        "best_threshold": round(float(candidates[b]), 6), "best_accuracy": round(float(accuracy[b]), 6),
+        "best_threshold": _middle_of_gap(float(candidates[b]), deciding), "best_accuracy": round(float(accuracy[b]), 6),
         "tar_at_best": round(float(tar[b]), 6), "far_at_best": round(float(far[b]), 6),
-        "far_target": far_target, "tar_at_far": round(float(tar[a]), 6), "threshold_at_far": round(float(candidates[a]), 6),
-        "far_at_threshold": round(float(far[a]), 6),
+        "far_target": far_target, "tar_at_far": round(float(tar[a]), 6),
+        "threshold_at_far": _middle_of_gap(float(candidates[a]), deciding), "far_at_threshold": round(float(far[a]), 6),
     }
+
+
+def _middle_of_gap(t: float, scores: np.ndarray) -> float:
+    """The threshold to report for ``t``: the middle of the gap between the two scores around it, where every
+    threshold gives the same figures on this data. Its lowest edge (``t`` itself, a genuine score) sat on a picture
+    that only just passed, and a new picture of that person scoring a hair lower is rejected; the middle leaves the
+    same room on both sides. ``scores``: sorted unique scores that decide an outcome (right genuines, strangers)."""
+    k = int(np.searchsorted(scores, t, side="left"))  # same figures for every threshold in (scores[k-1], scores[k]]
+    if k == 0:  # accept everyone: just under the lowest score (rounding must not lift it above)
+        return round(float(scores[0]) - 1e-6, 6)
+    if k == len(scores):  # reject everyone: just over the highest
+        return round(float(scores[-1]) + 1e-6, 6)
+    lo, hi = float(scores[k - 1]), float(scores[k])
+    mid = round((lo + hi) / 2, 6)
+    return mid if lo < mid <= hi else hi

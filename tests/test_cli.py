@@ -45,6 +45,26 @@ def test_eval_shows_what_the_automatic_threshold_does(tmp_path):
     assert enrolled["threshold"] == a["threshold"]
 
 
+def test_eval_thresholds_sit_in_the_middle_of_the_gap_that_gives_their_figures():
+    """A threshold on a genuine score (the lowest edge, as before) rejects that person's next picture scoring a hair
+    lower; the middle of the gap gives the same figures with room on both sides. Of thresholds that keep the most
+    true accepts within the FAR target, the one with the fewest false accepts is given (it gave the lowest)."""
+    from edgeembed.evaluate import open_set_figures
+
+    genuine = np.array([0.9, 0.8, 0.7, 0.6])
+    right = np.array([True, True, True, False])  # 0.6 named the wrong class: it decides nothing
+    strangers = np.array([0.5, 0.65, 0.3, -np.inf])  # -inf: a stranger with no face found
+    o = open_set_figures(genuine, right, strangers, far_target=0.25)
+    # 3 right genuines above 0.65, every stranger below 0.7: the same figures anywhere in (0.65, 0.7]
+    assert (o["best_threshold"], o["tar_at_best"], o["far_at_best"]) == (0.675, 0.75, 0.0)
+    assert (o["threshold_at_far"], o["tar_at_far"], o["far_at_threshold"]) == (0.675, 0.75, 0.0)
+    o = open_set_figures(genuine, right, strangers, far_target=0.5)  # 0.8 needs FAR 0.25: TAR 0.75 is still the most
+    assert o["threshold_at_far"] == 0.675
+    # above every score: no gap with two sides, the threshold itself
+    o = open_set_figures(np.array([0.5]), np.array([True]), np.array([0.9]), far_target=0.0)
+    assert o["tar_at_far"] == 0.0 and o["threshold_at_far"] > 0.9
+
+
 def test_eval_orl_k1():
     r = _json(run_cli("eval", V1_EMBED, DATA / "orl-faces", "--gallery-per-class", "1", "--json"))
     assert r["queries"] == 360 and r["recall@1"] >= 0.85
