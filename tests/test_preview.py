@@ -112,6 +112,42 @@ def test_headless_chromium_shows_the_frame(live, tmp_path):
     assert score > 0.9, f"the screenshot does not show the camera frame (correlation {score:.3f})"
 
 
+def _get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """(status, headers, first bytes of the body) of one request with exactly these headers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read(4096 if "mjpg" in path else -1)
+    finally:
+        conn.close()
+
+
+def test_a_page_opened_through_another_name_is_refused(live):
+    """DNS rebinding: a web page from rebind.attacker.example whose name then points at 127.0.0.1 read the camera
+    (200 whatever the Host). Only this machine's addresses and names are answered."""
+    import socket
+
+    port = live["port"]
+    for host in ("rebind.attacker.example", f"rebind.attacker.example:{port}", "evil.localhost.example.", "[::1].evil"):
+        for path in ("/", "/snapshot.jpg", "/stream.mjpg"):
+            status, headers, body = _get(port, path, {"Host": host})
+            assert status == 403, (host, path, status)
+            assert headers["content-type"] == "text/plain" and body.count(b"\n") == 1
+            assert b"by this machine's address or name" in body
+    for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LocalHost.", f"[::1]:{port}", "192.168.1.20",
+                 f"{socket.gethostname()}:{port}", f"{socket.gethostname().upper()}.local:{port}", socket.getfqdn() + "."):
+        status, headers, body = _get(port, "/snapshot.jpg", {"Host": host})
+        assert status == 200 and headers["content-type"] == "image/jpeg" and body[:2] == b"\xff\xd8", (host, status)
+    status, headers, body = _get(port, "/stream.mjpg", {"Host": f"localhost:{port}"})
+    assert status == 200 and body.startswith(b"--")
+    # HTTP/1.0 without a Host header is answered
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /snapshot.jpg HTTP/1.0\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.0 200")
+    assert not any("note:" in line for line in live["run"].err), "a loopback preview needs no note"
+
+
 def test_sigterm_stops_cleanly_and_closes_the_preview(live):
     run = live["run"]
     run.proc.send_signal(signal.SIGTERM)
@@ -174,3 +210,67 @@ def test_viewers_are_capped_and_a_stalled_one_is_dropped(monkeypatch, size):
         for s in stalled:
             s.close()
         server.close()
+
+
+def _camera_run(tmp_path, *extra: str, env: dict | None = None):
+    """recognize on a live MJPEG camera with a preview on a free port; returns (camera, run, port)."""
+    frames = _scene()
+    (tmp_path / "enroll" / "parrot").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "enroll" / "parrot" / "0.png"), frames[0])
+    run_cli("enroll", tmp_path / "enroll", "--gallery", tmp_path / "g", "--model", V1_EMBED, "--quiet", check=True)
+    camera = MjpegServer(frames, fps=10).start()
+    port = free_port()
+    run = Running("recognize", "--gallery", tmp_path / "g", "--source", camera.url, "--json", "--preview", str(port),
+                  *extra, env=env)
+    return camera, run, port
+
+
+def _stop(camera, run) -> None:
+    if run.proc.poll() is None:
+        run.proc.send_signal(signal.SIGTERM)
+        run.proc.wait(timeout=20)
+    camera.stop()
+
+
+def test_a_password_from_the_environment_guards_every_page(tmp_path):
+    """--preview-host 0.0.0.0 showed the camera to everyone who reached the machine. EDGEEMBED_PREVIEW_PASSWORD
+    (never argv, which ps shows to every user) makes every path ask for it by HTTP Basic, any user name."""
+    import base64
+
+    camera, run, port = _camera_run(tmp_path, "--preview-host", "0.0.0.0",
+                                    env={"EDGEEMBED_PREVIEW_PASSWORD": "s3cret pässword"})
+    try:
+        run.wait_for(lambda: run.frames() >= 5)
+        assert not any("note:" in line for line in run.err), "".join(run.err)  # a password is set: nothing to say
+        basic = lambda user, pw: {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}  # noqa: E731
+        for path in ("/", "/snapshot.jpg", "/stream.mjpg"):
+            for headers in ({}, basic("admin", "wrong"), basic("admin", "s3cret"), {"Authorization": "Bearer s3cret pässword"},
+                            {"Authorization": "Basic !!notbase64"}):
+                status, got, body = _get(port, path, headers)
+                assert status == 401, (path, headers, status)
+                assert got["www-authenticate"].startswith('Basic realm="edgeembed"') and body.count(b"\n") == 1
+        for user in ("admin", "", "pi"):
+            status, got, body = _get(port, "/snapshot.jpg", basic(user, "s3cret pässword"))
+            assert status == 200 and got["content-type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
+            status, got, body = _get(port, "/stream.mjpg", basic(user, "s3cret pässword"))
+            assert status == 200 and got["content-type"].startswith("multipart/x-mixed-replace") and body.startswith(b"--")
+        # the Host check comes first: the right password through a foreign name is still refused
+        assert _get(port, "/snapshot.jpg", {**basic("a", "s3cret pässword"), "Host": "rebind.attacker.example"})[0] == 403
+    finally:
+        _stop(camera, run)
+
+
+def test_an_open_preview_on_the_network_is_said_at_the_start(tmp_path):
+    """Without a password, a preview bound beyond loopback says once that anyone who reaches the machine can watch,
+    and how to set one; its start-up line names an address a browser can open instead of 0.0.0.0."""
+    camera, run, port = _camera_run(tmp_path, "--preview-host", "0.0.0.0", env={"EDGEEMBED_PREVIEW_PASSWORD": ""})
+    try:
+        run.wait_for(lambda: run.frames() >= 3)
+        notes = [line for line in run.err if "note:" in line]
+        assert len(notes) == 1 and "open to every machine that can reach this one" in notes[0], "".join(run.err)
+        assert "no password" in notes[0] and "EDGEEMBED_PREVIEW_PASSWORD" in notes[0]
+        start = [line for line in run.err if "preview at http://" in line]
+        assert len(start) == 1 and "0.0.0.0" not in start[0] and f":{port}/" in start[0], start
+        assert _get(port, "/snapshot.jpg")[0] == 200  # open, as it says
+    finally:
+        _stop(camera, run)

@@ -5,12 +5,22 @@
 otherwise (--preview-host 0.0.0.0 exposes the camera to the network). Frames are annotated
 and JPEG-encoded on the viewers' threads, only when someone is watching, so the pipeline
 pays nothing for an idle preview.
+
+Who may watch: a request must name this machine in its Host header (an IP address, localhost or this machine's
+names), so a web page in a browser on the Pi or the LAN cannot read the camera through DNS rebinding; and when
+EDGEEMBED_PREVIEW_PASSWORD is set, every page asks for it (HTTP Basic, any user name).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import errno
+import hmac
 import html
+import ipaddress
+import os
 import socket
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,13 +40,21 @@ SEND_TIMEOUT_S = 15.0  # a viewer that stops reading (a phone gone off the Wi-Fi
 # small preview (320x240, ~6 KB a frame) takes 45 s to fill: a stalled viewer held its place for 45-50 s. A fixed
 # buffer (the kernel doubles it) fills in a few seconds and still carries a 1080p preview over Wi-Fi.
 STREAM_SEND_BUFFER = 128 * 1024
+PASSWORD_ENV = "EDGEEMBED_PREVIEW_PASSWORD"  # never a command-line option: ps shows argv to every user
+REALM = "edgeembed"
 
 
 class PreviewServer:
     """Serves the newest frame; ``on_frame`` only stores a reference to it."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", title: str = "edgeembed"):
+    def __init__(self, port: int, host: str = "127.0.0.1", title: str = "edgeembed", password: str | None = None):
+        """``password``: what HTTP Basic auth must give (any user name); None takes $EDGEEMBED_PREVIEW_PASSWORD, and
+        "" or an unset variable means none."""
         self.host, self.title = host, title
+        if password is None:
+            password = os.environ.get(PASSWORD_ENV)
+        self.password = password.encode("utf-8") if password else None
+        self.host_names = own_host_names()
         self._cond = threading.Condition()
         self._frame: tuple[np.ndarray, Any] | None = None
         self._seq = 0
@@ -54,10 +72,17 @@ class PreviewServer:
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="edgeembed-preview", daemon=True)
         self._thread.start()
+        if self.password is None and not is_loopback(host):
+            print(f"edgeembed: note: the preview on {host or 'every address'} is open to every machine that can reach "
+                  f"this one, with no password; to ask for one, set {PASSWORD_ENV} in the environment (browsers then "
+                  "prompt once, any user name)", file=sys.stderr, flush=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        host = self.host
+        if host in ("", "0.0.0.0"):  # every address: name one a browser can open
+            host = _lan_address() or socket.gethostname()
+        return f"http://{host}:{self.port}/"
 
     def on_frame(self, record: Any, rgb: np.ndarray) -> None:
         with self._cond:
@@ -108,6 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if not self._allowed():
+            return
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             title = html.escape(self.preview.title)
@@ -127,8 +154,26 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found: try / or /stream.mjpg or /snapshot.jpg\n")
 
-    def _send(self, status: HTTPStatus, ctype: str, body: bytes) -> None:
+    def _allowed(self) -> bool:
+        """The Host check (DNS rebinding) and the password, if one is set; answers 403 / 401 when not allowed."""
+        host = self.headers.get("Host")
+        if host is not None and not host_is_ours(host, self.preview.host_names):
+            self._send(HTTPStatus.FORBIDDEN, "text/plain",
+                       f"forbidden: open the preview by this machine's address or name (e.g. {self.preview.url}), "
+                       "not through another name\n".encode())
+            return False
+        want = self.preview.password
+        if want is not None and not hmac.compare_digest(_basic_password(self.headers.get("Authorization")), want):
+            self._send(HTTPStatus.UNAUTHORIZED, "text/plain",
+                       f"this preview asks for a password (the one in {PASSWORD_ENV}; any user name)\n".encode(),
+                       {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
+            return False
+        return True
+
+    def _send(self, status: HTTPStatus, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -170,3 +215,84 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, TimeoutError):  # socket.timeout is TimeoutError
             return
+
+
+def _basic_password(header: str | None) -> bytes:
+    """The password of an ``Authorization: Basic`` header (user name ignored); b"" when there is none."""
+    if not header:
+        return b""
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return b""
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+    return decoded.partition(b":")[2]
+
+
+def own_host_names() -> frozenset[str]:
+    """The names a browser may use for this machine: localhost, its host name, that + .local (mDNS: how a Pi is
+    browsed, raspberrypi.local) and its fully qualified name."""
+    names = {"localhost"}
+    try:
+        host = socket.gethostname()
+        if host:
+            names |= {host, host + ".local"}
+        names.add(socket.getfqdn())
+    except OSError:
+        pass
+    return frozenset(n.lower().rstrip(".") for n in names if n)
+
+
+def host_is_ours(header: str, names: frozenset[str]) -> bool:
+    """Whether a Host header names this machine: an IP literal, or one of ``names`` (port stripped, IPv6 brackets
+    handled, any case, a trailing dot tolerated). A page fetched through an attacker's name (DNS rebinding) is not."""
+    h = header.strip().lower()
+    if h.startswith("["):  # [v6]:port
+        end = h.find("]")
+        if end < 0:
+            return False
+        rest = h[end + 1 :]
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return False
+        h = h[1:end]
+    elif h.count(":") == 1:  # name:port or v4:port
+        h, _, port = h.partition(":")
+        if not port.isdigit():
+            return False
+    if h.endswith("."):  # the fully qualified form of a name
+        h = h[:-1]
+    if not h:
+        return False
+    try:
+        ipaddress.ip_address(h.split("%", 1)[0])
+        return True
+    except ValueError:
+        return h in names
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the preview on this machine."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addrs = {a[4][0] for a in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addrs) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addrs)
+
+
+def _lan_address() -> str | None:
+    """This machine's address on its default route (a UDP socket's source address: nothing is sent), if any."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the route
+            addr = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if addr.startswith(("0.", "127.")) else addr
