@@ -18,7 +18,7 @@ import numpy as np
 from .backends import DelegateSpec, make_interpreter
 from .errors import InputError, ModelError
 from .preprocess import ImageLike, InputFormat, Preprocessor
-from .spec import ModelSpec, fingerprint_of, spec_from_metadata
+from .spec import METADATA_FIX, ModelSpec, fingerprint_of, spec_from_metadata
 from .tflite_file import read_tflite
 
 
@@ -130,6 +130,10 @@ class Embedder:
         scale, zp = self._output["quantization"]
         self._out_scale, self._out_zp = float(scale), int(zp)
         self.dim = int(np.prod(self._output["shape"][1:]))
+        if options.output is None and spec.embedding_dim is not None and spec.embedding_dim != self.dim:
+            raise ModelError(f"{self.model_path} has unusable edgeembed metadata: it says embedding_dim "
+                             f"{spec.embedding_dim}, but output {self._output['name']!r} gives {self.dim} numbers; "
+                             f"{METADATA_FIX}")
         self._behaviour: str | None = None
         self._probes: np.ndarray | None = None
         self._closed = False

@@ -15,9 +15,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import InputError, ModelError
+from .tflite_file import EDGEEMBED_ENTRY, EDGEEMBED_ENTRY_CAP, METADATA_FIX
 
-METADATA_NAME = "edgeembed"
+METADATA_NAME = EDGEEMBED_ENTRY
 SPEC_VERSION = 1
+TASKS = ("image", "face")
+MAX_METADATA_DEPTH = 64  # real metadata nests 4 levels; deeper JSON broke the parser (RecursionError at 100,000)
 RESIZE_MODES = ("center_crop", "letterbox", "stretch")
 COLOR_ORDERS = ("RGB", "BGR")
 
@@ -156,14 +159,116 @@ def default_preprocessing(dtype_name: str, quantization: tuple[float, int]) -> P
     return Preprocessing()
 
 
+def _unusable(name: str, what: str) -> ModelError:
+    return ModelError(f"{name} has unusable edgeembed metadata: {what}; {METADATA_FIX}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def metadata_json(blob: bytes, name: str = "model") -> dict:
+    """The JSON object of a model's edgeembed metadata entry. The file is anyone's: an entry that is too large, not
+    UTF-8 JSON, nested absurdly deep or not an object is one ModelError naming the file."""
+    if len(blob) > EDGEEMBED_ENTRY_CAP:
+        raise _unusable(name, f"{len(blob):,} bytes of it, where a real model holds a few KB")
+    try:
+        d = json.loads(blob.decode("utf-8"))
+    except RecursionError:
+        raise _unusable(name, "its JSON is nested too deeply to describe a model") from None
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        raise _unusable(name, f"it is not UTF-8 JSON ({' '.join(str(exc).split())[:120]})") from None
+    if not isinstance(d, dict):
+        raise _unusable(name, f"it is a JSON {type(d).__name__}, not an object")
+    stack: list[tuple[Any, int]] = [(d, 1)]
+    while stack:  # asdict and json.dumps recurse into it later: refuse what they cannot walk
+        value, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise _unusable(name, f"its JSON nests more than {MAX_METADATA_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return d
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def checked_spec(d: dict, name: str = "model") -> ModelSpec:
+    """The ModelSpec of a model's edgeembed metadata, every value the runtime uses checked for its type and range: a
+    threshold of "abc" or NaN became 0.5 for a face gallery (strangers accepted), an all-zero alignment template
+    matched a stranger at 0.993, and {} as the output was a traceback."""
+    for key, kind, what in (("preprocessing", dict, "an object"), ("extra", dict, "an object"),
+                            ("calibration", dict, "an object"), ("fidelity", dict, "an object"),
+                            ("architecture", str, "a string"), ("weights", str, "a string"), ("license", str, "a string")):
+        if d.get(key) is not None and not isinstance(d[key], kind):
+            raise _unusable(name, f"{key} is {_shown(d[key])}, not {what}")
+    out = d.get("embedding_output")
+    if out is not None and not (isinstance(out, str) or (isinstance(out, int) and not isinstance(out, bool))):
+        raise _unusable(name, f"embedding_output is {_shown(out)}, not an output's index or name")
+    dim = d.get("embedding_dim")
+    if dim is not None and not (isinstance(dim, int) and not isinstance(dim, bool) and dim > 0):
+        raise _unusable(name, f"embedding_dim is {_shown(dim)}, not a positive whole number")
+    if "task" in d and d["task"] not in TASKS:
+        raise _unusable(name, f"task is {_shown(d['task'])}, not one of {', '.join(TASKS)}")
+    try:
+        spec = ModelSpec.from_dict(d)
+    except (TypeError, ValueError, InputError) as exc:
+        raise _unusable(name, " ".join(str(exc).split())[:200]) from None
+    _check_extra(spec.extra, name)
+    return spec
+
+
+def _check_extra(extra: dict, name: str) -> None:
+    rec = extra.get("recommended_threshold")
+    if rec is not None:
+        value = rec.get("value") if isinstance(rec, dict) else rec
+        if not (_is_number(value) and -1.0 < value <= 1.0):
+            raise _unusable(name, f"recommended_threshold is {_shown(value)}, not a similarity threshold (a number "
+                                  "above -1 and at most 1)")
+    unrelated = extra.get("unrelated_similarity")
+    if unrelated is not None:
+        p99 = unrelated.get("p99") if isinstance(unrelated, dict) else unrelated
+        if not isinstance(unrelated, dict) or not (p99 is None or (_is_number(p99) and -1.0 <= p99 <= 1.0)):
+            raise _unusable(name, f"unrelated_similarity is {_shown(unrelated)}, not an object whose p99 is a "
+                                  "cosine (-1 to 1)")
+    classifier = extra.get("classifier_output")
+    if classifier is not None and not (isinstance(classifier, str) or (isinstance(classifier, int)
+                                                                     and not isinstance(classifier, bool))):
+        raise _unusable(name, f"classifier_output is {_shown(classifier)}, not an output's index or name")
+    if extra.get("face_alignment") is not None:
+        _check_alignment(extra["face_alignment"], name)
+
+
+def _check_alignment(info: Any, name: str) -> None:
+    """A face template: known, distinct keypoint names and as many finite [x, y] points (pixels of the model's input),
+    no two of them closer than a pixel (an all-zero template aligned every face to one point)."""
+    from .face.detector import KEYPOINT_NAMES  # noqa: PLC0415 - only for a face model's metadata
+
+    want = "{'keypoints': [2 or more of " + ", ".join(KEYPOINT_NAMES) + "], 'template': [[x, y] for each]}"
+    names, points = (info.get("keypoints"), info.get("template")) if isinstance(info, dict) else (None, None)
+    if (not isinstance(names, list) or not 2 <= len(names) <= len(KEYPOINT_NAMES)
+            or any(not isinstance(k, str) or k not in KEYPOINT_NAMES for k in names) or len(set(names)) != len(names)):
+        raise _unusable(name, f"face_alignment is {_shown(info)}, expected {want}")
+    if (not isinstance(points, list) or len(points) != len(names)
+            or any(not isinstance(p, list) or len(p) != 2 or not all(_is_number(v) and abs(v) <= 1e4 for v in p)
+                   for p in points)):
+        raise _unusable(name, f"face_alignment's template is {_shown(points)}, expected {len(names)} [x, y] pairs of "
+                              "pixel positions")
+    close = min(math.dist(a, b) for i, a in enumerate(points) for b in points[i + 1 :])
+    if close < 1.0:
+        raise _unusable(name, f"face_alignment's template {_shown(points)} puts two keypoints on one spot (every face "
+                              "would be squeezed to a point)")
+
+
 def spec_from_metadata(metadata: dict[str, bytes], dtype_name: str, quantization: tuple[float, int],
                        name: str = "model") -> ModelSpec:
     """Build the spec from a model's metadata entries (see tflite_file.read_tflite)."""
     if METADATA_NAME in metadata:
-        try:
-            return ModelSpec.from_dict(json.loads(metadata[METADATA_NAME].decode("utf-8")))
-        except (ValueError, TypeError) as exc:
-            raise ModelError(f"{name} has a corrupt edgeembed metadata entry ({exc}); re-convert or re-tag the model") from None
+        return checked_spec(metadata_json(metadata[METADATA_NAME], name), name)
     pre = default_preprocessing(dtype_name, quantization)
     std_meta = metadata.get("TFLITE_METADATA")
     if std_meta:
@@ -215,7 +320,7 @@ def model_file_task(path: Any) -> str | None:
 
     try:
         info = read_tflite(Path(path).read_bytes(), str(path))
-        task = json.loads(info.metadata[METADATA_NAME].decode("utf-8")).get("task")
-    except (OSError, ModelError, KeyError, ValueError, AttributeError):
+        task = metadata_json(info.metadata[METADATA_NAME], str(path)).get("task")
+    except (OSError, ModelError, KeyError):
         return None
     return task if task in ("image", "face") else None

@@ -24,6 +24,13 @@ _OPCODE_CUSTOM = 1
 _METADATA_NAME, _METADATA_BUFFER = 0, 1
 _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
 
+# edgeembed's own metadata (spec.METADATA_NAME) is a few KB of JSON; a file can say anything, and 300 MB of it took
+# 1.6 GB of memory and 8 s to parse before anything was said. A larger entry is refused before it is copied.
+EDGEEMBED_ENTRY = "edgeembed"
+EDGEEMBED_ENTRY_CAP = 1 << 20
+# what to do about a model file whose edgeembed metadata cannot be used: edgeembed's converters did not write it
+METADATA_FIX = "re-convert the model with edgeembed convert, or use a shipped model (models/)"
+
 
 class _Reader:
     """Minimal flatbuffer table access over a bytes object."""
@@ -132,6 +139,9 @@ def read_tflite(data: bytes, name: str = "model") -> TFLiteFile:
             bpos = r.field_pos(md, _METADATA_BUFFER)
             index = r.u32(bpos) if bpos is not None else 0
             if 0 <= index < len(buffers):
+                if md_name == EDGEEMBED_ENTRY and (size := _buffer_size(r, buffers[index])) > EDGEEMBED_ENTRY_CAP:
+                    raise ModelError(f"{name} has unusable edgeembed metadata: {size:,} bytes of it, where a real "
+                                     f"model holds a few KB (at most {EDGEEMBED_ENTRY_CAP:,} are read); {METADATA_FIX}")
                 metadata[md_name] = _buffer_bytes(r, buffers[index])
     except (struct.error, IndexError) as exc:
         reach = re.search(r"at least (\d+) bytes", str(exc))
@@ -139,6 +149,17 @@ def read_tflite(data: bytes, name: str = "model") -> TFLiteFile:
                   else " ".join(str(exc).split()))
         raise ModelError(f"{name} is a corrupt or truncated TFLite model ({detail}); re-download or re-convert it") from None
     return TFLiteFile(version=version, custom_ops=custom_ops, metadata=metadata, size=len(data))
+
+
+def _buffer_size(r: _Reader, buf: int) -> int:
+    """How many bytes ``_buffer_bytes`` would return, without copying them."""
+    vec = r.vector(buf, _BUFFER_DATA)
+    if vec is not None:
+        return min(vec[1], max(0, len(r.data) - vec[0]))
+    opos, spos = r.field_pos(buf, _BUFFER_OFFSET), r.field_pos(buf, _BUFFER_SIZE)
+    if opos is not None and spos is not None and r.u64(opos) > 1:
+        return min(r.u64(spos), max(0, len(r.data) - r.u64(opos)))
+    return 0
 
 
 def _buffer_bytes(r: _Reader, buf: int) -> bytes:
