@@ -386,7 +386,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from .gallery import DB_NAME, Gallery
+    from .gallery import DB_NAME, Gallery, check_label
     from .recognizer import collect_labelled, create_gallery, enroll, model_values, open_gallery_embedder
 
     if args.label is not None:
@@ -408,6 +408,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if not items:  # said before any model or gallery is opened, in both modes
         given = ", ".join(args.inputs)
         raise InputError(f"no pictures to enrol in {given} (the folder or list given holds none); nothing was enrolled")
+    for label in dict.fromkeys(label for label, _ in items):  # before any model is loaded or gallery created
+        check_label(label)
     exists = (Path(args.gallery) / DB_NAME).exists()
     gallery = Gallery.open(args.gallery) if exists else None
     if gallery is not None and args.mode is None:
@@ -544,7 +546,7 @@ def _has_pre_overrides(args: argparse.Namespace) -> bool:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from .gallery import Gallery, normal_label
+    from .gallery import Gallery, normal_label, shown_label
     from .recognizer import threshold_values
 
     with Gallery.open(args.gallery) as g:
@@ -558,9 +560,9 @@ def cmd_gallery(args: argparse.Namespace) -> int:
                 print(f"{info['gallery']}: {count_of(info['entries'], 'entry', 'entries')}, {count_of(info['label_count'], 'label')}, "
                       f"model {info['model']} ({info['dim']}-d, {info['mode']}), threshold {info['threshold']:.3f}")
                 for label, n in info["labels"].items():
-                    print(f"  {label}: {n}")
+                    print(f"  {shown_label(label)}: {n}")
                 for item in info.get("items", []):
-                    print(f"  #{item['id']} {item['label']} {item['source']}")
+                    print(f"  #{item['id']} {shown_label(item['label'])} {item['source']}")
             if info["model_file"] != "same":  # the commands that embed check the model; say it before they are run
                 print(f"note: the model file this gallery was enrolled with ({info['model']}) "
                       + {"missing": "is no longer there", "unreadable": "cannot be read"}.get(info["model_file"],
@@ -578,6 +580,14 @@ def cmd_gallery(args: argparse.Namespace) -> int:
             else:
                 raise InputError("gallery remove needs a LABEL or --entry ID")
             result.update(entries=len(g), threshold=g.threshold, threshold_source=g.meta.get("threshold_source", "default"))
+            # removing someone is forgetting them: their vectors go from the vector file too, not at some later compact
+            try:
+                result["erased_rows"] = g.compact()
+            except (OSError, GalleryError) as exc:
+                result["erased_rows"] = 0
+                print(f"edgeembed: warning: removed, but their vectors are still in {g.path}'s vector file (rewriting "
+                      f"it failed: {exc}); run 'edgeembed gallery compact --gallery {g.path}' when that is fixed",
+                      file=sys.stderr)
             _print(result) if args.json else print(f"removed {count_of(result['removed_entries'], 'entry', 'entries')}; {result['entries']} left"
                                                    + _threshold_change(before, g.threshold))
         elif args.action == "rename":
@@ -630,7 +640,7 @@ def still_pictures(args: argparse.Namespace, files: list[Path]) -> tuple[list[Pa
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
-    from .gallery import Gallery
+    from .gallery import Gallery, shown_label
     from .preprocess import still_images
     from .recognizer import open_gallery_embedder
 
@@ -674,9 +684,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
                        "time_ms": {"embed": round((t1 - t0) * 1000, 3), "search": round((t2 - t1) * 1000, 3)}}
                 _print(out)
             else:
-                label = r.label if r.label is not None else "unknown"
+                label = shown_label(r.label) if r.label is not None else "unknown"
                 # how far off an unknown was: the nearest label and the threshold it missed (for --threshold)
-                near = f" (nearest {r.matches[0].label}, threshold {r.threshold:.3f})" if r.label is None and r.matches else ""
+                near = f" (nearest {shown_label(r.matches[0].label)}, threshold {r.threshold:.3f})" if r.label is None and r.matches else ""
                 print(f"{f}: {label} {r.score:.3f}{near} ({(t2 - t0) * 1000:.1f} ms)")
     if failed == len(files):
         raise InputError(f"none of the {len(files)} images in {args.source} could be recognized (each is named above, "

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 import unicodedata
@@ -149,7 +150,9 @@ class Gallery:
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise GalleryError(f"{p} exists and is not a folder; a gallery is a folder, choose another path")
-        p.mkdir(parents=True, exist_ok=True)
+        # a new folder is its owner's alone: faces and the paths of the pictures they came from are personal data
+        # (a folder that already exists keeps the permissions its owner gave it)
+        p.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _creation_lock(p):  # two enrolments creating the same gallery: one creates, the other finds it
             if (p / DB_NAME).exists():
                 raise GalleryError(f"a gallery already exists at {p}; open it instead, or choose another path")
@@ -191,6 +194,7 @@ class Gallery:
         try:
             db = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
             db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA secure_delete=ON")  # a removed label's rows are overwritten, not left in free pages
             db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
             problem = db.execute("PRAGMA quick_check").fetchone()[0]  # every table and index, not only meta
             if problem != "ok":
@@ -223,6 +227,8 @@ class Gallery:
                 output=self.meta.get("output"))
             version = int(self.meta.get("format_version", 0))
             float(self.meta.get("threshold", DEFAULT_THRESHOLD))
+            _check_vector_file_name(self.meta.get("vectors_file", "vectors.f32"))
+            _check_row_count(self.meta.get("rows", 0))
             if not isinstance(self.binding.preprocessing, dict):
                 raise ValueError(f"preprocessing must be a mapping, got {self.binding.preprocessing!r}")
         except (sqlite3.DatabaseError, KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -398,7 +404,11 @@ class Gallery:
         return self.path / self.meta.get("vectors_file", "vectors.f32")
 
     def _committed_rows(self) -> int:
-        return int(json.loads(self._db.execute("SELECT value FROM meta WHERE key='rows'").fetchone()[0]))
+        try:
+            return _check_row_count(json.loads(self._db.execute("SELECT value FROM meta WHERE key='rows'").fetchone()[0]))
+        except (ValueError, TypeError) as exc:
+            raise GalleryError(f"{self.path} holds a damaged gallery (meta: {exc}); restore it from a backup "
+                               "(nothing was changed)") from None
 
     @contextlib.contextmanager
     def _snapshot(self):
@@ -565,7 +575,7 @@ class Gallery:
             raise InputError(f"vectors must be ({n}, {self.binding.dim}) for {n} labels, got {shape}")
         vectors = np.ascontiguousarray(_unit_rows(vectors, self.binding.dim, "vectors"), dtype="<f4")
         for name in set(labels):
-            _check_label(name)
+            check_label(name)
         labels = [normal_label(name) for name in labels]
         if n == 0:
             return []
@@ -624,7 +634,7 @@ class Gallery:
         the file is cut back to the committed rows: the half-written rows held the space a removal then needed.
         Unbuffered: a buffered file would retry its failed write when cut back or closed, and fail again."""
         committed = rows0 * self.binding.dim * 4
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # never through a link placed since the check
         try:
             os.ftruncate(fd, committed)  # drop rows of an enrolment that never committed
             data, at = memoryview(vectors.tobytes()), committed
@@ -647,7 +657,7 @@ class Gallery:
             self._db.execute("BEGIN IMMEDIATE")
             self._load_meta()
             path, committed = self._vectors_path, self._committed_rows() * self.binding.dim * 4
-            if path.exists() and path.stat().st_size > committed:
+            if path.is_file() and not path.is_symlink() and path.stat().st_size > committed:
                 os.truncate(path, committed)
 
     def _mark_write(self) -> None:
@@ -661,6 +671,10 @@ class Gallery:
         """The vector file, refused when it holds fewer than the ``rows`` committed rows (cut short or lost):
         writing to it would pad the gap, and every later answer would come from the wrong rows."""
         path = self._vectors_path
+        if path.is_symlink():  # writes would go wherever it points (cut to the row count, then overwritten)
+            raise GalleryError(f"{path} is a symbolic link (to {os.readlink(path)}); a gallery's vector file must be a "
+                               "file of its own in the gallery folder: replace the link by a copy of the file it "
+                               "points to (nothing was changed)")
         size = path.stat().st_size if path.exists() else 0
         row_bytes = self.binding.dim * 4
         if size < rows * row_bytes:
@@ -784,7 +798,7 @@ class Gallery:
     def rename(self, old: str, new: str, meta: MetaAfter | None = None) -> str:
         """Rename a label; renaming onto an existing label merges the two. Returns what happened: "renamed",
         "merged" or "unchanged" (``new`` is already its name). ``meta``: see ``_meta_after``."""
-        _check_label(new)
+        check_label(new)
         new = normal_label(new)
         with self._lock:
             try:
@@ -835,6 +849,7 @@ class Gallery:
                     self._verify_vectors(current, rows_total, old)  # a damaged file is not copied as if sound
                     # a name no file has: never the live file, even when the clock repeats (a board without a clock)
                     fd, new_path = _new_file(self.path, "vectors.", ".f32")
+                    os.fchmod(fd, stat.S_IMODE(current.stat().st_mode))  # a chmod 600 of the file it replaces stays
                     new_name = new_path.name
                     kept = np.ascontiguousarray(old[[r for _, r in live]])
                     with os.fdopen(fd, "wb") as f:
@@ -969,7 +984,8 @@ def _creation_lock(folder: Path):
 
 def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
     """A file no other has the name of, opened for writing, with the permissions any new file gets here (the
-    umask's; mkstemp's 0600 would lock out a recognizer running as another user)."""
+    umask's: a new gallery's folder, its owner's alone, is what keeps others out; mkstemp's 0600 would lock out a
+    recognizer running as another user the owner let into the folder)."""
     while True:
         path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
         try:
@@ -1021,9 +1037,44 @@ def _file_crc(path: Path, nbytes: int) -> int:
     return crc
 
 
-def _check_label(name: str) -> None:
+def _check_vector_file_name(name: Any) -> None:
+    """The vector file the database names: one of the names a gallery gives its own files, in its own folder. A
+    crafted or damaged name ('../notes.txt', an absolute path) would have an enrolment cut that file and write
+    into it."""
+    if not (isinstance(name, str) and OWN_VECTOR_FILE.fullmatch(name)):
+        raise ValueError(f"vectors_file must name a vector file in the gallery folder (vectors.f32 or "
+                         f"vectors.<hex>.f32), got {name!r}")
+
+
+def _check_row_count(rows: Any) -> int:
+    if type(rows) is not int or rows < 0:
+        raise ValueError(f"rows must be a whole number >= 0, got {rows!r}")
+    return rows
+
+
+# right-to-left and isolate overrides: a label holding one shows other text than it is (in a terminal, a log)
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _is_control(c: str) -> bool:
+    return unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS
+
+
+def check_label(name: str) -> None:
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"a label must be a non-empty string, got {name!r}")
+    bad = next((c for c in name if _is_control(c)), None)
+    if bad is not None:  # a folder of photos someone sent names the label: ESC[2J would clear the terminal it is shown in
+        raise InputError(f"a label must not hold control characters (a terminal or a log would obey them), got "
+                         f"{name!r} with {bad!r}: rename that folder, or give another label")
+
+
+def shown_label(name: str) -> str:
+    """A label as text output prints it: control characters as escapes (\\x1b, \\n), so that a label of a gallery from
+    before they were refused cannot clear a terminal or forge an output line."""
+    if not any(_is_control(c) for c in name):
+        return name
+    return "".join(c.encode("unicode_escape").decode("ascii") if _is_control(c) else c for c in name)
 
 
 def normal_label(name: str) -> str:

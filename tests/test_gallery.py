@@ -868,6 +868,8 @@ def test_new_gallery_files_get_the_usual_permissions_and_older_writers_are_toler
         os.umask(old_umask)
     for f in (tmp_path / "g").iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+    # ... inside a folder that is its owner's alone (faces are personal data): the owner lets others in, or not
+    assert stat.S_IMODE((tmp_path / "g").stat().st_mode) == 0o700
     recorded = g._db.execute("SELECT value FROM meta WHERE key = 'last_row_check'").fetchone()[0]
     g.add(["c"], rng.standard_normal((1, 4)).astype(np.float32), [None])
     g.close()
@@ -894,14 +896,15 @@ def test_a_full_disk_says_so_and_keeps_the_gallery(tmp_path, full_disk):
     more = _coil_pictures(tmp_path, "more", ("obj03",), range(0, 72, 2))
     gal = full_disk / "g"
     run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, pics, "--quiet", check=True)
-    run_cli("gallery", "remove", "obj02", "--gallery", gal, check=True)
+    run_cli("gallery", "remove", "obj02", "--gallery", gal, check=True)  # its vectors erased: a new vector file
+    vectors = next(gal.glob("vectors*.f32"))
     free = os.statvfs(full_disk).f_bavail * os.statvfs(full_disk).f_frsize
     (full_disk / "filler").write_bytes(b"\0" * max(0, free - 4096))
-    size = (gal / "vectors.f32").stat().st_size
+    size = vectors.stat().st_size
     p = run_cli("enroll", "--gallery", gal, more, "--quiet")
     assert p.returncode == 2 and "no space left" in p.stderr, p.stderr
     # the rows written before the disk filled are cut off again: they held the space the next removal needed
-    assert (gal / "vectors.f32").stat().st_size == size
+    assert vectors.stat().st_size == size
     for args in (("enroll", "--gallery", gal, more, "--quiet"), ("gallery", "compact", "--gallery", gal),
                  ("gallery", "rename", "obj01", "first", "--gallery", gal)):
         p = run_cli(*args)
@@ -912,7 +915,7 @@ def test_a_full_disk_says_so_and_keeps_the_gallery(tmp_path, full_disk):
     (full_disk / "filler").unlink()
     with Gallery.open(gal) as g:
         assert sum(g.labels().values()) == 6 and g.matrix.shape == (6, g.binding.dim)
-    assert sorted(f.name for f in gal.iterdir()) == ["gallery.sqlite", "vectors.f32"]  # no half-written copy
+    assert sorted(f.name for f in gal.iterdir()) == ["gallery.sqlite", vectors.name]  # no half-written copy
 
 
 def test_another_gallerys_vector_file_is_refused(tmp_path):
@@ -1016,7 +1019,9 @@ def test_compaction_removes_only_its_own_vector_files(tmp_path):
 @pytest.mark.parametrize("key, value, needle", [("format_version", '"abc"', "meta: invalid literal"),
                                                 ("threshold", '"high"', "meta: could not convert"),
                                                 ("preprocessing", "{}", "records no mean, std"),
-                                                ("entry_row", "99999", "points to row 99999")])
+                                                ("entry_row", "99999", "points to row 99999"),
+                                                ("rows", '"abc"', "rows must be a whole number"),
+                                                ("rows", "1e400", "rows must be a whole number")])
 def test_damaged_gallery_metadata_is_one_line(tmp_path, key, value, needle):
     """Hand-edited or damaged values in the database were Python tracebacks (exit 1)."""
     import sqlite3
@@ -1092,3 +1097,88 @@ def test_an_add_refused_before_writing_leaves_a_foreign_vector_file_alone(tmp_pa
         a.add(["z"], rng.standard_normal((1, 4)).astype(np.float32))
     assert (tmp_path / "a" / "vectors.f32").read_bytes() == foreign
     a.close()
+
+
+@pytest.mark.parametrize("how", ["relative name", "absolute name", "symbolic link"])
+def test_a_vector_file_outside_the_gallery_is_never_written(tmp_path, how):
+    """A gallery restored from someone else's copy, or a folder others can write to, named a vector file outside
+    itself ('../notes.txt', an absolute path) or held a link as vectors.f32: an enrolment cut that file to the row
+    count and wrote vectors over it (a 900-byte text became 512 bytes of float32). Refused in one line, untouched."""
+    import sqlite3
+
+    gal, outside = tmp_path / "g", tmp_path / "notes.txt"
+    outside.write_text("my notes\n" * 100)
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal,
+            _coil_pictures(tmp_path, "p", ("obj01",), range(0, 72, 12)), "--quiet", check=True)
+    run_cli("gallery", "remove", "--gallery", gal, "obj01", check=True)  # 0 rows: nothing to check the file against
+    with sqlite3.connect(gal / "gallery.sqlite") as db:
+        name = {"relative name": "../notes.txt", "absolute name": str(outside), "symbolic link": "vectors.f32"}[how]
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_file', ?)", (json.dumps(name),))
+    if how == "symbolic link":
+        for f in gal.glob("vectors*.f32"):
+            f.unlink()
+        (gal / "vectors.f32").symlink_to("../notes.txt")
+    before = outside.read_bytes()
+    for args in (("enroll", "--gallery", gal, "--label", "x", DATA / "coil20" / "obj09" / "000.png", "--quiet"),
+                 ("gallery", "compact", "--gallery", gal), ("gallery", "list", "--gallery", gal)):
+        p = run_cli(*args)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, (args, p.stderr)
+        assert ("symbolic link" if how == "symbolic link" else "vectors_file must name a vector file") in p.stderr
+    assert outside.read_bytes() == before
+
+
+def test_removing_a_label_erases_its_vectors_from_the_gallerys_files(tmp_path):
+    """Removing someone is forgetting them: their vectors stayed byte for byte in the vector file until a separate
+    'gallery compact' nobody was told to run, and SQLite keeps deleted rows in free pages unless told otherwise."""
+    import stat
+
+    gal = tmp_path / "g"
+    pics = _coil_pictures(tmp_path, "p", ("obj01", "obj02", "obj04"), range(0, 72, 12))
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, pics, "--quiet", check=True)
+    (gal / "vectors.f32").chmod(0o600)  # the owner's own tightening survives the rewrite
+    with Gallery.open(gal) as g:
+        rows = [r for (r,) in g._db.execute("SELECT e.row FROM entries e JOIN labels l ON l.id = e.label_id "
+                                            "WHERE l.name = 'obj02'")]
+        stored = (gal / g.meta["vectors_file"]).read_bytes()
+        row_bytes = g.binding.dim * 4
+        gone = [stored[r * row_bytes:(r + 1) * row_bytes] for r in rows]  # her vectors as the file holds them
+        sources = [e["source"] for e in g.entries() if e["label"] == "obj02"]
+        assert g._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert len(gone) == 6
+    p = run_cli("gallery", "remove", "--gallery", gal, "obj02", "--json", check=True)
+    assert json.loads(p.stdout)["erased_rows"] == 6 and p.stderr == ""
+    files = [f for f in gal.iterdir() if f.is_file()]
+    data = b"".join(f.read_bytes() for f in files)
+    assert not any(row in data for row in gone)
+    assert b"obj02" not in data and not any(s.encode() in data for s in sources)
+    vec = next(f for f in files if f.suffix == ".f32")
+    assert stat.S_IMODE(vec.stat().st_mode) == 0o600
+    with Gallery.open(gal) as g:
+        assert g.labels() == {"obj01": 6, "obj04": 6}
+
+
+def test_a_label_with_control_characters_is_refused_and_an_older_one_is_shown_escaped(tmp_path):
+    """A label comes from a folder name, so a folder of photos someone sends can carry ESC[2J (clear the screen), a
+    window-title sequence or a newline that forges an output line. New labels refuse them; a label an older version
+    stored is printed with escapes."""
+    import sqlite3
+
+    pics = _coil_pictures(tmp_path, "p", ("obj01",), range(0, 72, 24))
+    bad = pics / "evil\x1b[2J\nenrolled 0 images"
+    (pics / "obj01").rename(bad)
+    gal = tmp_path / "g"
+    p = run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, pics, "--quiet")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "control characters" in p.stderr, p.stderr
+    assert "\x1b" not in p.stderr and "rename that folder" in p.stderr
+    assert not (gal / "gallery.sqlite").exists() or Gallery.open(gal).labels() == {}
+    # an older gallery's label, as an edgeembed before the refusal stored it
+    bad.rename(pics / "obj01")
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal, pics, "--quiet", check=True)
+    with sqlite3.connect(gal / "gallery.sqlite") as db:
+        db.execute("UPDATE labels SET name = ?", ("evil\x1b[2J\nforged",))
+    p = run_cli("gallery", "list", "--gallery", gal, check=True)
+    assert "\x1b" not in p.stdout and "evil\\x1b[2J\\nforged" in p.stdout, p.stdout
+    p = run_cli("recognize", "--gallery", gal, "--source", DATA / "coil20" / "obj01" / "003.png", check=True)
+    assert "\x1b" not in p.stdout and "evil\\x1b[2J\\nforged" in p.stdout, p.stdout
+    p = run_cli("gallery", "rename", "--gallery", gal, "evil\x1b[2J\nforged", "bell\x07")
+    assert p.returncode == 2 and "control characters" in p.stderr

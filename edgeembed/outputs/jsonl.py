@@ -8,6 +8,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..gallery import shown_label
+
 
 class JsonLinesSink:
     """``{"frame", "label", "score", ...}`` per frame and ``{"event", "label", "frame", ...}`` per event, each with
@@ -46,7 +48,7 @@ class TextSink:
     def on_event(self, event: dict) -> None:
         if event.get("event") in ("appeared", "left"):
             where = f" (face {event['track']} at {event['box']})" if event.get("box") else ""
-            label = event["label"] if event["label"] is not None else "unknown"
+            label = shown_label(event["label"]) if event["label"] is not None else "unknown"
             # a label that leaves because the run stopped says so: it was not seen going
             why = {"end": ", at the end of the run", "source_lost": ", the camera was lost",
                    "error": ", the run stopped on an error"}.get(event.get("reason"), "")
