@@ -295,17 +295,51 @@ def test_a_stranger_whose_best_match_wanders_is_unknown_not_the_last_label(tmp_p
     assert left and left[0]["frame"] < 10 + 5 and left[0].get("reason") != "end"
 
 
-def test_a_full_disk_under_the_annotated_video_stops_the_run_with_one_line(coil, tmp_path, monkeypatch, capsys):
-    """cv2.VideoWriter reports no write errors: the free space is checked as the file grows. The disk is
-    made to look full by raising the sink's floor (the real check, on this machine's statvfs)."""
+def test_a_full_disk_stops_the_recording_not_the_run(coil, tmp_path, monkeypatch, capsys):
+    """cv2.VideoWriter reports no write errors: the free space is checked as the file grows. A full disk ended the
+    whole run (recognition, MQTT: a service then looped on restarts, each emptying the file); now the recording stops
+    with one line, complete and readable, and recognition goes on. The disk is made to look full by raising the
+    sink's floor after the first frames (the real check, on this machine's statvfs)."""
     from edgeembed.cli import main
     from edgeembed.outputs.video import AnnotatedVideoSink
 
-    monkeypatch.setattr(AnnotatedVideoSink, "MIN_FREE_BYTES", 1 << 62)
-    rc = main(["recognize", "--gallery", str(coil["gallery"]), "--source", str(coil["clip"]),
-               "--output", str(tmp_path / "out.avi"), "--max-frames", "10"])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edgeembed: error")]
-    assert rc != 0 and len(err) == 1 and "no space left on the device: writing the annotated video" in err[0]
+    real_floor = AnnotatedVideoSink._floor
+    monkeypatch.setattr(AnnotatedVideoSink, "_floor",
+                        lambda self, st: real_floor(self, st) if self.written < 31 else 1 << 62)
+    out = tmp_path / "out.avi"
+    rc = main(["recognize", "--gallery", str(coil["gallery"]), "--source", str(coil["clip"]), "--json",
+               "--output", str(out), "--max-frames", "60"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    rows, _ = parse_jsonl(captured.out)
+    assert len(rows) == 60, "recognition went on after the recording stopped"
+    warned = [line for line in captured.err.splitlines() if "recording stopped" in line]
+    assert len(warned) == 1 and "the disk is (almost) full" in warned[0] and "--output-segment" in warned[0]
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 31, "the recording up to the full disk is kept, readable"
+
+
+def test_a_restarted_run_keeps_the_earlier_recording(coil, tmp_path):
+    """Each start of a service reopened --output and emptied it: the restart after a power cut wiped the .mkv that
+    was chosen to survive it. An existing recording is kept and the run records beside it."""
+    out = tmp_path / "door.avi"
+    for _ in range(3):
+        p = run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"], "--max-frames", "20",
+                    "--output", out)
+        assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in tmp_path.glob("door*.avi")) == ["door-2.avi", "door-3.avi", "door.avi"]
+    assert "door.avi holds an earlier run's recording, which is kept: this run records to door-3.avi" in p.stderr
+    for f in tmp_path.glob("door*.avi"):
+        cap = cv2.VideoCapture(str(f))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+        assert n == 20, f
 
 
 def test_live_annotated_video_shows_each_picture_from_the_moment_it_came(tmp_path):

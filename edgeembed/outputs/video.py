@@ -3,7 +3,10 @@
 A recording is copied frame for frame at its own rate. A live source is written on the wall clock
 (each processed frame repeated, or skipped, to fill the time it stood for), so the file plays at the
 speed things happened however fast the board processed them. cv2.VideoWriter reports no write
-errors, so the free space is checked as the file grows: a full disk stops the run with one line.
+errors, so the free space is checked as the file grows: a full disk stops the recording with one line, and
+recognition and the other outputs go on. An existing file is never written over: a service restarted after a
+power cut, a lost camera or a reboot would empty the recording it was meant to keep; the run takes NAME-2.EXT,
+NAME-3.EXT, ... instead.
 
 A camera that runs for days can write segments instead of one file (``segment_s``): NAME-YYYYmmdd-HHMMSS.EXT,
 each that many seconds of video; the oldest (earlier runs' segments of the same NAME included) are removed
@@ -11,9 +14,9 @@ beyond ``keep`` or when the disk fills (loop recording: the run goes on).
 """
 from __future__ import annotations
 
-import errno
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,9 @@ class AnnotatedVideoSink:
 
     MAX_HOLD_S = 2  # a live frame stands for at most this long in the file
     MIN_FREE_BYTES = 4 << 20  # stop before the disk is full: the last frames and the file's index still fit
+    # ... and leave the rest of the system room too (on a Pi the card is the root file system: the journal, apt,
+    # the gallery): 5% of the file system, at most 1 GB
+    FREE_FRACTION, MAX_FLOOR_BYTES = 0.05, 1 << 30
 
     def __init__(self, path: str, fps: float | None = None, live: bool = False, source: str | None = None,
                  segment_s: float | None = None, keep: int | None = None):
@@ -69,14 +75,18 @@ class AnnotatedVideoSink:
         self.frames = 0  # processed frames written (a live frame repeated counts once)
         self.written = 0  # frames in the file
         self.closed = False
+        self.stopped: str | None = None  # why the recording stopped while the run goes on (a full disk)
+        self.log = lambda msg: print(f"edgeembed: {msg}", file=sys.stderr, flush=True)
 
     def on_frame(self, record: Any, rgb: np.ndarray) -> None:
         if self.closed:  # opening the writer again would start the finished file over
             raise InputError(f"the annotated video {self.path} is closed; make a new AnnotatedVideoSink for more frames")
+        if self.stopped:
+            return
         img = annotate(rgb, record)
         if self._writer is None:
             self._size = (img.shape[1], img.shape[0])
-            self._open(self._segment_path() if self.segment_s else self.path)
+            self._open(self._segment_path() if self.segment_s else self._free_path())
         if (img.shape[1], img.shape[0]) != self._size:
             img = cv2.resize(img, self._size)
         if self.live:  # the previous picture fills the time until this one came, at self.fps
@@ -91,6 +101,8 @@ class AnnotatedVideoSink:
                 return
             for _ in range(pad if self._last is not None else 0):
                 self._write(self._last)
+                if self.stopped:
+                    return
             self._last = img
         self._write(img)
         self.frames += 1
@@ -107,6 +119,18 @@ class AnnotatedVideoSink:
             self._segment_start = self.written
             while self.keep is not None and len(self.segments) > self.keep:
                 self._drop_oldest()
+
+    def _free_path(self) -> Path:
+        """--output, or NAME-2.EXT, NAME-3.EXT, ... when it holds a recording already (an earlier run's)."""
+        path, n = self.path, 1
+        while path.exists() and path.stat().st_size > 0:
+            n += 1
+            path = self.path.with_name(f"{self.path.stem}-{n}{self.path.suffix}")
+        if path != self.path:
+            self.log(f"{self.path} holds an earlier run's recording, which is kept: this run records to {path.name} "
+                     "(remove the file, or give another --output, to use its name)")
+        self.path = path
+        return path
 
     def _drop_oldest(self) -> None:
         self.segments.pop(0).unlink(missing_ok=True)
@@ -135,19 +159,29 @@ class AnnotatedVideoSink:
             self._checked_at = self.written
             self._check_space()
 
+    def _floor(self, st: os.statvfs_result) -> int:
+        return max(self.MIN_FREE_BYTES, min(int(self.FREE_FRACTION * st.f_blocks * st.f_frsize), self.MAX_FLOOR_BYTES))
+
     def _check_space(self) -> None:
         try:
             st = os.statvfs(self.path.parent)
         except (OSError, AttributeError):  # no statvfs (Windows): nothing to check with
             return
-        # loop recording: the oldest finished segments (earlier runs' included) make room before the run is stopped
-        while st.f_bavail * st.f_frsize < self.MIN_FREE_BYTES and len(self.segments) > 1:
+        floor = self._floor(st)
+        # loop recording: the oldest finished segments (earlier runs' included) make room before recording stops
+        while st.f_bavail * st.f_frsize < floor and len(self.segments) > 1:
             self._drop_oldest()
             st = os.statvfs(self.path.parent)
-        if st.f_bavail * st.f_frsize < self.MIN_FREE_BYTES:
+        if st.f_bavail * st.f_frsize < floor:
+            # the file is closed complete (readable, indexed); recognition, MQTT and the rest are not stopped for it
             where = self.segments[-1] if self.segments else self.path
-            raise OSError(errno.ENOSPC, f"writing the annotated video {where}: the disk is (almost) full "
-                                        f"after {self.frames} frames; free some space or choose another --output")
+            self.stopped = (f"the disk is (almost) full ({st.f_bavail * st.f_frsize >> 20} MB free, "
+                            f"{floor >> 20} MB kept for the system)")
+            self._writer.release()
+            self._writer = None
+            self.log(f"warning: recording stopped: {self.stopped}; {where} keeps its {self.frames} frames; "
+                     "recognition and the other outputs go on. Free some space and restart to record again, or "
+                     "record in a loop with --output-segment MINUTES (the oldest segments make room)")
 
     def on_event(self, event: dict) -> None:
         pass
