@@ -44,6 +44,14 @@ class SourceError(EdgeEmbedError):
     """A camera, stream, video or folder source cannot be opened or has gone away."""
 
 
+class SourceUnavailableError(SourceError):
+    """A live source that is not there now: a camera not plugged in, a stream not up (yet), one that went away and
+    stayed away past the reconnect timeout. It may come back, so it exits 75 (EX_TEMPFAIL), not 2: a service
+    manager can start such a run again and leave a mistake (exit 2: a missing gallery, a changed model) alone."""
+
+    exit_code = 75
+
+
 class MissingExtraError(EdgeEmbedError):
     """An optional dependency is not installed; the message names the pip extra."""
 

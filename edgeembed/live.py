@@ -129,12 +129,16 @@ def _close_all(items: list[Any]) -> None:
 
 
 class _Terminate:
-    """SIGTERM (systemd stop) ends the run like Ctrl-C: outputs are closed, MQTT says offline."""
+    """SIGTERM (systemd stop) and SIGHUP (the terminal closed, or a HUP sent to reload) end the run like Ctrl-C:
+    the labels in view leave, outputs are closed, MQTT says offline (SIGHUP killed at once, the retained state
+    naming a label no longer in view)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
     def __enter__(self) -> "_Terminate":
-        self.old = None
+        self.old: dict = {}
         if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGTERM, self._raise)
+            self.old = {sig: signal.signal(sig, self._raise) for sig in self.SIGNALS}
         return self
 
     @staticmethod
@@ -142,8 +146,8 @@ class _Terminate:
         raise KeyboardInterrupt
 
     def __exit__(self, *exc: object) -> None:
-        if self.old is not None:
-            signal.signal(signal.SIGTERM, self.old)
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
 
 
 class _ProgressSink:

@@ -414,6 +414,18 @@ def test_a_systemd_stop_ends_the_run_with_reason_end_everywhere(gallery, tmp_pat
     assert configs and set(configs) == {"homeassistant/sensor/edgeembed_K_che_a5e641/config"}
 
 
+def test_a_hangup_ends_the_run_as_a_stop_does(gallery, tmp_path):
+    """SIGHUP (the terminal of an ssh session closed, or a HUP sent to reload) killed at once: no `left`, the retained
+    state kept naming obj01 for good, and only the broker's last will said offline. It now ends like SIGTERM."""
+    import signal
+
+    sub, events, _ = _stopping_run(gallery, tmp_path, "door", lambda run: run.proc.send_signal(signal.SIGHUP))
+    assert [(e["event"], e["label"], e.get("reason")) for e in events] == [("appeared", "obj01", None),
+                                                                           ("left", "obj01", "end")]
+    assert json.loads(sub.on("edgeembed/door/state")[-1])["label"] is None
+    assert sub.on("edgeembed/door/availability")[-1] == "offline"
+
+
 def test_a_consumer_closing_stdout_leaves_mqtt_its_end_of_run_events(gallery, tmp_path):
     """`recognize --json --mqtt ... | head`: the closed pipe ends the run, and MQTT still gets obj01's `left`
     (the failing stdout output kept every later output from the end-of-run events)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, SourceUnavailableError
 from ..preprocess import quiet_opencv_logs, to_rgb
 from .base import FrameSource, StatusCallback
 
@@ -105,7 +105,7 @@ class OpenCVSource(FrameSource):
         cap = self._capture()
         if not cap.isOpened():
             cap.release()
-            raise SourceError(self._open_failure())
+            raise (SourceError if self.kind == "file" else SourceUnavailableError)(self._open_failure())
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.native_fps = float(fps) if fps and 0 < fps < 1000 else None
@@ -188,7 +188,7 @@ class OpenCVSource(FrameSource):
         while not self._stop.is_set():
             left = self.reconnect_timeout - (time.monotonic() - start)
             if left <= 0:
-                raise SourceError(f"{self.name}: gave up after {self.reconnect_timeout:g} s and {attempt} reconnect "
+                raise SourceUnavailableError(f"{self.name}: gave up after {self.reconnect_timeout:g} s and {attempt} reconnect "
                                   "attempts without a frame; check the camera or stream, then restart")
             waited = min(delay, left)
             if self._stop.wait(waited):

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 import cv2
 import numpy as np
 
-from ..errors import InputError, SourceError
+from ..errors import InputError, SourceError, SourceUnavailableError
 from ..preprocess import to_rgb
 from .base import FrameSource, StatusCallback, parse_resolution
 
@@ -149,7 +149,7 @@ class Picamera2Source(FrameSource):
         try:
             array = self._cam.capture_array(self.stream)
         except Exception as exc:
-            raise SourceError(f"{self.name} stopped delivering frames ({exc}); check the camera connection") from None
+            raise SourceUnavailableError(f"{self.name} stopped delivering frames ({exc}); check the camera connection") from None
         return picamera2_to_rgb(array, self.opts["format"], self.size)
 
     def _close(self) -> None:
