@@ -491,14 +491,18 @@ def locked_broker(tmp_path_factory):
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
             "server.pem", "-days", "30", "-extfile", "san.cnf")
     subprocess.run([MOSQUITTO_PASSWD, "-b", "-c", str(d / "passwd"), "ada", "two words"], check=True)
-    plain, tls = free_port(), free_port()
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "expired.pem", "-days", "-1", "-extfile", "san.cnf")  # valid until yesterday
+    plain, tls, expired = free_port(), free_port(), free_port()
     # run as root, mosquitto drops to its own user, which cannot read pytest's private folders: it keeps root here
     broker = Broker(d, plain, ("user root\n" if os.geteuid() == 0 else "") + "per_listener_settings true\n" +
                               f"listener {plain} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
                               f"listener {tls} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
                               f"cafile {d / 'ca.pem'}\ncertfile {d / 'server.pem'}\nkeyfile {d / 'server.key'}\n"
+                              f"listener {expired} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
+                              f"cafile {d / 'ca.pem'}\ncertfile {d / 'expired.pem'}\nkeyfile {d / 'server.key'}\n"
                               "persistence false\n").start()
-    broker.tls_port, broker.dir = tls, d
+    broker.tls_port, broker.expired_port, broker.dir = tls, expired, d
     yield broker
     broker.stop()
 
@@ -530,22 +534,16 @@ def test_a_broker_that_wants_a_login_and_tls_gets_them(gallery, locked_broker, t
     assert sub.on("edgeembed/porch/availability") == ["online", "offline"] * 2
 
 
-@pytest.mark.parametrize("case", ["no login", "wrong password", "untrusted certificate", "CA not a certificate", "password in address",
-                                  "user without --mqtt", "missing password file", "password without user"])
-def test_a_login_or_certificate_the_broker_refuses_is_one_line_and_exit_2(gallery, locked_broker, tmp_path, case):
-    """What no retry cures ends the run at once, naming the option that fixes it; recognition used to go on with the
-    broker's refusal logged at every retry, and nothing ever published."""
+@pytest.mark.parametrize("case", ["CA not a certificate", "password in address", "user without --mqtt",
+                                  "missing password file", "password without user"])
+def test_a_login_given_wrongly_on_this_machine_is_one_line_and_exit_2(gallery, locked_broker, tmp_path, case):
+    """What is wrong on this machine's side (and would be wrong on every retry) ends the run at once, naming the
+    option that fixes it, before the first frame; the password never shows."""
     b = locked_broker
     write_clip(tmp_path / "clip.avi", coil_segments(["obj01"], step=8))
-    (tmp_path / "pw").write_text("wrong\n")
     opts, env, expect = {
-        "no login": ([f"localhost:{b.port}"], {}, ["refused a client without a user", "--mqtt-user NAME"]),
-        "wrong password": ([f"localhost:{b.port}", "--mqtt-user", "ada", "--mqtt-password-file", tmp_path / "pw"], {},
-                           ["refused user 'ada'", "check --mqtt-user and the password"]),
-        "untrusted certificate": ([f"mqtts://localhost:{b.tls_port}", "--mqtt-user", "ada"],
-                                  {"EDGEEMBED_MQTT_PASSWORD": "two words"}, ["certificate is not trusted", "--mqtt-ca FILE"]),
         "CA not a certificate": ([f"localhost:{b.tls_port}", "--mqtt-ca", b.dir / "server.key", "--mqtt-user", "ada"], {},
-                       ["--mqtt-ca", "not a PEM certificate"]),
+                                 ["--mqtt-ca", "not a PEM certificate"]),
         "password in address": ([f"ada:two words@localhost:{b.port}"], {}, ["takes no user or password", "'ada'@..."]),
         "user without --mqtt": (None, {}, ["--mqtt-user is for the MQTT output: add --mqtt HOST[:PORT]"]),
         "missing password file": ([f"localhost:{b.port}", "--mqtt-user", "ada", "--mqtt-password-file",
@@ -561,6 +559,34 @@ def test_a_login_or_certificate_the_broker_refuses_is_one_line_and_exit_2(galler
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgeembed: error: "), p.stderr
     assert all(e in lines[0] for e in expect), lines[0]
+    assert "two words" not in p.stderr
+
+
+@pytest.mark.parametrize("case", ["no login", "wrong password", "untrusted certificate", "expired certificate"])
+def test_a_login_or_certificate_the_broker_refuses_is_said_once_and_retried(gallery, locked_broker, tmp_path, case):
+    """A refused login or certificate was logged at every retry with no hint. It is now one line naming the fix,
+    and retried while recognition goes on: a wrong password looks the same as a broker still starting at boot
+    (Home Assistant's add-on asks Home Assistant, which may be restarting), and a Pi without a clock finds a
+    certificate not yet valid until NTP has set it; exiting would leave the service dead (exit 2 is not restarted)."""
+    b = locked_broker
+    write_clip(tmp_path / "clip.avi", coil_segments(["obj01", "obj02", "obj01", "obj02"], step=1))  # ~4 s: retries
+    (tmp_path / "pw").write_text("wrong\n")
+    opts, env, expect = {
+        "no login": ([f"localhost:{b.port}"], {}, ["refused a client without a user", "--mqtt-user NAME"]),
+        "wrong password": ([f"localhost:{b.port}", "--mqtt-user", "ada", "--mqtt-password-file", tmp_path / "pw"], {},
+                           ["refused user 'ada'", "check --mqtt-user and the password"]),
+        "untrusted certificate": ([f"mqtts://localhost:{b.tls_port}", "--mqtt-user", "ada"],
+                                  {"EDGEEMBED_MQTT_PASSWORD": "two words"}, ["certificate is not trusted", "--mqtt-ca FILE"]),
+        "expired certificate": ([f"mqtts://localhost:{b.expired_port}", "--mqtt-ca", b.dir / "ca.pem", "--mqtt-user", "ada"],
+                                {"EDGEEMBED_MQTT_PASSWORD": "two words"}, ["certificate has expired", "clock right"]),
+    }[case]
+    p = run_cli("recognize", "--gallery", gallery / "g", "--source", tmp_path / "clip.avi", "--json",
+                "--mqtt", *opts, env={"EDGEEMBED_MQTT_PASSWORD": "", **env})
+    assert p.returncode == 0, p.stderr
+    rows, events = parse_jsonl(p.stdout)
+    assert len(rows) == 4 * 72 and [e["label"] for e in events if e["event"] == "appeared"] == ["obj01", "obj02"] * 2
+    said = [line for line in p.stderr.splitlines() if "retrying in the background" in line]
+    assert len(said) == 1 and all(e in said[0] for e in expect), p.stderr
     assert "two words" not in p.stderr
 
 

@@ -20,9 +20,9 @@ the current one. At QoS 0 what happened while the broker was away is not replaye
 re-published on reconnect is the current one.
 
 A broker that wants a login gets ``username``/``password`` (the command line takes the password from the
-environment or a file, never from argv); ``mqtts://`` or ``tls`` verify the broker's certificate. A login or
-certificate refused at the first connection raises InputError (no retry cures it); a refusal later is logged once
-and retried, as a broker that is down is.
+environment or a file, never from argv); ``mqtts://`` or ``tls`` verify the broker's certificate. A refused login or
+certificate is logged once, naming the fix, and retried as a broker that is down is: at boot a broker still starting
+refuses logins, and a Pi without a clock finds certificates not yet valid.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from ..errors import InputError, require
 DEFAULT_PORT = 1883
 TLS_PORT = 8883
 PASSWORD_ENV = "EDGEEMBED_MQTT_PASSWORD"
-# CONNACK reasons a retry cannot cure: wrong credentials, none given to a broker that wants them
+# CONNACK reasons that are about the login: the message names the options that give it
 AUTH_REFUSALS = {134: "Bad user name or password", 135: "Not authorized", 140: "Bad authentication method"}
 # The sensor's value: the label; else 'unknown' while a face no enrolled label holds is in view, 'none' for an empty
 # scene. Image mode's state has no "unknown" count (its whole frame is never a face): no match still reads 'unknown'.
@@ -160,8 +160,8 @@ class MqttSink:
                  password: str | None = None, tls: bool = False, ca_file: str | None = None):
         """``username``/``password`` log in (a Home Assistant Mosquitto add-on takes no anonymous client); ``tls``
         (or an mqtts:// broker, or a ``ca_file``) verifies the broker's certificate against the system's CAs, or
-        against ``ca_file`` for a broker with its own CA. A refusal of the login or of the certificate at the
-        first connection raises InputError: retrying cannot cure it. A broker that is down is retried."""
+        against ``ca_file`` for a broker with its own CA. A refused login or certificate is logged once and retried,
+        as a broker that is down is."""
         mqtt = require("paho.mqtt.client", "mqtt", "MQTT output")
         self.host, self.port, tls = parse_broker(broker, tls or ca_file is not None)
         if password is not None and username is None:
@@ -186,9 +186,6 @@ class MqttSink:
         self._first_try = threading.Event()
         self._warned_down = False
         self._last_refusal: str | None = None  # said once, not at every retry
-        self._fatal: str | None = None  # a refusal at the first connection that no retry cures
-        self._starting = True  # until the first connection's wait is over: such a refusal raises, later it is logged
-        self._start_lock = threading.Lock()
         self.published = 0
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeembed-{camera_id(camera)}-{id(self) & 0xffff:x}")
         if username is not None:
@@ -205,11 +202,6 @@ class MqttSink:
         client.loop_start()
         # give a reachable broker a moment, so the first events are not lost; a down broker costs no more
         answered = self._first_try.wait(connect_wait)
-        with self._start_lock:
-            self._starting = False
-        if self._fatal is not None:
-            client.loop_stop()
-            raise InputError(self._fatal)
         if not answered and not self._warned_down:
             # no answer at all: a host that drops the packets (a firewall, a wrong address) is tried for longer
             self._warned_down = True
@@ -230,7 +222,7 @@ class MqttSink:
                        f"it wants a login: --mqtt-user NAME, with the password in {PASSWORD_ENV} or "
                        "--mqtt-password-file FILE")
                 who = f"user {self.username!r}" if self.username is not None else "a client without a user"
-                self._refuse(f"mqtt: {self._where()} refused {who} ({reason}); {fix}", fatal=True)
+                self._refuse(f"mqtt: {self._where()} refused {who} ({reason}); {fix}; retrying in the background")
             else:
                 self._refuse(f"mqtt: {self._where()} refused the connection ({reason}); retrying in the background")
             self._first_try.set()
@@ -253,13 +245,10 @@ class MqttSink:
             if state is not None:
                 client.publish(self.topics["state"], json.dumps(state), qos=0, retain=True)
 
-    def _refuse(self, message: str, fatal: bool = False) -> None:
-        """A refusal: one that no retry cures ends the start (the constructor raises it); later, or curable, it is
-        logged once until something else happens (paho retries every few seconds)."""
-        with self._start_lock:
-            if fatal and self._starting:
-                self._fatal = message
-                return
+    def _refuse(self, message: str) -> None:
+        """A refusal is said once, not at every retry (paho retries every few seconds), and retried: a wrong password
+        and a broker still starting (Home Assistant's add-on asks Home Assistant, which may be restarting) look the
+        same, and a certificate "not yet valid" on a Pi without a clock is valid once NTP has set it."""
         if message != self._last_refusal:
             self._last_refusal = message
             self.log(message)
@@ -275,13 +264,16 @@ class MqttSink:
         # paho calls this inside its ``except OSError``: the exception is the one being handled
         exc = sys.exc_info()[1]
         if isinstance(exc, ssl.SSLError):
-            if isinstance(exc, ssl.SSLCertVerificationError):
+            if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in (9, 10):  # not yet valid, expired
+                why = (f"its certificate is refused ({exc.verify_message}); is this machine's clock right (a Pi without "
+                       "a clock has the time of its last shutdown until NTP sets it)? Renew an expired one")
+            elif isinstance(exc, ssl.SSLCertVerificationError):
                 why = (f"its certificate is not trusted ({exc.verify_message}): give the CA that signed it with "
                        "--mqtt-ca FILE, and the host name the certificate names")
             else:
                 why = (f"the TLS handshake failed ({exc.reason or exc}): is {self.port} the broker's TLS port "
                        "(usually 8883)? Plain MQTT is --mqtt HOST without mqtts:// or --mqtt-tls")
-            self._refuse(f"mqtt: {self._where()}: {why}", fatal=True)
+            self._refuse(f"mqtt: {self._where()}: {why}; retrying in the background")
             self._first_try.set()
             return
         if self.tls and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
