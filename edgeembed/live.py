@@ -138,7 +138,10 @@ class _Terminate:
     def __enter__(self) -> "_Terminate":
         self.old: dict = {}
         if threading.current_thread() is threading.main_thread():
-            self.old = {sig: signal.signal(sig, self._raise) for sig in self.SIGNALS}
+            # a signal the run was started to ignore stays ignored: `nohup edgeembed recognize ...` over ssh must
+            # outlive the logout's SIGHUP
+            self.old = {sig: signal.signal(sig, self._raise) for sig in self.SIGNALS
+                        if signal.getsignal(sig) is not signal.SIG_IGN}
         return self
 
     @staticmethod

@@ -195,3 +195,30 @@ def test_a_video_file_served_over_http_is_read_once_to_its_end(tmp_path):
     frames, events = parse_jsonl(p.stdout)
     assert [f["frame"] for f in frames] == list(range(len(truth))) and "dropped" not in p.stderr
     assert [e["label"] for e in events if e["event"] == "appeared"] == ["obj01", "obj02"]
+
+
+def test_a_run_started_with_nohup_outlives_a_hangup(gallery):
+    """SIGHUP ends a run like SIGTERM (the terminal closed), unless the run was started to ignore it: `nohup
+    edgeembed recognize ... &` over ssh must go on after the logout's SIGHUP."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    server = MjpegServer([coil_view("obj01", v) for v in range(0, 72, 2)], fps=25).start()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeembed", "recognize", "--gallery", str(gallery), "--source",
+                             server.url, "--json"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # what nohup does
+    try:
+        assert proc.stdout.readline().startswith('{"frame"'), "the run started"
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert proc.poll() is None, "a hangup the run was started to ignore stopped it"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode in (0, 130) and '"reason": "end"' in out
+    finally:
+        server.stop()
+        if proc.poll() is None:
+            proc.kill()

@@ -139,7 +139,7 @@ def test_picamera2_through_the_cli(fake_picamera2, monkeypatch, tmp_path):
     assert len(frames) == 4 and frames[-1]["label"] == "parrot"
     p = run_cli("recognize", "--gallery", tmp_path / "g", "--source", "picamera2", "--max-frames", "2",
                 env={"FAKE_PICAMERA2_IMAGE": str(png), "FAKE_PICAMERA2_CAMERAS": "0"})
-    assert p.returncode == 2
+    assert p.returncode == 75, "a camera not detected (or held by another program) may come back: restarted on"
     assert p.stderr.count("\n") == 1 and "no Raspberry Pi camera 0" in p.stderr and "rpicam-hello" in p.stderr
 
 

@@ -129,8 +129,8 @@ class Picamera2Source(FrameSource):
         Picamera2 = import_picamera2()
         try:
             cam = Picamera2(self.opts["camera"])
-        except (IndexError, RuntimeError) as exc:
-            raise SourceError(f"no Raspberry Pi camera {self.opts['camera']} ({exc}): check the ribbon cable and "
+        except (IndexError, RuntimeError) as exc:  # not detected (yet), or held by another program: may come back
+            raise SourceUnavailableError(f"no Raspberry Pi camera {self.opts['camera']} ({exc}): check the ribbon cable and "
                               "`rpicam-hello --list-cameras`, and that no other program holds the camera") from None
         try:
             cam.configure(self.configuration(cam))
