@@ -583,8 +583,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
             # removing someone is forgetting them: their vectors go from the vector file too, not at some later compact
             try:
                 result["erased_rows"] = g.compact()
-            except (OSError, GalleryError) as exc:
-                result["erased_rows"] = 0
+            except (OSError, sqlite3.Error, GalleryError) as exc:  # the removal is committed: say it, and what is left
+                result.update(erased_rows=0, erase_error=str(exc))
                 print(f"edgeembed: warning: removed, but their vectors are still in {g.path}'s vector file (rewriting "
                       f"it failed: {exc}); run 'edgeembed gallery compact --gallery {g.path}' when that is fixed",
                       file=sys.stderr)
@@ -942,9 +942,33 @@ def _system_error(exc: BaseException) -> str:
         return (f"cannot write{where}: {exc.strerror}; mount it read-write (or use a writable place) and run again "
                 "(nothing half-written was kept)")
     if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+        closed = _closed_folder(exc.filename) if getattr(exc, "filename", None) else None
+        if closed:
+            return closed
         return (f"cannot write{where}: {exc.strerror}; run as the user who owns it, or choose a writable place "
                 "(nothing half-written was kept)")
     return f"{exc.strerror or exc}{where}; check that path"
+
+
+def _closed_folder(filename: str) -> str | None:
+    """The line for a file in a folder this user may not enter (a gallery made by another user, e.g. with sudo: a new
+    gallery's folder is its owner's alone), or None when the folder is open to this user."""
+    import pwd  # noqa: PLC0415 - an error path
+
+    folder = Path(filename) if os.path.isdir(filename) else Path(filename).parent
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    if os.access(folder, os.R_OK | os.X_OK):
+        return None
+    try:
+        owner, me = pwd.getpwuid(st.st_uid).pw_name, pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        owner, me = str(st.st_uid), str(os.getuid())
+    return (f"cannot read {folder}: it belongs to {owner} and is open to its owner only (mode {st.st_mode & 0o777:o}; a "
+            f"new gallery is its owner's alone); run as {owner}, or give it to {me} (sudo chown -R {me} {folder}), or "
+            f"share it: chmod 750 {folder} and a group both are in (nothing was changed)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,6 +47,9 @@ DB_NAME = "gallery.sqlite"
 PROBE_MIN_COSINE = 0.995
 # the names this module gives vector files (a compaction's: 12 hex digits; before stop 18: the time in milliseconds)
 OWN_VECTOR_FILE = re.compile(r"vectors(\.[0-9a-f]{12}|\.\d{13})?\.f32")
+# what a database may name as its vector file: any name a version gave (hex, milliseconds, mkstemp's 8 characters),
+# never a path; the sweep after a compaction keeps to OWN_VECTOR_FILE (a user's 'vectors.backup.f32' is not ours)
+NAMED_VECTOR_FILE = re.compile(r"vectors(\.[A-Za-z0-9_]{1,64})?\.f32")
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
 
@@ -1041,9 +1044,9 @@ def _check_vector_file_name(name: Any) -> None:
     """The vector file the database names: one of the names a gallery gives its own files, in its own folder. A
     crafted or damaged name ('../notes.txt', an absolute path) would have an enrolment cut that file and write
     into it."""
-    if not (isinstance(name, str) and OWN_VECTOR_FILE.fullmatch(name)):
+    if not (isinstance(name, str) and NAMED_VECTOR_FILE.fullmatch(name)):
         raise ValueError(f"vectors_file must name a vector file in the gallery folder (vectors.f32 or "
-                         f"vectors.<hex>.f32), got {name!r}")
+                         f"vectors.<id>.f32), got {name!r}")
 
 
 def _check_row_count(rows: Any) -> int:

@@ -1182,3 +1182,106 @@ def test_a_label_with_control_characters_is_refused_and_an_older_one_is_shown_es
     assert "\x1b" not in p.stdout and "evil\\x1b[2J\\nforged" in p.stdout, p.stdout
     p = run_cli("gallery", "rename", "--gallery", gal, "evil\x1b[2J\nforged", "bell\x07")
     assert p.returncode == 2 and "control characters" in p.stderr
+
+
+def test_a_gallery_of_another_user_says_whose_it_is_and_how_to_share_it(tmp_path):
+    """A new gallery's folder is its owner's alone: `sudo edgeembed enroll` then a service running as pi could not
+    read it, and was told "cannot write ...; run as the user who owns it" (recognizing only reads)."""
+    import contextlib
+    import io
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run a command as another user")
+    from edgeembed.cli import main
+    import edgeembed.recognizer  # noqa: F401 - loaded before the child drops to another user
+
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        gal = top / "g"
+        run_cli("enroll", "--model", V1_EMBED, "--gallery", gal,
+                _coil_pictures(tmp_path, "p", ("obj01",), range(0, 72, 24)), "--quiet", check=True)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the service's user
+            try:
+                os.close(r)
+                os.setgid(65534)
+                os.setuid(65534)
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    rc = main(["gallery", "list", "--gallery", str(gal)])
+                os.write(w, json.dumps([rc, err.getvalue()]).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            rc, err = json.loads(f.read())
+        os.waitpid(pid, 0)
+        assert rc == 2 and err.count("\n") == 1, err
+        assert f"cannot read {gal}: it belongs to root and is open to its owner only (mode 700" in err
+        assert "run as root" in err and f"chmod 750 {gal}" in err and "sudo chown -R nobody" in err
+    finally:
+        shutil.rmtree(top)
+
+
+def test_vector_file_names_of_earlier_versions_are_still_read(tmp_path):
+    """Four earlier commits named a compacted vector file with mkstemp ('vectors.j9b9mc5z.f32'); the check of the
+    name a database gives (no paths) called such a gallery damaged."""
+    import sqlite3
+
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal,
+            _coil_pictures(tmp_path, "p", ("obj01", "obj03"), range(0, 72, 12)), "--quiet", check=True)
+    for name in ("vectors.j9b9mc5z.f32", "vectors.1764300000000.f32"):
+        current = next(gal.glob("vectors*.f32"))
+        current.rename(gal / name)
+        with sqlite3.connect(gal / "gallery.sqlite") as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'vectors_file'", (json.dumps(name),))
+            check = json.loads(db.execute("SELECT value FROM meta WHERE key = 'last_row_check'").fetchone()[0])
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_row_check'", (json.dumps({**check, "file": name}),))
+        p = run_cli("recognize", "--gallery", gal, "--source", DATA / "coil20" / "obj03" / "003.png", "--json", check=True)
+        assert json.loads(p.stdout.splitlines()[0])["label"] == "obj03"
+
+
+def test_a_removal_whose_erasing_fails_says_the_removal_went_in(tmp_path, monkeypatch, capsys):
+    """`gallery remove` commits the removal, then rewrites the vector file. When the rewrite fails (a locked
+    database, a full disk) the run said "nothing was changed" and exit 2 while the label was gone."""
+    import sqlite3
+
+    from edgeembed.cli import main
+
+    gal = tmp_path / "g"
+    run_cli("enroll", "--model", V1_EMBED, "--gallery", gal,
+            _coil_pictures(tmp_path, "p", ("obj01", "obj03"), range(0, 72, 12)), "--quiet", check=True)
+
+    def locked(self):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(Gallery, "compact", locked)
+    assert main(["gallery", "remove", "--gallery", str(gal), "obj03", "--json"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result["removed_entries"] == 6 and result["erased_rows"] == 0 and "locked" in result["erase_error"]
+    assert err.count("\n") == 1 and "still in" in err and "gallery compact" in err
+    monkeypatch.undo()
+    with Gallery.open(gal) as g:
+        assert g.labels() == {"obj01": 6}
+        assert g.compact() == 6
+
+
+def test_a_face_galleries_older_label_with_control_characters_is_shown_escaped(tmp_path):
+    """Face mode prints its still pictures' answers on its own path; the escaping had missed it."""
+    import sqlite3
+
+    people = tmp_path / "people" / "s1"
+    people.mkdir(parents=True)
+    for k in (1, 2, 3):
+        shutil.copy(DATA / "orl-faces" / "s1" / f"{k}.pgm", people / f"{k}.pgm")
+    gal = tmp_path / "faces"
+    run_cli("enroll", "--mode", "face", "--gallery", gal, tmp_path / "people", "--quiet", check=True)
+    with sqlite3.connect(gal / "gallery.sqlite") as db:  # as an edgeembed before the refusal stored it
+        db.execute("UPDATE labels SET name = ?", ("eve\x1b[2J",))
+    p = run_cli("recognize", "--gallery", gal, "--source", DATA / "orl-faces" / "s1" / "5.pgm", check=True)
+    assert "\x1b" not in p.stdout and "eve\\x1b[2J" in p.stdout, p.stdout

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EdgeEmbedError, GalleryError, ImageError, InputError, SourceError
-from ..gallery import Gallery
+from ..gallery import Gallery, shown_label
 from ..preprocess import read_image, still_images
 from ..progress import progress
 from .detector import FaceDetector
@@ -190,9 +190,10 @@ def recognize_faces(args: argparse.Namespace, gallery: Gallery) -> int:
                 for r in results:
                     x, y, w, h = (int(round(v)) for v in r.box)
                     # an unknown face names its nearest person and the threshold it missed, as a picture does
-                    near = (f" (nearest {r.matches[0].label}, threshold {r.threshold:.3f})"
+                    near = (f" (nearest {shown_label(r.matches[0].label)}, threshold {r.threshold:.3f})"
                             if r.label is None and r.matches and r.threshold is not None else "")
-                    print(f"  [{x},{y} {w}x{h}] {r.label if r.label is not None else 'unknown'} {r.score:.3f}{near}")
+                    label = shown_label(r.label) if r.label is not None else "unknown"
+                    print(f"  [{x},{y} {w}x{h}] {label} {r.score:.3f}{near}")
     finally:
         recognizer.pipeline.close()
         gallery.close()
