@@ -1193,8 +1193,11 @@ def test_a_gallery_of_another_user_says_whose_it_is_and_how_to_share_it(tmp_path
 
     if os.geteuid() != 0:
         pytest.skip("needs root, to run a command as another user")
+    import importlib
+
     from edgeembed.cli import main
-    import edgeembed.recognizer  # noqa: F401 - loaded before the child drops to another user
+
+    importlib.import_module("edgeembed.recognizer")  # loaded before the child drops to another user
 
     top = Path(tempfile.mkdtemp(dir="/tmp"))
     try:

@@ -323,23 +323,46 @@ def test_a_full_disk_stops_the_recording_not_the_run(coil, tmp_path, monkeypatch
     assert n == 31, "the recording up to the full disk is kept, readable"
 
 
-def test_a_restarted_run_keeps_the_earlier_recording(coil, tmp_path):
+def test_a_restarted_camera_run_keeps_the_earlier_recording(coil, tmp_path):
     """Each start of a service reopened --output and emptied it: the restart after a power cut wiped the .mkv that
-    was chosen to survive it. An existing recording is kept and the run records beside it."""
-    out = tmp_path / "door.avi"
-    for _ in range(3):
-        p = run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"], "--max-frames", "20",
-                    "--output", out)
-        assert p.returncode == 0, p.stderr
-    assert sorted(f.name for f in tmp_path.glob("door*.avi")) == ["door-2.avi", "door-3.avi", "door.avi"]
-    assert "door.avi holds an earlier run's recording, which is kept: this run records to door-3.avi" in p.stderr
-    for f in tmp_path.glob("door*.avi"):
-        cap = cv2.VideoCapture(str(f))
-        n = 0
+    was chosen to survive it. A camera's earlier recording is kept and the run records beside it, also when two runs
+    start at once; a video file's annotated copy is made again in place, as a script re-running it expects."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from test_live_support import MjpegServer, coil_view
+
+    def frames(f: Path) -> int:
+        cap, n = cv2.VideoCapture(str(f)), 0
         while cap.read()[0]:
             n += 1
         cap.release()
-        assert n == 20, f
+        return n
+
+    camera = MjpegServer([coil_view("obj01", v) for v in range(0, 72, 2)], fps=25).start()
+    out = tmp_path / "door.avi"
+    try:
+        for _ in range(2):
+            p = run_cli("recognize", "--gallery", coil["gallery"], "--source", camera.url, "--max-frames", "20",
+                        "--output", out)
+            assert p.returncode == 0, p.stderr
+        assert "door.avi holds an earlier run's recording, which is kept: this run records to door-2.avi" in p.stderr
+        both = [subprocess.Popen([sys.executable, "-m", "edgeembed", "recognize", "--gallery", str(coil["gallery"]),
+                                  "--source", camera.url, "--max-frames", "20", "--output", str(out)], cwd=REPO,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        assert [proc.wait(timeout=120) for proc in both] == [0, 0]
+    finally:
+        camera.stop()
+    names = sorted(f.name for f in tmp_path.glob("door*.avi"))
+    assert names == ["door-2.avi", "door-3.avi", "door-4.avi", "door.avi"], names
+    assert all(frames(tmp_path / n) > 0 for n in names)
+    copy = tmp_path / "clip-annotated.avi"
+    for _ in range(2):
+        run_cli("recognize", "--gallery", coil["gallery"], "--source", coil["clip"], "--max-frames", "20",
+                "--output", copy, check=True)
+    assert sorted(f.name for f in tmp_path.glob("clip-annotated*.avi")) == ["clip-annotated.avi"]
+    assert frames(copy) == 20
 
 
 def test_live_annotated_video_shows_each_picture_from_the_moment_it_came(tmp_path):

@@ -4,9 +4,9 @@ A recording is copied frame for frame at its own rate. A live source is written 
 (each processed frame repeated, or skipped, to fill the time it stood for), so the file plays at the
 speed things happened however fast the board processed them. cv2.VideoWriter reports no write
 errors, so the free space is checked as the file grows: a full disk stops the recording with one line, and
-recognition and the other outputs go on. An existing file is never written over: a service restarted after a
-power cut, a lost camera or a reboot would empty the recording it was meant to keep; the run takes NAME-2.EXT,
-NAME-3.EXT, ... instead.
+recognition and the other outputs go on. A camera's recording never writes over an existing file: a service
+restarted after a power cut, a lost camera or a reboot would empty the recording it was meant to keep; the run
+takes NAME-2.EXT, NAME-3.EXT, ... instead (a video file's annotated copy is made again in place).
 
 A camera that runs for days can write segments instead of one file (``segment_s``): NAME-YYYYmmdd-HHMMSS.EXT,
 each that many seconds of video; the oldest (earlier runs' segments of the same NAME included) are removed
@@ -121,11 +121,19 @@ class AnnotatedVideoSink:
                 self._drop_oldest()
 
     def _free_path(self) -> Path:
-        """--output, or NAME-2.EXT, NAME-3.EXT, ... when it holds a recording already (an earlier run's)."""
+        """--output; for a camera, NAME-2.EXT, NAME-3.EXT, ... when it exists already (an earlier run's recording),
+        each name taken with O_EXCL, so two runs started together do not write one file. A video file's annotated
+        copy is made again in place, as a script re-running it expects."""
+        if not self.live:
+            return self.path
         path, n = self.path, 1
-        while path.exists() and path.stat().st_size > 0:
-            n += 1
-            path = self.path.with_name(f"{self.path.stem}-{n}{self.path.suffix}")
+        while True:
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                break
+            except FileExistsError:
+                n += 1
+                path = self.path.with_name(f"{self.path.stem}-{n}{self.path.suffix}")
         if path != self.path:
             self.log(f"{self.path} holds an earlier run's recording, which is kept: this run records to {path.name} "
                      "(remove the file, or give another --output, to use its name)")
