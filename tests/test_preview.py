@@ -254,8 +254,10 @@ def test_a_password_from_the_environment_guards_every_page(tmp_path):
             assert status == 200 and got["content-type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
             status, got, body = _get(port, "/stream.mjpg", basic(user, "s3cret pässword"))
             assert status == 200 and got["content-type"].startswith("multipart/x-mixed-replace") and body.startswith(b"--")
-        # the Host check comes first: the right password through a foreign name is still refused
-        assert _get(port, "/snapshot.jpg", {**basic("a", "s3cret pässword"), "Host": "rebind.attacker.example"})[0] == 403
+        # with a password any name may be used (a router's NAME.lan, a reverse proxy's): the browser sends no
+        # credentials to a rebinding attacker's name, and the attacker's page does not know them
+        assert _get(port, "/snapshot.jpg", {**basic("a", "s3cret pässword"), "Host": "pi.fritz.box"})[0] == 200
+        assert _get(port, "/snapshot.jpg", {"Host": "rebind.attacker.example"})[0] == 401
     finally:
         _stop(camera, run)
 
@@ -272,5 +274,19 @@ def test_an_open_preview_on_the_network_is_said_at_the_start(tmp_path):
         start = [line for line in run.err if "preview at http://" in line]
         assert len(start) == 1 and "0.0.0.0" not in start[0] and f":{port}/" in start[0], start
         assert _get(port, "/snapshot.jpg")[0] == 200  # open, as it says
+    finally:
+        _stop(camera, run)
+
+
+def test_more_names_of_this_machine_can_be_allowed_without_a_password(tmp_path):
+    """A router names the Pi NAME.lan or NAME.fritz.box, Avahi NAME-2.local, a reverse proxy passes its own name:
+    each got 403 with no way to allow it. EDGEEMBED_PREVIEW_HOSTS lists them; other names stay refused."""
+    camera, run, port = _camera_run(tmp_path, env={"EDGEEMBED_PREVIEW_HOSTS": "pi.fritz.box, Cam.Example.COM."})
+    try:
+        run.wait_for(lambda: run.frames() >= 5)
+        for host in ("pi.fritz.box", f"PI.fritz.box:{port}", "cam.example.com", "cam.example.com."):
+            assert _get(port, "/snapshot.jpg", {"Host": host})[0] == 200, host
+        status, _, body = _get(port, "/snapshot.jpg", {"Host": "other.fritz.box"})
+        assert status == 403 and b"EDGEEMBED_PREVIEW_HOSTS" in body and b"EDGEEMBED_PREVIEW_PASSWORD" in body
     finally:
         _stop(camera, run)

@@ -6,9 +6,11 @@ otherwise (--preview-host 0.0.0.0 exposes the camera to the network). Frames are
 and JPEG-encoded on the viewers' threads, only when someone is watching, so the pipeline
 pays nothing for an idle preview.
 
-Who may watch: a request must name this machine in its Host header (an IP address, localhost or this machine's
-names), so a web page in a browser on the Pi or the LAN cannot read the camera through DNS rebinding; and when
-EDGEEMBED_PREVIEW_PASSWORD is set, every page asks for it (HTTP Basic, any user name).
+Who may watch: when EDGEEMBED_PREVIEW_PASSWORD is set, every page asks for it (HTTP Basic, any user name). Without
+one, a request must name this machine in its Host header (an IP address, localhost, this machine's names, or a name
+listed in EDGEEMBED_PREVIEW_HOSTS: a router's NAME.lan, a reverse proxy's), so a web page in a browser on the Pi or
+the LAN cannot read the camera through DNS rebinding. A password already keeps such a page out (the browser sends
+no credentials to the attacker's name, and the page does not know them), so then any name may be used.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ SEND_TIMEOUT_S = 15.0  # a viewer that stops reading (a phone gone off the Wi-Fi
 # buffer (the kernel doubles it) fills in a few seconds and still carries a 1080p preview over Wi-Fi.
 STREAM_SEND_BUFFER = 128 * 1024
 PASSWORD_ENV = "EDGEEMBED_PREVIEW_PASSWORD"  # never a command-line option: ps shows argv to every user
+HOSTS_ENV = "EDGEEMBED_PREVIEW_HOSTS"  # more names this machine is browsed by, comma-separated
 REALM = "edgeembed"
 
 
@@ -54,7 +57,8 @@ class PreviewServer:
         if password is None:
             password = os.environ.get(PASSWORD_ENV)
         self.password = password.encode("utf-8") if password else None
-        self.host_names = own_host_names()
+        extra = {n.strip().lower().rstrip(".") for n in os.environ.get(HOSTS_ENV, "").split(",") if n.strip()}
+        self.host_names = own_host_names() | frozenset(extra)
         self._cond = threading.Condition()
         self._frame: tuple[np.ndarray, Any] | None = None
         self._seq = 0
@@ -155,14 +159,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found: try / or /stream.mjpg or /snapshot.jpg\n")
 
     def _allowed(self) -> bool:
-        """The Host check (DNS rebinding) and the password, if one is set; answers 403 / 401 when not allowed."""
-        host = self.headers.get("Host")
-        if host is not None and not host_is_ours(host, self.preview.host_names):
-            self._send(HTTPStatus.FORBIDDEN, "text/plain",
-                       f"forbidden: open the preview by this machine's address or name (e.g. {self.preview.url}), "
-                       "not through another name\n".encode())
-            return False
+        """The password, if one is set, else the Host check (DNS rebinding); answers 401 / 403 when not allowed."""
         want = self.preview.password
+        host = self.headers.get("Host")
+        if want is None and host is not None and not host_is_ours(host, self.preview.host_names):
+            self._send(HTTPStatus.FORBIDDEN, "text/plain",
+                       f"forbidden: open the preview by this machine's address or name (e.g. {self.preview.url}); "
+                       f"another name it has (NAME.lan, a reverse proxy's) goes in {HOSTS_ENV}=NAME,... or set "
+                       f"{PASSWORD_ENV}, after which any name may be used\n".encode())
+            return False
         if want is not None and not hmac.compare_digest(_basic_password(self.headers.get("Authorization")), want):
             self._send(HTTPStatus.UNAUTHORIZED, "text/plain",
                        f"this preview asks for a password (the one in {PASSWORD_ENV}; any user name)\n".encode(),
