@@ -101,6 +101,10 @@ def _live_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
                    help="MQTT over TLS, the broker's certificate checked against the system's CAs (as mqtts://)")
     g.add_argument("--mqtt-ca", default=None, metavar="FILE",
                    help="MQTT over TLS, the broker's certificate checked against this CA certificate (PEM)")
+    g.add_argument("--mqtt-cert", default=None, metavar="FILE",
+                   help="MQTT over TLS with this client certificate (PEM), for a broker that requires one")
+    g.add_argument("--mqtt-key", default=None, metavar="FILE",
+                   help="the unencrypted key of --mqtt-cert (PEM), when it is not in the certificate's file")
     g.add_argument("--mqtt-topic", default="edgeembed", help="MQTT topic prefix (default edgeembed)")
     g.add_argument("--camera-name", default="camera", help="name of this camera in events and MQTT topics")
     g.add_argument("--preview", type=_int_in(1, 65535), default=None, metavar="PORT", help="serve an MJPEG preview on this port")
@@ -618,6 +622,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 _STREAM_ONLY = (("output", "--output"), ("output_segment", "--output-segment"), ("output_keep", "--output-keep"),
                 ("preview", "--preview"), ("mqtt", "--mqtt"), ("mqtt_user", "--mqtt-user"),
                 ("mqtt_password_file", "--mqtt-password-file"), ("mqtt_tls", "--mqtt-tls"), ("mqtt_ca", "--mqtt-ca"),
+                ("mqtt_cert", "--mqtt-cert"), ("mqtt_key", "--mqtt-key"),
                 ("fps", "--fps"), ("resolution", "--resolution"))
 
 

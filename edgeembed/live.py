@@ -23,7 +23,7 @@ from .sources import FolderSource, open_source, parse_resolution, parse_roi
 
 # options that mean something only with --mqtt
 _MQTT_ONLY = (("mqtt_user", "--mqtt-user"), ("mqtt_password_file", "--mqtt-password-file"), ("mqtt_tls", "--mqtt-tls"),
-              ("mqtt_ca", "--mqtt-ca"))
+              ("mqtt_ca", "--mqtt-ca"), ("mqtt_cert", "--mqtt-cert"), ("mqtt_key", "--mqtt-key"))
 DEFAULT_RECONNECT_TIMEOUT = 60.0  # seconds a dropped live source is retried; EDGEEMBED_RECONNECT_TIMEOUT overrides
 
 
@@ -94,7 +94,8 @@ def _sinks(args: argparse.Namespace, source: Any) -> list[Any]:
             sinks.append(MqttSink(args.mqtt, prefix=args.mqtt_topic, camera=args.camera_name,
                                   username=getattr(args, "mqtt_user", None),
                                   password=read_password(getattr(args, "mqtt_password_file", None)),
-                                  tls=bool(getattr(args, "mqtt_tls", None)), ca_file=getattr(args, "mqtt_ca", None)))
+                                  tls=bool(getattr(args, "mqtt_tls", None)), ca_file=getattr(args, "mqtt_ca", None),
+                                  cert_file=getattr(args, "mqtt_cert", None), key_file=getattr(args, "mqtt_key", None)))
         if not args.output and (getattr(args, "output_segment", None) is not None or getattr(args, "output_keep", None)):
             raise InputError("--output-segment and --output-keep need --output FILE (the name the segments are made from)")
         if args.output:

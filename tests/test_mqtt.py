@@ -493,7 +493,10 @@ def locked_broker(tmp_path_factory):
     subprocess.run([MOSQUITTO_PASSWD, "-b", "-c", str(d / "passwd"), "ada", "two words"], check=True)
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
             "expired.pem", "-days", "-1", "-extfile", "san.cnf")  # valid until yesterday
-    plain, tls, expired = free_port(), free_port(), free_port()
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=edgeembed")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "client.pem", "-days", "30")
+    plain, tls, expired, mutual = free_port(), free_port(), free_port(), free_port()
     # run as root, mosquitto drops to its own user, which cannot read pytest's private folders: it keeps root here
     broker = Broker(d, plain, ("user root\n" if os.geteuid() == 0 else "") + "per_listener_settings true\n" +
                               f"listener {plain} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
@@ -501,8 +504,10 @@ def locked_broker(tmp_path_factory):
                               f"cafile {d / 'ca.pem'}\ncertfile {d / 'server.pem'}\nkeyfile {d / 'server.key'}\n"
                               f"listener {expired} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
                               f"cafile {d / 'ca.pem'}\ncertfile {d / 'expired.pem'}\nkeyfile {d / 'server.key'}\n"
-                              "persistence false\n").start()
-    broker.tls_port, broker.expired_port, broker.dir = tls, expired, d
+                              f"listener {mutual} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
+                              f"cafile {d / 'ca.pem'}\ncertfile {d / 'server.pem'}\nkeyfile {d / 'server.key'}\n"
+                              "require_certificate true\npersistence false\n").start()
+    broker.tls_port, broker.expired_port, broker.mutual_port, broker.dir = tls, expired, mutual, d
     yield broker
     broker.stop()
 
@@ -638,3 +643,28 @@ def test_a_password_changed_while_running_is_said_once_and_retried(tmp_path):
     finally:
         sink.close()
         broker.stop()
+
+
+def test_a_broker_that_requires_a_client_certificate_gets_one(gallery, locked_broker, tmp_path):
+    """mosquitto's require_certificate: --mqtt-cert/--mqtt-key give this client's certificate. Without one the broker
+    hangs up after the handshake, which read as "no answer ... (a firewall?)"; it now names the options."""
+    b = locked_broker
+    write_clip(tmp_path / "clip.avi", coil_segments(["obj01"], step=4))
+    common = ["recognize", "--gallery", gallery / "g", "--source", tmp_path / "clip.avi", "--json", "--mqtt",
+              f"mqtts://localhost:{b.mutual_port}", "--mqtt-ca", b.dir / "ca.pem", "--mqtt-user", "ada"]
+    env = {"EDGEEMBED_MQTT_PASSWORD": "two words"}
+    sub = Subscriber(b.port, "edgeembed/camera/#", login=("ada", "two words"))
+    try:
+        p = run_cli(*common, "--mqtt-cert", b.dir / "client.pem", "--mqtt-key", b.dir / "client.key", env=env)
+        time.sleep(1.0)
+    finally:
+        sub.close()
+    assert p.returncode == 0 and f"connected to localhost:{b.mutual_port} (TLS)" in p.stderr, p.stderr
+    assert [json.loads(m)["label"] for m in sub.on("edgeembed/camera/event")] == ["obj01", "obj01"]  # appeared, left
+    p = run_cli(*common, env=env)
+    said = [line for line in p.stderr.splitlines() if "mqtt:" in line]
+    assert p.returncode == 0 and len(said) == 1 and "--mqtt-cert FILE --mqtt-key FILE" in said[0], p.stderr
+    for args, expect in (([b.dir / "client.key"], "not a certificate and its unencrypted key"),  # a key as the cert
+                         ([b.dir / "nope.pem"], "--mqtt-cert " + str(b.dir / "nope.pem") + ": no such file")):
+        p = run_cli(*common, "--mqtt-cert", *args, env=env)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and expect in p.stderr, p.stderr

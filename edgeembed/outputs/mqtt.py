@@ -130,16 +130,27 @@ def camera_id(camera: str) -> str:
     return f"{_slug(camera)}_{hashlib.sha1(camera.encode()).hexdigest()[:6]}"
 
 
-def _tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """Certificate and host name checked, against ``ca_file`` (PEM) or the system's CAs."""
-    if ca_file is not None and not os.path.isfile(ca_file):
-        raise InputError(f"--mqtt-ca {ca_file}: no such file; give the PEM certificate of the CA that signed the "
-                         "broker's certificate (mosquitto.conf's cafile)")
+def _tls_context(ca_file: str | None, cert_file: str | None = None, key_file: str | None = None) -> ssl.SSLContext:
+    """Certificate and host name checked, against ``ca_file`` (PEM) or the system's CAs; with ``cert_file``, this
+    client's own certificate (and ``key_file``, else the key in ``cert_file``) for a broker that asks for one."""
+    what = {"--mqtt-ca": "the PEM certificate of the CA that signed the broker's (mosquitto.conf's cafile)",
+            "--mqtt-cert": "this client's PEM certificate", "--mqtt-key": "the PEM key of this client's certificate"}
+    for flag, path in (("--mqtt-ca", ca_file), ("--mqtt-cert", cert_file), ("--mqtt-key", key_file)):
+        if path is not None and not os.path.isfile(path):
+            raise InputError(f"{flag} {path}: no such file; give {what[flag]}")
     try:
-        return ssl.create_default_context(cafile=ca_file)
+        ctx = ssl.create_default_context(cafile=ca_file)
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise InputError(f"--mqtt-ca {ca_file}: not a PEM certificate ({exc}); give the CA certificate that signed "
                          "the broker's (-----BEGIN CERTIFICATE----- ...)") from None
+    if cert_file is not None:
+        try:  # password b"": an encrypted key fails here instead of asking on a terminal a service does not have
+            ctx.load_cert_chain(cert_file, key_file, password=b"")
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise InputError(f"--mqtt-cert {cert_file}{f' / --mqtt-key {key_file}' if key_file else ''}: not a "
+                             f"certificate and its unencrypted key ({exc}); give the PEM certificate the broker's CA "
+                             "signed and its key (openssl pkey -in KEY -out KEY.plain to remove a passphrase)") from None
+    return ctx
 
 
 def _seen(record: Any, m: Any) -> dict[str, Any]:
@@ -157,13 +168,16 @@ class MqttSink:
 
     def __init__(self, broker: str, prefix: str = "edgeembed", camera: str = "camera", discovery: bool = True,
                  keepalive: int = 15, connect_wait: float = 3.0, log=None, username: str | None = None,
-                 password: str | None = None, tls: bool = False, ca_file: str | None = None):
+                 password: str | None = None, tls: bool = False, ca_file: str | None = None,
+                 cert_file: str | None = None, key_file: str | None = None):
         """``username``/``password`` log in (a Home Assistant Mosquitto add-on takes no anonymous client); ``tls``
         (or an mqtts:// broker, or a ``ca_file``) verifies the broker's certificate against the system's CAs, or
         against ``ca_file`` for a broker with its own CA. A refused login or certificate is logged once and retried,
         as a broker that is down is."""
         mqtt = require("paho.mqtt.client", "mqtt", "MQTT output")
-        self.host, self.port, tls = parse_broker(broker, tls or ca_file is not None)
+        self.host, self.port, tls = parse_broker(broker, tls or ca_file is not None or cert_file is not None)
+        if key_file is not None and cert_file is None:
+            raise InputError("--mqtt-key needs --mqtt-cert FILE (the certificate that goes with the key)")
         if password is not None and username is None:
             raise InputError(f"an MQTT password ({PASSWORD_ENV} or --mqtt-password-file) needs --mqtt-user NAME too")
         prefix = check_topic_prefix(prefix)
@@ -191,7 +205,8 @@ class MqttSink:
         if username is not None:
             client.username_pw_set(username, password)
         if tls:
-            client.tls_set_context(_tls_context(ca_file))
+            client.tls_set_context(_tls_context(ca_file, cert_file, key_file))
+        self.client_cert = cert_file is not None
         client.will_set(self.topics["availability"], "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
@@ -254,6 +269,13 @@ class MqttSink:
             self.log(message)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        if not self.connected.is_set() and self.tls and not getattr(self, "client_cert", False) and not self._closing:
+            # TLS went through, then the broker hung up before MQTT's answer: what one that requires a client
+            # certificate does (its alert is not passed on by paho)
+            self._refuse(f"mqtt: {self._where()} closed the connection before answering; a broker that wants a client "
+                         "certificate does this: --mqtt-cert FILE --mqtt-key FILE. Retrying in the background")
+            self._first_try.set()
+            return
         if self.connected.is_set():
             self.connected.clear()
             if self._closing:  # our own goodbye, not a lost broker
